@@ -1,0 +1,70 @@
+"""Developer sessions; dependencies come from pyproject.toml's dependency groups."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def install(session: nox.Session, *groups: str, editable: bool = False) -> None:
+    session.install("-e", ".") if editable else session.install(".")
+    requirements = nox.project.dependency_groups(PYPROJECT, *groups)
+    if requirements:
+        session.install(*requirements)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite: real kernels, real caches, real sphinx-build runs."""
+    install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and mypy --strict."""
+    install(session, "lint", editable=True)
+    session.run("ruff", "check", "src", "tests", "noxfile.py", "bench")
+    session.run("ruff", "format", "--check", "src", "tests", "noxfile.py", "bench")
+    session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation, built with the extension itself; warnings are errors."""
+    install(session, "docs")
+    out = ROOT / "docs" / "_build" / "html"
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", str(out))
+    session.log(f"documentation: {out / 'index.html'}")
+
+
+@nox.session
+def example(session: nox.Session) -> None:
+    """Build example_book/ with its notebooks executed through sphinx-nbcache."""
+    install(session, "example")
+    out = ROOT / "example_book" / "_build" / "html"
+    session.run("sphinx-build", "-b", "html", "example_book", str(out), *session.posargs)
+    session.log(f"example book: {out / 'index.html'}")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Time myst-nb's cache mode against sphinx-nbcache on generated books."""
+    install(session, "bench")
+    session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def clean(session: nox.Session) -> None:
+    """Remove build outputs and caches of the docs and the example book."""
+    for folder in ("docs", "example_book"):
+        for name in ("_build", ".nbcache", "jupyter_execute"):
+            shutil.rmtree(ROOT / folder / name, ignore_errors=True)

@@ -1,0 +1,17 @@
+"""Concurrent notebook execution with an on-disk output cache, for Sphinx and myst-nb."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from sphinx.application import Sphinx
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    """Sphinx entry point; the wiring is imported lazily so the CLI never imports Sphinx."""
+    from sphinx_nbcache.sphinx_ext import setup_extension
+
+    return setup_extension(app)

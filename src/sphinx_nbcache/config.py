@@ -1,0 +1,103 @@
+"""Settings: the ``nbcache_*`` values, validated once and frozen before work fans out."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CACHE_DIR = ".nbcache"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigValue:
+    """One ``nbcache_*`` value as registered with Sphinx and described in the docs."""
+
+    name: str
+    default: Any
+    rebuild: str
+    types: tuple[type, ...]
+    description: str
+    check: Callable[[Any], str | None]
+
+
+def _check_path(value: Any) -> str | None:
+    if value is None or isinstance(value, str | os.PathLike):
+        return None
+    return f"must be a path (str or os.PathLike) or None, not {type(value).__name__}"
+
+
+def _check_workers(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"must be a positive integer or None (one per CPU), not {value!r}"
+    return None
+
+
+def _check_bool(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    return f"must be True or False, not {value!r}"
+
+
+CONFIG_VALUES: tuple[ConfigValue, ...] = (
+    ConfigValue(
+        "nbcache_path",
+        None,
+        "",
+        (str, os.PathLike, type(None)),
+        "Cache directory; relative paths are taken from the folder of conf.py. "
+        f"None means '{DEFAULT_CACHE_DIR}' beside conf.py.",
+        _check_path,
+    ),
+    ConfigValue(
+        "nbcache_workers",
+        None,
+        "",
+        (int, type(None)),
+        "How many notebooks execute at once (one kernel each). None means one per CPU.",
+        _check_workers,
+    ),
+    ConfigValue(
+        "nbcache_retry_failed",
+        False,
+        "",
+        (bool,),
+        "Re-execute notebooks whose cached result is a failure instead of reusing it.",
+        _check_bool,
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the pipeline needs from the configuration; plain data, safe to pickle."""
+
+    cache_path: Path
+    workers: int
+    retry_failed: bool
+
+
+def validate(values: Mapping[str, Any]) -> list[str]:
+    """Return one message per bad ``nbcache_*`` value."""
+    problems = []
+    for spec in CONFIG_VALUES:
+        message = spec.check(values.get(spec.name, spec.default))
+        if message:
+            problems.append(f"{spec.name} {message}")
+    return problems
+
+
+def build_settings(values: Mapping[str, Any], confdir: Path) -> Settings:
+    """Freeze validated values, resolving defaults that depend on the machine or project."""
+    raw_path = values.get("nbcache_path")
+    cache_path = confdir / (raw_path if raw_path is not None else DEFAULT_CACHE_DIR)
+    workers = values.get("nbcache_workers") or os.cpu_count() or 1
+    return Settings(
+        cache_path=cache_path.resolve(),
+        workers=workers,
+        retry_failed=bool(values.get("nbcache_retry_failed", False)),
+    )

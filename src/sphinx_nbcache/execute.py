@@ -1,0 +1,198 @@
+"""Jobs, results and the local executor: a pool of concurrent kernels driven by asyncio.
+
+Jobs and results are plain data (JSON-able) so that another executor can run them unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
+from traitlets.config import Config
+
+KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
+"""CurveZMQ-encrypted kernel channels when the kernelspec supports them (ipykernel does):
+nothing readable on the wire, and ipykernel stops warning about plain TCP in the build log."""
+
+NOTEBOOK_METADATA_FROM_EXECUTION = ("language_info", "widgets")
+"""Notebook metadata that executing writes, kept with the outputs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionJob:
+    """One notebook to execute: its key, where it runs and with which settings."""
+
+    key: str
+    source: str
+    """Project-relative path, for messages and listings; never part of the key."""
+    notebook_json: str
+    cwd: str | None
+    """Working directory of the kernel; None means a fresh temporary folder."""
+    timeout: int | None
+    allow_errors: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class CellError:
+    """Where and how a notebook failed."""
+
+    name: str
+    value: str
+    traceback: str
+    cell_index: int | None
+    """Index among all cells of the notebook, None when no cell was running."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionResult:
+    """What executing one notebook produced, per code cell in order."""
+
+    key: str
+    source: str
+    succeeded: bool
+    error: CellError | None
+    outputs: list[list[dict[str, Any]]]
+    execution_counts: list[int | None]
+    metadata: dict[str, Any]
+    runtime: float
+    cell_times: list[float | None]
+    finished: str
+    """ISO 8601 UTC time the execution finished."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExecutionResult:
+        """Rebuild from :meth:`to_json`; raises ``KeyError``/``TypeError`` on bad data."""
+        error = data["error"]
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if set(data) != fields:
+            raise KeyError(f"fields {sorted(set(data) ^ fields)}")
+        result = cls(**{**data, "error": CellError(**error) if error is not None else None})
+        if not (len(result.outputs) == len(result.execution_counts) == len(result.cell_times)):
+            raise TypeError("per-cell lists differ in length")
+        return result
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+async def execute_job(job: ExecutionJob) -> ExecutionResult:
+    """Execute one notebook in its own kernel; every failure becomes a failed result."""
+    notebook = nbformat.reads(job.notebook_json, as_version=4)
+    code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
+    started: dict[int, float] = {}
+    times: dict[int, float] = {}
+    current: list[int] = []
+
+    def on_cell_start(cell: Any, cell_index: int) -> None:
+        current[:] = [cell_index]
+        started[cell_index] = time.perf_counter()
+
+    def on_cell_executed(cell: Any, cell_index: int, execute_reply: Any) -> None:
+        times[cell_index] = time.perf_counter() - started[cell_index]
+
+    begin = time.perf_counter()
+    error: CellError | None = None
+    with tempfile.TemporaryDirectory(prefix="nbcache-") as tmp:
+        client = NotebookClient(
+            notebook,
+            timeout=job.timeout,
+            allow_errors=job.allow_errors,
+            resources={"metadata": {"path": job.cwd or tmp}},
+            on_cell_start=on_cell_start,
+            on_cell_executed=on_cell_executed,
+            config=KERNEL_CONFIG,
+        )
+        try:
+            await client.async_execute()
+        except (CellExecutionError, CellTimeoutError) as exc:
+            error = _cell_error(exc, current, traceback.format_exc())
+        except Exception as exc:
+            error = CellError(type(exc).__name__, str(exc), traceback.format_exc(), None)
+            if current and type(exc).__name__ == "DeadKernelError":
+                error = dataclasses.replace(error, cell_index=current[0])
+    runtime = time.perf_counter() - begin
+    cells = [notebook.cells[i] for i in code_indices]
+    return ExecutionResult(
+        key=job.key,
+        source=job.source,
+        succeeded=error is None,
+        error=error,
+        outputs=[[dict(nbformat.from_dict(o)) for o in cell.get("outputs", [])] for cell in cells],
+        execution_counts=[cell.get("execution_count") for cell in cells],
+        metadata={
+            name: _plain(notebook.metadata[name])
+            for name in NOTEBOOK_METADATA_FROM_EXECUTION
+            if name in notebook.metadata
+        },
+        runtime=runtime,
+        cell_times=[times.get(i) for i in code_indices],
+        finished=_now(),
+    )
+
+
+def _cell_error(exc: Exception, current: list[int], tb: str) -> CellError:
+    name = getattr(exc, "ename", None) or type(exc).__name__
+    value = getattr(exc, "evalue", None) or str(exc).strip().splitlines()[-1:][0]
+    return CellError(name, value, tb, current[0] if current else None)
+
+
+def _plain(value: Any) -> Any:
+    """NotebookNode -> plain dicts and lists, so results serialise as JSON."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class LocalExecutor:
+    """Runs jobs concurrently, at most ``workers`` kernels at a time, in this process."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+
+    def run(
+        self,
+        jobs: Sequence[ExecutionJob],
+        on_result: Callable[[ExecutionResult], None],
+        on_start: Callable[[ExecutionJob], None] | None = None,
+    ) -> list[ExecutionResult]:
+        """Execute every job; ``on_result`` runs in this thread as each one finishes.
+
+        Returns when every kernel has been shut down, so it is safe to fork afterwards.
+        """
+        if not jobs:
+            return []
+        return asyncio.run(self._run_all(jobs, on_result, on_start))
+
+    async def _run_all(
+        self,
+        jobs: Sequence[ExecutionJob],
+        on_result: Callable[[ExecutionResult], None],
+        on_start: Callable[[ExecutionJob], None] | None,
+    ) -> list[ExecutionResult]:
+        limit = asyncio.Semaphore(self.workers)
+
+        async def run_one(job: ExecutionJob) -> ExecutionResult:
+            async with limit:
+                if on_start is not None:
+                    on_start(job)
+                result = await execute_job(job)
+            on_result(result)
+            return result
+
+        return list(await asyncio.gather(*(run_one(job) for job in jobs)))

@@ -1,0 +1,43 @@
+"""The cache key: changes when, and only when, a notebook's outputs could change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import nbformat
+
+from sphinx_nbcache.read import ExecOptions
+
+KEY_SCHEMA = 1
+"""Bump when the key's content changes, so old entries stop matching instead of lying."""
+
+EXECUTION_TAGS = frozenset({"raises-exception", "skip-execution", "parameters"})
+"""Cell tags that change what the kernel runs or how errors count; all other tags only
+change rendering (``hide-input``, ``remove-output``, ...)."""
+
+
+def key_material(notebook: nbformat.NotebookNode, options: ExecOptions) -> dict[str, Any]:
+    """Everything the key depends on, as plain data (useful to explain a miss)."""
+    kernelspec = notebook.metadata.get("kernelspec", {})
+    cells = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = sorted(EXECUTION_TAGS.intersection(cell.metadata.get("tags", [])))
+        cells.append({"source": cell.source, "tags": tags})
+    return {
+        "schema": KEY_SCHEMA,
+        "kernel": kernelspec.get("name", ""),
+        "language": kernelspec.get("language", ""),
+        "allow_errors": options.allow_errors,
+        "in_temp": options.in_temp,
+        "cells": cells,
+    }
+
+
+def notebook_key(notebook: nbformat.NotebookNode, options: ExecOptions) -> str:
+    """A hex digest of :func:`key_material`; never depends on where the project lives."""
+    material = json.dumps(key_material(notebook, options), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()

@@ -1,0 +1,36 @@
+"""Warning subtypes, so users can silence each kind with ``suppress_warnings``."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from sphinx.util import logging
+
+WARNING_TYPE = "nbcache"
+LOGGER = logging.getLogger("sphinx_nbcache")
+
+
+class Subtype(enum.Enum):
+    """Each member is usable as ``nbcache.<value>`` in ``suppress_warnings``."""
+
+    config = "config"
+    """A ``nbcache_*`` configuration value is invalid."""
+    read = "read"
+    """A notebook could not be read, so it was neither executed nor cached."""
+    exec = "exec"
+    """A notebook failed to execute (cell error, timeout, dead kernel, missing kernel)."""
+    cache = "cache"
+    """A cache entry could not be read or validated and was treated as a miss."""
+    store = "store"
+    """A result could not be written to the cache."""
+
+
+def warn(msg: str, subtype: Subtype, location: Any = None) -> None:
+    """Log a located warning; Sphinx appends ``[nbcache.<subtype>]`` itself."""
+    LOGGER.warning(msg, type=WARNING_TYPE, subtype=subtype.value, location=location)
+
+
+def error(msg: str, subtype: Subtype, location: Any = None) -> None:
+    """Log a located error (``nb_execution_raise_on_error``)."""
+    LOGGER.error(msg, type=WARNING_TYPE, subtype=subtype.value, location=location)

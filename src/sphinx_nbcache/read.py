@@ -1,0 +1,132 @@
+"""Source file -> notebook, through myst-nb's own reader so both see the same cells."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import nbformat
+from myst_nb.core.config import NbParserConfig
+from myst_nb.core.nb_to_tokens import nb_node_to_dict
+from myst_nb.core.read import create_nb_reader
+from myst_parser.config.main import MdParserConfig
+
+EXECUTING_MODES = ("auto", "cache", "force")
+"""``nb_execution_mode`` values that go through the cache; ``off`` and ``inline`` do not."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecOptions:
+    """The execution settings in force for one notebook, after its metadata overrides."""
+
+    mode: str
+    timeout: int | None
+    allow_errors: bool
+    raise_on_error: bool
+    show_tb: bool
+    in_temp: bool
+
+
+@dataclasses.dataclass
+class SourceNotebook:
+    """A notebook as myst-nb will see it, with the settings that apply to it."""
+
+    path: Path
+    notebook: nbformat.NotebookNode
+    options: ExecOptions
+    excluded: bool
+    commonmark_only: bool
+
+    @property
+    def code_cells(self) -> list[nbformat.NotebookNode]:
+        return [cell for cell in self.notebook.cells if cell.cell_type == "code"]
+
+    @property
+    def needs_execution(self) -> bool:
+        """False when myst-nb itself would not execute it (see its ``create_client``)."""
+        if self.excluded or self.options.mode not in EXECUTING_MODES or not self.code_cells:
+            return False
+        if self.options.mode == "auto":
+            # myst-nb's semantics: a code cell without outputs counts as unexecuted
+            return any(len(cell.outputs) == 0 for cell in self.code_cells)
+        return True
+
+
+class NotebookReadError(Exception):
+    """The source looks like a notebook but its reader failed."""
+
+
+def read_notebook(
+    path: Path, text: str, md_config: MdParserConfig, nb_config: NbParserConfig
+) -> SourceNotebook | None:
+    """Read ``text`` (the content of ``path``); None if myst-nb would not treat it as a notebook.
+
+    :raises NotebookReadError: if the notebook reader fails on the text.
+    """
+    reader = create_nb_reader(str(path), md_config, nb_config, text)
+    if reader is None:
+        return None
+    try:
+        notebook = reader.read(text)
+    except Exception as exc:
+        raise NotebookReadError(f"{type(exc).__name__}: {exc}") from exc
+    apply_kernel_alias(notebook, nb_config.kernel_rgx_aliases)
+    effective = notebook_config(notebook, nb_config)
+    return SourceNotebook(
+        path=path,
+        notebook=notebook,
+        options=exec_options(notebook, effective),
+        excluded=is_excluded(path, effective.execution_excludepatterns),
+        commonmark_only=reader.md_config.commonmark_only,
+    )
+
+
+def apply_kernel_alias(notebook: nbformat.NotebookNode, aliases: dict[str, str]) -> None:
+    """Rename the kernel as myst-nb does (first full regex match wins)."""
+    kernelspec = notebook.metadata.get("kernelspec", {})
+    name = kernelspec.get("name")
+    if name is None:
+        return
+    for pattern, alias in aliases.items():
+        if re.fullmatch(pattern, name):
+            kernelspec["name"] = alias
+            return
+
+
+def notebook_config(notebook: nbformat.NotebookNode, nb_config: NbParserConfig) -> NbParserConfig:
+    """Apply the notebook's ``mystnb`` metadata overrides; myst-nb warns about bad ones."""
+    overrides = notebook.metadata.get(nb_config.metadata_key)
+    if not overrides:
+        return nb_config
+    changes = dict(nb_node_to_dict(overrides))
+    changes.pop("output_folder", None)
+    try:
+        return nb_config.copy(**changes)
+    except Exception:
+        return nb_config
+
+
+def exec_options(notebook: nbformat.NotebookNode, nb_config: NbParserConfig) -> ExecOptions:
+    """Settings for one notebook; ``execution`` metadata wins, as in myst-nb's executors."""
+    timeout: int | None = nb_config.execution_timeout
+    allow_errors = nb_config.execution_allow_errors
+    execution: dict[str, Any] = notebook.metadata.get("execution", {})
+    if "timeout" in execution:
+        timeout = execution["timeout"]
+    if "allow_errors" in execution:
+        allow_errors = bool(execution["allow_errors"])
+    return ExecOptions(
+        mode=nb_config.execution_mode,
+        timeout=timeout,
+        allow_errors=allow_errors,
+        raise_on_error=nb_config.execution_raise_on_error,
+        show_tb=nb_config.execution_show_tb,
+        in_temp=nb_config.execution_in_temp,
+    )
+
+
+def is_excluded(path: Path, patterns: Any) -> bool:
+    posix = PurePosixPath(path.as_posix())
+    return any(posix.match(pattern) for pattern in patterns or ())

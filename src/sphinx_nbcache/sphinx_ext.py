@@ -1,0 +1,310 @@
+"""Sphinx wiring: events, the parser hand-off to myst-nb, per-document data, warnings."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Set
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+import nbformat
+from docutils import nodes
+from myst_nb._compat import get_env_app
+from myst_nb.sphinx_ import NbMetadataCollector
+from myst_nb.sphinx_ import Parser as MystNbParser
+from sphinx.application import Sphinx
+from sphinx.config import Config
+from sphinx.environment import BuildEnvironment
+from sphinx.environment.collectors import EnvironmentCollector
+from sphinx.errors import ConfigError
+
+from sphinx_nbcache import __version__
+from sphinx_nbcache.config import CONFIG_VALUES, Settings, build_settings, validate
+from sphinx_nbcache.execute import ExecutionResult
+from sphinx_nbcache.log import LOGGER, Subtype, error, warn
+from sphinx_nbcache.merge import merge_outputs
+from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, plan
+from sphinx_nbcache.read import EXECUTING_MODES, NotebookReadError, SourceNotebook, read_notebook
+from sphinx_nbcache.store import Store
+
+STATE_ATTRIBUTE = "_nbcache_build"
+ENV_ATTRIBUTE = "nbcache_docs"
+PLAIN_IPYNB_READER = "myst_nb.core.read.standard_nb_read"
+
+
+@dataclasses.dataclass
+class BuildState:
+    """Per-build state of the main process; forked ``-j`` readers get a copy of it."""
+
+    settings: Settings
+    pipeline: Pipeline
+    executed: dict[str, ExecutionResult] = dataclasses.field(default_factory=dict)
+    """Results executed during this build, by key."""
+    read_docs: set[str] = dataclasses.field(default_factory=set)
+
+
+def setup_extension(app: Sphinx) -> dict[str, Any]:
+    app.setup_extension("myst_nb")
+    for spec in CONFIG_VALUES:
+        app.add_config_value(
+            spec.name, spec.default, spec.rebuild, types=spec.types, description=spec.description
+        )
+    app.connect("config-inited", on_config_inited)
+    app.connect("env-before-read-docs", on_env_before_read_docs)
+    app.connect("build-finished", on_build_finished)
+    app.add_source_parser(NbCacheParser, override=True)
+    app.add_env_collector(NbCacheCollector)
+    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}
+
+
+def on_config_inited(app: Sphinx, config: Config) -> None:
+    """Report every bad value (one line each) before failing, then freeze the settings."""
+    values = {spec.name: config[spec.name] for spec in CONFIG_VALUES}
+    problems = validate(values)
+    if problems:
+        for problem in problems:
+            LOGGER.error(problem)
+        raise ConfigError(f"{len(problems)} invalid nbcache configuration value(s)")
+    settings = build_settings(values, Path(app.confdir))
+    pipeline = Pipeline(settings, Store(settings.cache_path), _pipeline_warning)
+    setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline))
+
+
+def _pipeline_warning(message: str, subtype: str, source: str) -> None:
+    warn(f"{source}: {message}", Subtype(subtype))
+
+
+def build_state(app: Sphinx) -> BuildState:
+    return cast(BuildState, getattr(app, STATE_ATTRIBUTE))
+
+
+def plan_document(env: BuildEnvironment, docname: str) -> PlannedNotebook | None:
+    """The planned notebook for ``docname``, or None if it does not go through the cache.
+
+    :raises NotebookReadError: if the notebook cannot be read.
+    """
+    path = Path(env.doc2path(docname))
+    text = path.read_text(encoding=env.config.source_encoding)
+    notebook = read_notebook(path, text, env.myst_config, env.mystnb_config)  # type: ignore[attr-defined]
+    if notebook is None or not notebook.needs_execution:
+        return None
+    return plan(str(env.doc2path(docname, False)), notebook)
+
+
+def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
+    """Execute every notebook about to be read that the cache cannot serve.
+
+    This is the last point before Sphinx forks readers, so all kernels finish here.
+    """
+    state = build_state(app)
+    state.read_docs.update(docnames)
+    if env.mystnb_config.execution_mode not in EXECUTING_MODES:  # type: ignore[attr-defined]
+        return
+    misses = []
+    for docname in sorted(docnames):
+        try:
+            planned = plan_document(env, docname)
+        except (NotebookReadError, OSError):
+            continue  # reported with its location when the document is parsed
+        if planned is None:
+            continue
+        if planned.notebook.options.mode == "force":
+            misses.append(planned)
+        elif state.pipeline.lookup(planned) is None:
+            misses.append(planned)
+        else:
+            state.pipeline.summary.hits += 1
+    if not misses:
+        return
+    LOGGER.info(
+        "nbcache: executing %d notebook(s), %d at a time", len(misses), state.settings.workers
+    )
+
+    def progress(done: int, total: int, result: ExecutionResult) -> None:
+        status = f"failed ({result.error.name})" if result.error else "executed"
+        LOGGER.info(
+            "nbcache: [%d/%d] %s %s in %.2f s", done, total, result.source, status, result.runtime
+        )
+
+    state.executed.update(state.pipeline.execute(misses, progress))
+
+
+class NbCacheParser(MystNbParser):  # type: ignore[misc]
+    """myst-nb's parser, fed with outputs from the cache instead of executing itself."""
+
+    def parse(self, inputstring: str, document: nodes.document) -> None:
+        env = document.settings.env
+        if document.current_source.endswith("<translated>"):
+            return super().parse(inputstring, document)
+        nb_config = env.mystnb_config
+        if nb_config.execution_mode not in EXECUTING_MODES:
+            return super().parse(inputstring, document)
+        path = Path(env.doc2path(env.docname))
+        try:
+            notebook = read_notebook(path, inputstring, env.myst_config, nb_config)
+        except NotebookReadError as exc:
+            warn(f"notebook could not be read: {exc}", Subtype.read, location=env.docname)
+            return None
+        if notebook is None or notebook.excluded or notebook.options.mode == "auto" and not (
+            notebook.needs_execution
+        ):
+            return super().parse(inputstring, document)
+        if not notebook.needs_execution:
+            return self._render(notebook.notebook, notebook, document)
+        planned = plan(str(env.doc2path(env.docname, False)), notebook)
+        state = build_state(get_env_app(env))
+        result, origin = self._outputs(state, planned)
+        self._render(merge_outputs(notebook.notebook, result), notebook, document)
+        self._record(env, planned, result, origin)
+        return None
+
+    @staticmethod
+    def _outputs(state: BuildState, planned: PlannedNotebook) -> tuple[ExecutionResult, str]:
+        """This build's result, else the store's; execute here if neither has it (another
+        extension changed the source after planning, or the entry vanished since)."""
+        if planned.key in state.executed:
+            return state.executed[planned.key], "executed"
+        forced = planned.notebook.options.mode == "force"
+        result = None if forced else state.pipeline.lookup(planned)
+        if result is not None:
+            return result, "cache"
+        executed = state.pipeline.execute([planned])
+        state.executed.update(executed)
+        return executed[planned.key], "executed"
+
+    def _render(
+        self, merged: nbformat.NotebookNode, notebook: SourceNotebook, document: nodes.document
+    ) -> None:
+        """Hand myst-nb the merged notebook as ``.ipynb`` JSON with execution off.
+
+        The document's own path is mapped to the plain ipynb reader for the duration, so
+        text notebooks (MyST markdown, jupytext) keep their source map and line numbers.
+        """
+        env = document.settings.env
+        original = env.mystnb_config
+        overrides = merged.metadata.get(original.metadata_key)
+        if isinstance(overrides, dict) and "execution_mode" in overrides:
+            overrides["execution_mode"] = "off"
+        reader = (PLAIN_IPYNB_READER, {}, notebook.commonmark_only)
+        env.mystnb_config = original.copy(
+            execution_mode="off",
+            custom_formats={**original.custom_formats, str(notebook.path): reader},
+        )
+        try:
+            super().parse(nbformat.writes(merged), document)
+        finally:
+            env.mystnb_config = original
+
+    @staticmethod
+    def _record(
+        env: BuildEnvironment, planned: PlannedNotebook, result: ExecutionResult, origin: str
+    ) -> None:
+        """Execution data for myst-nb's ``nb-exec-table``, our own records, and warnings."""
+        docname = env.docname
+        options = planned.notebook.options
+        error = result.error
+        NbMetadataCollector.set_exec_data(
+            env,
+            docname,
+            {
+                "mtime": datetime.fromisoformat(result.finished).timestamp(),
+                "runtime": result.runtime,
+                "method": options.mode,
+                "succeeded": result.succeeded,
+                "error": error.name if error else None,
+                "traceback": error.traceback if error else None,
+            },
+        )
+        records = _doc_records(env)
+        records[docname] = {
+            "key": planned.key,
+            "origin": origin,
+            "succeeded": result.succeeded,
+            "runtime": result.runtime,
+            "raise": bool(error) and options.raise_on_error,
+        }
+        if error is None:
+            return
+        app = get_env_app(env)
+        report = Path(app.outdir, "reports", *f"{docname}.err.log".split("/"))
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(error.traceback, encoding="utf-8")
+        where = "" if error.cell_index is None else f" in cell {error.cell_index}"
+        message = f"notebook execution failed{where}: {error.name}: {error.value}"
+        if options.show_tb:
+            message += f"\n{error.traceback}"
+        message += f"\n(traceback saved in {report})"
+        location = (docname, _cell_line(planned.notebook.notebook, error.cell_index))
+        log = error if options.raise_on_error else warn
+        log(message, Subtype.exec, location=location)
+
+
+def _cell_line(notebook: nbformat.NotebookNode, cell_index: int | None) -> int | None:
+    """Source line of a cell in text notebooks; None for ``.ipynb`` (no lines to point at)."""
+    source_map = notebook.metadata.get("source_map")
+    if cell_index is None or not source_map or cell_index >= len(source_map):
+        return None
+    return int(source_map[cell_index]) + 1
+
+
+def _doc_records(env: BuildEnvironment) -> dict[str, dict[str, Any]]:
+    if not hasattr(env, ENV_ATTRIBUTE):
+        setattr(env, ENV_ATTRIBUTE, {})
+    return cast(dict[str, dict[str, Any]], getattr(env, ENV_ATTRIBUTE))
+
+
+class NbCacheCollector(EnvironmentCollector):
+    """Keeps per-document cache records in the env, merged across ``-j`` readers."""
+
+    def clear_doc(self, app: Sphinx, env: BuildEnvironment, docname: str) -> None:
+        _doc_records(env).pop(docname, None)
+
+    def merge_other(
+        self, app: Sphinx, env: BuildEnvironment, docnames: Set[str], other: BuildEnvironment
+    ) -> None:
+        ours, theirs = _doc_records(env), _doc_records(other)
+        ours.update({name: theirs[name] for name in docnames if name in theirs})
+
+    def process_doc(self, app: Sphinx, doctree: nodes.document) -> None:
+        """Records are written during parsing, where the outputs are known."""
+
+    def get_outdated_docs(
+        self,
+        app: Sphinx,
+        env: BuildEnvironment,
+        added: Set[str],
+        changed: Set[str],
+        removed: Set[str],
+    ) -> list[str]:
+        """Unchanged documents whose cache entry is gone must be read (and executed) again."""
+        store = build_state(app).pipeline.store
+        return sorted(
+            docname
+            for docname, record in _doc_records(env).items()
+            if docname not in changed and docname not in removed and record["key"] not in store
+        )
+
+
+def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
+    """One summary line; a failed notebook under ``raise_on_error`` fails the build."""
+    state = build_state(app)
+    state.pipeline.store.close()
+    if exception is not None:
+        return
+    records = _doc_records(app.env)
+    read = [records[name] for name in sorted(state.read_docs) if name in records]
+    if read:
+        executed = sum(r["origin"] == "executed" for r in read)
+        failed = sum(not r["succeeded"] for r in read)
+        seconds = sum(r["runtime"] for r in read if r["origin"] == "executed")
+        LOGGER.info(
+            "nbcache: %d notebook(s) executed in %.1f s, %d from cache, %d failed (cache: %s)",
+            executed,
+            seconds,
+            len(read) - executed,
+            failed,
+            state.settings.cache_path,
+        )
+    if any(r["raise"] for r in read):
+        app.statuscode = 1

@@ -1,0 +1,98 @@
+"""The only module that touches diskcache: JSON entries, checked on every read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from sphinx_nbcache.execute import ExecutionResult
+
+STORE_SCHEMA = 1
+"""Bump when the entry layout changes; entries of another schema are misses."""
+
+
+class DamagedEntryError(Exception):
+    """An entry exists but cannot be trusted; the caller treats it as a miss."""
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Store:
+    """A diskcache directory of execution results keyed by notebook key.
+
+    Values go through diskcache's ``JSONDisk`` (zlib-compressed JSON): a cache restored from
+    a shared CI cache can never unpickle code. Eviction is off, so a build never silently
+    loses entries it still needs; diskcache reconnects by itself after ``fork``.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._cache: diskcache.Cache | None = None
+
+    @property
+    def cache(self) -> diskcache.Cache:
+        if self._cache is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._cache = diskcache.Cache(
+                str(self.directory),
+                disk=diskcache.JSONDisk,
+                disk_compress_level=6,
+                eviction_policy="none",
+                statistics=False,
+            )
+        return self._cache
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.cache
+
+    def get(self, key: str) -> ExecutionResult | None:
+        """The stored result, or None if there is none.
+
+        :raises DamagedEntryError: if an entry is there but unreadable or inconsistent.
+        """
+        try:
+            envelope = self.cache.get(key, default=None, retry=True)
+        except Exception as exc:
+            raise DamagedEntryError(f"cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        if envelope is None:
+            return None
+        try:
+            if envelope["schema"] != STORE_SCHEMA:
+                raise DamagedEntryError(f"has schema {envelope['schema']}, not {STORE_SCHEMA}")
+            if envelope["key"] != key:
+                raise DamagedEntryError("is stored under another key")
+            payload = envelope["result"]
+            if envelope["digest"] != _digest(payload):
+                raise DamagedEntryError("does not match its checksum")
+            result = ExecutionResult.from_json(payload)
+        except DamagedEntryError:
+            raise
+        except Exception as exc:
+            raise DamagedEntryError(f"is malformed ({type(exc).__name__}: {exc})") from exc
+        if result.key != key:
+            raise DamagedEntryError("holds the result of another notebook")
+        return result
+
+    def put(self, result: ExecutionResult) -> None:
+        """Store ``result`` atomically (one SQLite transaction; large values go to a file
+        written before the row points to it), replacing any entry under the same key."""
+        payload = result.to_json()
+        envelope = {
+            "schema": STORE_SCHEMA,
+            "key": result.key,
+            "digest": _digest(payload),
+            "result": payload,
+        }
+        self.cache.set(result.key, envelope, retry=True)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
