@@ -31,6 +31,6 @@ def warn(msg: str, subtype: Subtype, location: Any = None) -> None:
     LOGGER.warning(msg, type=WARNING_TYPE, subtype=subtype.value, location=location)
 
 
-def error(msg: str, subtype: Subtype, location: Any = None) -> None:
+def report_error(msg: str, subtype: Subtype, location: Any = None) -> None:
     """Log a located error (``nb_execution_raise_on_error``)."""
     LOGGER.error(msg, type=WARNING_TYPE, subtype=subtype.value, location=location)

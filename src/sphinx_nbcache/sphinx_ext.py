@@ -13,6 +13,7 @@ from docutils import nodes
 from myst_nb._compat import get_env_app
 from myst_nb.sphinx_ import NbMetadataCollector
 from myst_nb.sphinx_ import Parser as MystNbParser
+from myst_parser.parsers.sphinx_ import MystParser
 from sphinx.application import Sphinx
 from sphinx.config import Config
 from sphinx.environment import BuildEnvironment
@@ -22,7 +23,7 @@ from sphinx.errors import ConfigError
 from sphinx_nbcache import __version__
 from sphinx_nbcache.config import CONFIG_VALUES, Settings, build_settings, validate
 from sphinx_nbcache.execute import ExecutionResult
-from sphinx_nbcache.log import LOGGER, Subtype, error, warn
+from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, plan
 from sphinx_nbcache.read import EXECUTING_MODES, NotebookReadError, SourceNotebook, read_notebook
@@ -145,7 +146,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             notebook = read_notebook(path, inputstring, env.myst_config, nb_config)
         except NotebookReadError as exc:
             warn(f"notebook could not be read: {exc}", Subtype.read, location=env.docname)
-            return None
+            return MystParser.parse(self, "", document)
         if notebook is None or notebook.excluded or notebook.options.mode == "auto" and not (
             notebook.needs_execution
         ):
@@ -236,7 +237,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             message += f"\n{error.traceback}"
         message += f"\n(traceback saved in {report})"
         location = (docname, _cell_line(planned.notebook.notebook, error.cell_index))
-        log = error if options.raise_on_error else warn
+        log = report_error if options.raise_on_error else warn
         log(message, Subtype.exec, location=location)
 
 

@@ -1,0 +1,140 @@
+"""Fixtures that build real projects with real sphinx-build runs and real kernels."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PROGRESS = re.compile(r"nbcache: \[\d+/\d+\] (?P<source>\S+) (?P<status>executed|failed)")
+
+
+def ipynb(*cells: dict[str, Any], metadata: dict[str, Any] | None = None) -> str:
+    """A notebook in .ipynb JSON with a python3 kernelspec and a title cell first."""
+    if not cells or cells[0]["cell_type"] != "markdown":
+        cells = (markdown("# A notebook"), *cells)
+    meta = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        **(metadata or {}),
+    }
+    return json.dumps({"cells": list(cells), "metadata": meta, "nbformat": 4, "nbformat_minor": 4})
+
+
+def code(source: str, tags: Sequence[str] = (), outputs: Sequence[Any] = ()) -> dict[str, Any]:
+    return {
+        "cell_type": "code",
+        "metadata": {"tags": list(tags)} if tags else {},
+        "source": source,
+        "outputs": list(outputs),
+        "execution_count": None,
+    }
+
+
+def markdown(source: str) -> dict[str, Any]:
+    return {"cell_type": "markdown", "metadata": {}, "source": source}
+
+
+def myst_notebook(body: str) -> str:
+    """A MyST markdown notebook with front matter and ``body`` (dedented)."""
+    head = "---\nfile_format: mystnb\nkernelspec:\n  name: python3\n  display_name: Python 3\n---\n"
+    return head + textwrap.dedent(body)
+
+
+def percent_script(body: str) -> str:
+    """A jupytext percent script with a python3 kernelspec header."""
+    head = (
+        "# ---\n# jupyter:\n#   kernelspec:\n#     display_name: Python 3\n"
+        "#     language: python\n#     name: python3\n# ---\n\n"
+    )
+    return head + textwrap.dedent(body)
+
+
+BASE_CONF = """\
+project = "test"
+extensions = ["sphinx_nbcache"]
+nb_execution_mode = "cache"
+nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}
+exclude_patterns = ["_build", "jupyter_execute", ".nbcache", "conf.py"]
+"""
+
+
+@dataclasses.dataclass
+class Build:
+    """One finished sphinx-build run, seen as a user sees it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    outdir: Path
+
+    @property
+    def executed(self) -> list[str]:
+        """Sources the build executed (the progress lines), sorted."""
+        return sorted(m["source"] for m in PROGRESS.finditer(self.stdout))
+
+    @property
+    def warnings(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
+
+    def html(self, docname: str) -> str:
+        return (self.outdir / f"{docname}.html").read_text(encoding="utf-8")
+
+
+@dataclasses.dataclass
+class Project:
+    """A Sphinx project on disk that tests edit and build."""
+
+    root: Path
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def edit(self, name: str, old: str, new: str) -> None:
+        path = self.root / name
+        text = path.read_text(encoding="utf-8")
+        assert old in text, f"{old!r} not in {name}"
+        path.write_text(text.replace(old, new), encoding="utf-8")
+
+    def start(self, *args: str, out: str = "_build/html") -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sphinx", "-b", "html", *args, str(self.root), out],
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def build(self, *args: str, out: str = "_build/html") -> Build:
+        process = self.start(*args, out=out)
+        stdout, stderr = process.communicate(timeout=300)
+        return Build(process.returncode, stdout, stderr, self.root / out)
+
+
+ProjectFactory = Callable[..., Project]
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> ProjectFactory:
+    """``make_project(files, conf_extra="")`` writes a project with an index toctree."""
+
+    def factory(files: dict[str, str], conf_extra: str = "", name: str = "project") -> Project:
+        project = Project(tmp_path / name)
+        project.write("conf.py", BASE_CONF + textwrap.dedent(conf_extra))
+        docs = sorted({Path(n).with_suffix("").as_posix() for n in files})
+        project.write("index.md", "# Index\n\n```{toctree}\n" + "\n".join(docs) + "\n```\n")
+        for file_name, text in files.items():
+            project.write(file_name, text)
+        return project
+
+    return factory

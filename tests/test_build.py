@@ -1,0 +1,150 @@
+"""What a user sees across builds: outputs rendered, and what executed or came from cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import Project, ProjectFactory, code, ipynb, markdown, myst_notebook, percent_script
+
+THREE_FORMATS = {
+    "nb_ipynb.ipynb": ipynb(
+        markdown("# An ipynb notebook\n\nSome prose."),
+        code("print('hello from ipynb')"),
+        code("6 * 7"),
+    ),
+    "nb_md.md": myst_notebook(
+        """\
+        # A MyST notebook
+
+        Some prose.
+
+        ```{code-cell} ipython3
+        print('hello from md')
+        ```
+        """
+    ),
+    "nb_py.py": percent_script(
+        """\
+        # %% [markdown]
+        # # A percent script
+        #
+        # Some prose.
+
+        # %%
+        print('hello from py')
+        """
+    ),
+}
+ALL = ["nb_ipynb.ipynb", "nb_md.md", "nb_py.py"]
+
+
+@pytest.fixture
+def project(make_project: ProjectFactory) -> Project:
+    return make_project(THREE_FORMATS)
+
+
+@pytest.fixture
+def warm(project: Project) -> Project:
+    """The project after one cold build."""
+    first = project.build()
+    assert first.returncode == 0, first.stderr
+    assert first.executed == ALL
+    return project
+
+
+def test_cold_build_renders_every_format(project: Project) -> None:
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    assert build.warnings == []
+    assert build.executed == ALL
+    assert "hello from ipynb" in build.html("nb_ipynb")
+    assert "42" in build.html("nb_ipynb")
+    assert "hello from md" in build.html("nb_md")
+    assert "hello from py" in build.html("nb_py")
+    written = json.loads((project.root / "_build/jupyter_execute/nb_md.ipynb").read_text())
+    outputs = [cell["outputs"] for cell in written["cells"] if cell["cell_type"] == "code"]
+    assert "".join(outputs[0][0]["text"]) == "hello from md\n"
+    assert "3 notebook(s) executed" in build.stdout
+
+
+def test_fresh_build_with_warm_cache_executes_nothing(warm: Project) -> None:
+    shutil.rmtree(warm.root / "_build")
+    build = warm.build()
+    assert build.returncode == 0, build.stderr
+    assert build.executed == []
+    assert "hello from ipynb" in build.html("nb_ipynb")
+    assert "hello from md" in build.html("nb_md")
+    assert "hello from py" in build.html("nb_py")
+    assert "0 notebook(s) executed in 0.0 s, 3 from cache" in build.stdout
+    written = json.loads((warm.root / "_build/jupyter_execute/nb_ipynb.ipynb").read_text())
+    assert "".join(written["cells"][1]["outputs"][0]["text"]) == "hello from ipynb\n"
+
+
+def test_prose_edit_and_hide_input_execute_nothing(warm: Project) -> None:
+    warm.edit("nb_md.md", "Some prose.", "Edited prose.")
+    warm.edit("nb_py.py", "# Some prose.", "# Edited prose.")
+    notebook = json.loads((warm.root / "nb_ipynb.ipynb").read_text())
+    notebook["cells"][1]["metadata"]["tags"] = ["hide-input"]
+    notebook["cells"][1]["id"] = "renamed-cell"
+    warm.write("nb_ipynb.ipynb", json.dumps(notebook))
+    build = warm.build()
+    assert build.returncode == 0, build.stderr
+    assert build.executed == []
+    assert "Edited prose." in build.html("nb_md")
+    assert "Edited prose." in build.html("nb_py")
+    html = build.html("nb_ipynb")
+    assert "tag_hide-input" in html
+    assert "hello from ipynb" in html
+
+
+def test_code_edit_executes_exactly_that_notebook(warm: Project) -> None:
+    warm.edit("nb_md.md", "print('hello from md')", "print('changed in md')")
+    build = warm.build()
+    assert build.returncode == 0, build.stderr
+    assert build.executed == ["nb_md.md"]
+    assert "changed in md" in build.html("nb_md")
+
+
+def test_copy_at_another_path_hits_the_same_cache(warm: Project) -> None:
+    copy = Project(warm.root.parent / "elsewhere" / "checkout")
+    shutil.copytree(warm.root, copy.root, ignore=shutil.ignore_patterns("_build"))
+    build = copy.build()
+    assert build.returncode == 0, build.stderr
+    assert build.executed == []
+    assert "hello from py" in build.html("nb_py")
+
+
+def test_parallel_read_on_empty_cache(project: Project) -> None:
+    build = project.build("-j", "2")
+    assert build.returncode == 0, build.stderr
+    assert build.warnings == []
+    assert build.executed == ALL
+    for docname in ("nb_ipynb", "nb_md", "nb_py"):
+        assert "hello from" in build.html(docname)
+    again = project.build("-j", "2", out="_build/second")
+    assert again.executed == []
+    assert "hello from md" in again.html("nb_md")
+
+
+def test_two_builds_sharing_one_cache_at_once(project: Project) -> None:
+    first = project.start(out="_build/one")
+    second = project.start("-j", "2", out="_build/two")
+    results = [process.communicate(timeout=300) for process in (first, second)]
+    assert first.returncode == 0, results[0][1]
+    assert second.returncode == 0, results[1][1]
+    for out in ("one", "two"):
+        html = (project.root / "_build" / out / "nb_md.html").read_text()
+        assert "hello from md" in html
+    assert "database is locked" not in results[0][1] + results[1][1]
+    third = project.build(out="_build/three")
+    assert third.executed == []
+
+
+def test_vanished_cache_entries_reexecute_unchanged_documents(warm: Project) -> None:
+    shutil.rmtree(warm.root / ".nbcache")
+    build = warm.build()
+    assert build.returncode == 0, build.stderr
+    assert build.executed == ALL
+    assert (warm.root / ".nbcache").is_dir()

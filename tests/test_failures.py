@@ -1,0 +1,129 @@
+"""Bad input gets a located message and the rest of the build goes on."""
+
+from __future__ import annotations
+
+import shutil
+
+from conftest import Project, ProjectFactory, code, ipynb, myst_notebook
+
+from sphinx_nbcache.store import Store
+
+GOOD = ipynb(code("print('good notebook ran')"))
+BAD_IPYNB = ipynb(code("x = 1"), code("1 / 0"), code("print('never')"))
+BAD_MD = myst_notebook(
+    """\
+    # Failing
+
+    ```{code-cell} ipython3
+    x = 1
+    ```
+
+    ```{code-cell} ipython3
+    raise ValueError('broken on purpose')
+    ```
+    """
+)
+
+
+def test_failing_cell_warns_at_its_location(make_project: ProjectFactory) -> None:
+    project = make_project({"good.ipynb": GOOD, "bad.ipynb": BAD_IPYNB, "badmd.md": BAD_MD})
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    assert "good notebook ran" in build.html("good")
+    md_warning = [w for w in build.warnings if "badmd.md" in w]
+    assert len(md_warning) == 1
+    assert "badmd.md:14: WARNING: notebook execution failed in cell 2: ValueError: " in md_warning[0]
+    assert md_warning[0].endswith("[nbcache.exec]") or "[nbcache.exec]" in build.stderr
+    ipynb_warning = [w for w in build.warnings if "bad.ipynb" in w]
+    assert len(ipynb_warning) == 1
+    assert "notebook execution failed in cell 2: ZeroDivisionError: division by zero" in (
+        ipynb_warning[0]
+    )
+    assert "ZeroDivisionError" in build.html("bad")
+    assert build.html("bad").count("never") == 1  # the source, not an output
+    assert (build.outdir / "reports" / "bad.err.log").read_text().count("ZeroDivisionError")
+
+
+def test_failures_are_cached_and_retried_only_when_asked(make_project: ProjectFactory) -> None:
+    project = make_project({"good.ipynb": GOOD, "bad.ipynb": BAD_IPYNB})
+    assert project.build().executed == ["bad.ipynb", "good.ipynb"]
+    shutil.rmtree(project.root / "_build")
+    cached = project.build()
+    assert cached.executed == []
+    assert any("ZeroDivisionError" in w for w in cached.warnings)
+    shutil.rmtree(project.root / "_build")
+    project.edit("conf.py", 'nb_execution_mode = "cache"', 'nb_execution_mode = "cache"\nnbcache_retry_failed = True')
+    retried = project.build()
+    assert retried.executed == ["bad.ipynb"]
+
+
+def test_raise_on_error_fails_the_build_after_everything_else(make_project: ProjectFactory) -> None:
+    files = {"good.ipynb": GOOD, "bad.ipynb": BAD_IPYNB}
+    project = make_project(files, "nb_execution_raise_on_error = True\n")
+    build = project.build()
+    assert build.returncode == 1
+    assert any("ERROR: notebook execution failed in cell 2: ZeroDivisionError" in w for w in build.warnings)
+    assert "good notebook ran" in build.html("good")
+    assert "build finished with problems" in build.stdout
+
+
+def test_show_tb_puts_the_traceback_in_the_log(make_project: ProjectFactory) -> None:
+    project = make_project({"bad.ipynb": BAD_IPYNB}, "nb_execution_show_tb = True\n")
+    build = project.build()
+    assert "Traceback" in build.stderr or "----> 1 1 / 0" in build.stderr
+    assert "1 / 0" in build.stderr
+
+
+def test_damaged_entry_is_reexecuted_not_rendered(make_project: ProjectFactory) -> None:
+    project = make_project({"good.ipynb": GOOD})
+    project.build()
+    cache = Store(project.root / ".nbcache").cache
+    (key,) = list(cache)
+    envelope = cache[key]
+    envelope["result"]["outputs"][0][0]["text"] = "forged output\n"
+    cache[key] = envelope
+    cache.close()
+    shutil.rmtree(project.root / "_build")
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    assert build.executed == ["good.ipynb"]
+    assert "forged output" not in build.html("good")
+    assert "good notebook ran" in build.html("good")
+    (warning,) = build.warnings
+    assert "good.ipynb: cache entry does not match its checksum" in warning
+    assert "[nbcache.cache]" in warning
+
+
+def test_unreadable_notebook_warns_and_the_build_goes_on(make_project: ProjectFactory) -> None:
+    project = make_project({"good.ipynb": GOOD, "broken.ipynb": '{"cells": [ not json'})
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    (warning,) = [w for w in build.warnings if "broken.ipynb" in w]
+    assert "notebook could not be read" in warning
+    assert "[nbcache.read]" in warning
+    assert "good notebook ran" in build.html("good")
+
+
+def test_missing_kernel_fails_that_notebook_only(make_project: ProjectFactory) -> None:
+    missing = GOOD.replace('"name": "python3"', '"name": "no-such-kernel"')
+    project = make_project({"good.ipynb": GOOD, "missing.ipynb": missing})
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    (warning,) = [w for w in build.warnings if "missing.ipynb" in w]
+    assert "NoSuchKernel" in warning
+    assert "good notebook ran" in build.html("good")
+
+
+def test_bad_config_values_fail_at_config_inited_one_line_each(
+    make_project: ProjectFactory,
+) -> None:
+    project: Project = make_project(
+        {"good.ipynb": GOOD}, "nbcache_workers = 0\nnbcache_retry_failed = 'yes'\nnbcache_path = 3\n"
+    )
+    build = project.build()
+    assert build.returncode == 2
+    assert "nbcache_workers must be a positive integer or None" in build.stderr
+    assert "nbcache_retry_failed must be True or False, not 'yes'" in build.stderr
+    assert "nbcache_path must be a path" in build.stderr
+    assert "3 invalid nbcache configuration value(s)" in build.stderr
+    assert not (project.root / ".nbcache").exists()

@@ -1,0 +1,102 @@
+"""The store keeps JSON only, checks every entry, and survives damage."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import zlib
+from pathlib import Path
+
+import pytest
+
+from sphinx_nbcache.execute import CellError, ExecutionResult
+from sphinx_nbcache.store import DamagedEntryError, Store
+
+
+def make_result(key: str = "k" * 64, big: bool = False) -> ExecutionResult:
+    text = os.urandom(50_000).hex() if big else "hello\n"
+    return ExecutionResult(
+        key=key,
+        source="docs/nb.ipynb",
+        succeeded=False,
+        error=CellError("ZeroDivisionError", "division by zero", "Traceback...", 3),
+        outputs=[[{"output_type": "stream", "name": "stdout", "text": text}], []],
+        execution_counts=[1, None],
+        metadata={"language_info": {"name": "python"}},
+        runtime=1.5,
+        cell_times=[0.1, None],
+        finished="2026-11-21T10:00:00+00:00",
+    )
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["row", "file"])
+def test_round_trip(tmp_path: Path, big: bool) -> None:
+    store = Store(tmp_path / "cache")
+    result = make_result(big=big)
+    store.put(result)
+    assert result.key in store
+    assert Store(tmp_path / "cache").get(result.key) == result
+
+
+def test_missing_key_is_a_plain_miss(tmp_path: Path) -> None:
+    assert Store(tmp_path).get("nothing") is None
+
+
+def test_values_are_compressed_json_never_pickles(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put(make_result())
+    store.put(make_result("b" * 64, big=True))
+    store.close()
+    rows = sqlite3.connect(tmp_path / "cache.db").execute("SELECT value, filename FROM Cache")
+    for value, filename in rows:
+        raw = value if filename is None else (tmp_path / filename).read_bytes()
+        envelope = json.loads(zlib.decompress(raw))
+        assert envelope["schema"] == 1
+
+
+def test_tampered_entry_is_detected(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    result = make_result()
+    store.put(result)
+    raw = Store(tmp_path).cache
+    envelope = raw[result.key]
+    envelope["result"]["outputs"][0][0]["text"] = "forged\n"
+    raw[result.key] = envelope
+    with pytest.raises(DamagedEntryError, match="checksum"):
+        store.get(result.key)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param({"schema": 99}, id="schema"),
+        pytest.param({"unexpected": True}, id="shape"),
+        pytest.param([1, 2], id="type"),
+    ],
+)
+def test_malformed_entries_are_detected(tmp_path: Path, value: object) -> None:
+    Store(tmp_path).cache["key"] = value
+    with pytest.raises(DamagedEntryError):
+        Store(tmp_path).get("key")
+
+
+def test_truncated_file_entry_is_detected(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    result = make_result(big=True)
+    store.put(result)
+    store.close()
+    (filename,) = sqlite3.connect(tmp_path / "cache.db").execute("SELECT filename FROM Cache").fetchone()
+    path = tmp_path / filename
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DamagedEntryError):
+        Store(tmp_path).get(result.key)
+
+
+def test_entry_under_the_wrong_key_is_detected(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put(make_result("a" * 64))
+    raw = Store(tmp_path).cache
+    raw["b" * 64] = raw["a" * 64]
+    with pytest.raises(DamagedEntryError, match="another key"):
+        store.get("b" * 64)
