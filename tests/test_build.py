@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+
 from conftest import Project, ProjectFactory, code, ipynb, markdown, myst_notebook, percent_script
 
 THREE_FORMATS = {

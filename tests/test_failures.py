@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 
 from conftest import Project, ProjectFactory, code, ipynb, myst_notebook
-
 from sphinx_nbcache.store import Store
 
+RETRY = "nbcache_retry_failed = True\n"
 GOOD = ipynb(code("print('good notebook ran')"))
 BAD_IPYNB = ipynb(code("x = 1"), code("1 / 0"), code("print('never')"))
 BAD_MD = myst_notebook(
@@ -32,12 +32,15 @@ def test_failing_cell_warns_at_its_location(make_project: ProjectFactory) -> Non
     assert "good notebook ran" in build.html("good")
     md_warning = [w for w in build.warnings if "badmd.md" in w]
     assert len(md_warning) == 1
-    assert "badmd.md:14: WARNING: notebook execution failed in cell 2: ValueError: " in md_warning[0]
+    assert (
+        "badmd.md:14: WARNING: notebook execution failed in cell 2: ValueError: " in md_warning[0]
+    )
     assert md_warning[0].endswith("[nbcache.exec]") or "[nbcache.exec]" in build.stderr
     ipynb_warning = [w for w in build.warnings if "bad.ipynb" in w]
     assert len(ipynb_warning) == 1
-    assert "notebook execution failed in cell 2: ZeroDivisionError: division by zero" in (
-        ipynb_warning[0]
+    assert (
+        "notebook execution failed in cell 2: ZeroDivisionError: division by zero"
+        in (ipynb_warning[0])
     )
     assert "ZeroDivisionError" in build.html("bad")
     assert build.html("bad").count("never") == 1  # the source, not an output
@@ -52,7 +55,11 @@ def test_failures_are_cached_and_retried_only_when_asked(make_project: ProjectFa
     assert cached.executed == []
     assert any("ZeroDivisionError" in w for w in cached.warnings)
     shutil.rmtree(project.root / "_build")
-    project.edit("conf.py", 'nb_execution_mode = "cache"', 'nb_execution_mode = "cache"\nnbcache_retry_failed = True')
+    project.edit(
+        "conf.py",
+        'nb_execution_mode = "cache"',
+        'nb_execution_mode = "cache"\nnbcache_retry_failed = True',
+    )
     retried = project.build()
     assert retried.executed == ["bad.ipynb"]
 
@@ -62,7 +69,9 @@ def test_raise_on_error_fails_the_build_after_everything_else(make_project: Proj
     project = make_project(files, "nb_execution_raise_on_error = True\n")
     build = project.build()
     assert build.returncode == 1
-    assert any("ERROR: notebook execution failed in cell 2: ZeroDivisionError" in w for w in build.warnings)
+    assert any(
+        "ERROR: notebook execution failed in cell 2: ZeroDivisionError" in w for w in build.warnings
+    )
     assert "good notebook ran" in build.html("good")
     assert "build finished with problems" in build.stdout
 
@@ -90,7 +99,7 @@ def test_damaged_entry_is_reexecuted_not_rendered(make_project: ProjectFactory) 
     assert "forged output" not in build.html("good")
     assert "good notebook ran" in build.html("good")
     (warning,) = build.warnings
-    assert "good.ipynb: cache entry does not match its checksum" in warning
+    assert "good.ipynb: WARNING: cache entry does not match its checksum" in warning
     assert "[nbcache.cache]" in warning
 
 
@@ -118,7 +127,8 @@ def test_bad_config_values_fail_at_config_inited_one_line_each(
     make_project: ProjectFactory,
 ) -> None:
     project: Project = make_project(
-        {"good.ipynb": GOOD}, "nbcache_workers = 0\nnbcache_retry_failed = 'yes'\nnbcache_path = 3\n"
+        {"good.ipynb": GOOD},
+        "nbcache_workers = 0\nnbcache_retry_failed = 'yes'\nnbcache_path = 3\n",
     )
     build = project.build()
     assert build.returncode == 2
@@ -126,4 +136,12 @@ def test_bad_config_values_fail_at_config_inited_one_line_each(
     assert "nbcache_retry_failed must be True or False, not 'yes'" in build.stderr
     assert "nbcache_path must be a path" in build.stderr
     assert "3 invalid nbcache configuration value(s)" in build.stderr
+    assert build.stderr.count("[nbcache.config]") == 3
     assert not (project.root / ".nbcache").exists()
+
+
+def test_workers_can_be_set_on_the_command_line(make_project: ProjectFactory) -> None:
+    project = make_project({"good.ipynb": GOOD})
+    build = project.build("-D", "nbcache_workers=3")
+    assert build.returncode == 0, build.stderr
+    assert "3 at a time" in build.stdout

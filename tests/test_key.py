@@ -45,17 +45,29 @@ BASE = notebook_key(make_notebook(), OPTIONS)
         pytest.param(lambda nb: setattr(nb.cells[2], "source", "other raw"), id="raw"),
         pytest.param(lambda nb: nb.cells.append(nbformat.v4.new_markdown_cell("more")), id="md+"),
         pytest.param(lambda nb: nb.cells[1].metadata.update(tags=["hide-input"]), id="hide-input"),
-        pytest.param(lambda nb: nb.cells[1].metadata.update(mystnb={"number_source_lines": True}), id="mystnb-cell"),
-        pytest.param(lambda nb: nb.cells[1].metadata.update(execution={"iopub.status.busy": "2026"}), id="timing"),
+        pytest.param(
+            lambda nb: nb.cells[1].metadata.update(mystnb={"number_source_lines": True}),
+            id="mystnb-cell",
+        ),
+        pytest.param(
+            lambda nb: nb.cells[1].metadata.update(execution={"iopub.status.busy": "2026"}),
+            id="timing",
+        ),
         pytest.param(lambda nb: setattr(nb.cells[1], "id", "another-id"), id="cell-id"),
         pytest.param(lambda nb: setattr(nb.cells[1], "execution_count", 7), id="count"),
         pytest.param(
             lambda nb: nb.cells[1].outputs.append(nbformat.v4.new_output("stream", text="1\n")),
             id="outputs",
         ),
-        pytest.param(lambda nb: nb.metadata.update(language_info={"name": "python"}), id="language_info"),
-        pytest.param(lambda nb: nb.metadata.update(mystnb={"render_markdown_format": "myst"}), id="mystnb-nb"),
-        pytest.param(lambda nb: nb.metadata.kernelspec.update(display_name="Other"), id="display-name"),
+        pytest.param(
+            lambda nb: nb.metadata.update(language_info={"name": "python"}), id="language_info"
+        ),
+        pytest.param(
+            lambda nb: nb.metadata.update(mystnb={"render_markdown_format": "myst"}), id="mystnb-nb"
+        ),
+        pytest.param(
+            lambda nb: nb.metadata.kernelspec.update(display_name="Other"), id="display-name"
+        ),
     ],
 )
 def test_render_only_changes_keep_the_key(change: object) -> None:
@@ -68,7 +80,9 @@ def test_render_only_changes_keep_the_key(change: object) -> None:
         pytest.param(lambda nb: setattr(nb.cells[1], "source", "x = 2\nprint(x)"), id="code"),
         pytest.param(lambda nb: nb.cells.reverse(), id="order"),
         pytest.param(lambda nb: nb.cells.append(nbformat.v4.new_code_cell("pass")), id="code+"),
-        pytest.param(lambda nb: nb.cells[1].metadata.update(tags=["raises-exception"]), id="raises"),
+        pytest.param(
+            lambda nb: nb.cells[1].metadata.update(tags=["raises-exception"]), id="raises"
+        ),
         pytest.param(lambda nb: nb.cells[1].metadata.update(tags=["skip-execution"]), id="skip"),
         pytest.param(lambda nb: nb.cells[1].metadata.update(tags=["parameters"]), id="parameters"),
         pytest.param(lambda nb: nb.metadata.kernelspec.update(name="julia-1.9"), id="kernel"),

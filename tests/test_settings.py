@@ -95,7 +95,9 @@ def test_in_temp_runs_in_a_temporary_folder(make_project: ProjectFactory) -> Non
 
 def test_execution_metadata_allows_errors(make_project: ProjectFactory) -> None:
     notebook = ipynb(
-        code("1 / 0"), code("print('after the error')"), metadata={"execution": {"allow_errors": True}}
+        code("1 / 0"),
+        code("print('after the error')"),
+        metadata={"execution": {"allow_errors": True}},
     )
     build = make_project({"nb.ipynb": notebook}).build()
     assert build.returncode == 0, build.stderr
@@ -130,7 +132,9 @@ def test_glue_and_execution_table_work_from_the_cache(make_project: ProjectFacto
         code("from myst_nb import glue\nglue('answer', 6 * 7)"),
         markdown("The answer is {glue}`answer`."),
     )
-    project = make_project({"nb.ipynb": notebook, "table.md": "# Table\n\n```{nb-exec-table}\n```\n"})
+    project = make_project(
+        {"nb.ipynb": notebook, "table.md": "# Table\n\n```{nb-exec-table}\n```\n"}
+    )
     first = project.build()
     assert first.returncode == 0, first.stderr
     shutil.rmtree(project.root / "_build")
@@ -138,6 +142,6 @@ def test_glue_and_execution_table_work_from_the_cache(make_project: ProjectFacto
     assert build.executed == []
     assert "The answer is" in build.html("nb")
     assert "42" in build.html("nb")
-    table = build.html("table")
-    assert "nb" in table
-    assert "cache" in table
+    rendered = build.html("table")
+    assert "nb" in rendered
+    assert "cache" in rendered

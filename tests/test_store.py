@@ -86,7 +86,9 @@ def test_truncated_file_entry_is_detected(tmp_path: Path) -> None:
     result = make_result(big=True)
     store.put(result)
     store.close()
-    (filename,) = sqlite3.connect(tmp_path / "cache.db").execute("SELECT filename FROM Cache").fetchone()
+    (filename,) = (
+        sqlite3.connect(tmp_path / "cache.db").execute("SELECT filename FROM Cache").fetchone()
+    )
     path = tmp_path / filename
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(DamagedEntryError):

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 DEFAULT_CACHE_DIR = ".nbcache"
 
@@ -17,7 +17,7 @@ class ConfigValue:
 
     name: str
     default: Any
-    rebuild: str
+    rebuild: Literal["", "env"]
     types: tuple[type, ...]
     description: str
     check: Callable[[Any], str | None]
@@ -79,6 +79,15 @@ class Settings:
     cache_path: Path
     workers: int
     retry_failed: bool
+
+
+def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn ``-D nbcache_workers=4`` (a string, since the default is None) into an int."""
+    result = dict(values)
+    workers = result.get("nbcache_workers")
+    if isinstance(workers, str) and workers.strip().isdigit():
+        result["nbcache_workers"] = int(workers)
+    return result
 
 
 def validate(values: Mapping[str, Any]) -> list[str]:

@@ -9,7 +9,9 @@ import nbformat
 from sphinx_nbcache.execute import ExecutionResult
 
 
-def merge_outputs(notebook: nbformat.NotebookNode, result: ExecutionResult) -> nbformat.NotebookNode:
+def merge_outputs(
+    notebook: nbformat.NotebookNode, result: ExecutionResult
+) -> nbformat.NotebookNode:
     """A copy of ``notebook`` whose code cells carry ``result``'s outputs.
 
     Prose, cell metadata and tags come from the source, so render-only edits show up

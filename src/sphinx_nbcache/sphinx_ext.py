@@ -21,7 +21,13 @@ from sphinx.environment.collectors import EnvironmentCollector
 from sphinx.errors import ConfigError
 
 from sphinx_nbcache import __version__
-from sphinx_nbcache.config import CONFIG_VALUES, Settings, build_settings, validate
+from sphinx_nbcache.config import (
+    CONFIG_VALUES,
+    Settings,
+    build_settings,
+    from_command_line,
+    validate,
+)
 from sphinx_nbcache.execute import ExecutionResult
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
@@ -61,19 +67,19 @@ def setup_extension(app: Sphinx) -> dict[str, Any]:
 
 def on_config_inited(app: Sphinx, config: Config) -> None:
     """Report every bad value (one line each) before failing, then freeze the settings."""
-    values = {spec.name: config[spec.name] for spec in CONFIG_VALUES}
+    values = from_command_line({spec.name: config[spec.name] for spec in CONFIG_VALUES})
     problems = validate(values)
     if problems:
         for problem in problems:
-            LOGGER.error(problem)
+            report_error(problem, Subtype.config)
         raise ConfigError(f"{len(problems)} invalid nbcache configuration value(s)")
     settings = build_settings(values, Path(app.confdir))
-    pipeline = Pipeline(settings, Store(settings.cache_path), _pipeline_warning)
+
+    def warn_at_source(message: str, subtype: str, source: str) -> None:
+        warn(message, Subtype(subtype), location=app.env.path2doc(source))
+
+    pipeline = Pipeline(settings, Store(settings.cache_path), warn_at_source)
     setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline))
-
-
-def _pipeline_warning(message: str, subtype: str, source: str) -> None:
-    warn(f"{source}: {message}", Subtype(subtype))
 
 
 def build_state(app: Sphinx) -> BuildState:
@@ -100,8 +106,6 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
     """
     state = build_state(app)
     state.read_docs.update(docnames)
-    if env.mystnb_config.execution_mode not in EXECUTING_MODES:  # type: ignore[attr-defined]
-        return
     misses = []
     for docname in sorted(docnames):
         try:
@@ -110,9 +114,7 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
             continue  # reported with its location when the document is parsed
         if planned is None:
             continue
-        if planned.notebook.options.mode == "force":
-            misses.append(planned)
-        elif state.pipeline.lookup(planned) is None:
+        if planned.notebook.options.mode == "force" or state.pipeline.lookup(planned) is None:
             misses.append(planned)
         else:
             state.pipeline.summary.hits += 1
@@ -136,29 +138,25 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
 
     def parse(self, inputstring: str, document: nodes.document) -> None:
         env = document.settings.env
-        if document.current_source.endswith("<translated>"):
-            return super().parse(inputstring, document)
-        nb_config = env.mystnb_config
-        if nb_config.execution_mode not in EXECUTING_MODES:
-            return super().parse(inputstring, document)
+        if (document.current_source or "").endswith("<translated>"):
+            super().parse(inputstring, document)
+            return
         path = Path(env.doc2path(env.docname))
         try:
-            notebook = read_notebook(path, inputstring, env.myst_config, nb_config)
+            notebook = read_notebook(path, inputstring, env.myst_config, env.mystnb_config)
         except NotebookReadError as exc:
             warn(f"notebook could not be read: {exc}", Subtype.read, location=env.docname)
-            return MystParser.parse(self, "", document)
-        if notebook is None or notebook.excluded or notebook.options.mode == "auto" and not (
-            notebook.needs_execution
-        ):
-            return super().parse(inputstring, document)
-        if not notebook.needs_execution:
-            return self._render(notebook.notebook, notebook, document)
-        planned = plan(str(env.doc2path(env.docname, False)), notebook)
-        state = build_state(get_env_app(env))
-        result, origin = self._outputs(state, planned)
-        self._render(merge_outputs(notebook.notebook, result), notebook, document)
-        self._record(env, planned, result, origin)
-        return None
+            MystParser.parse(self, "", document)
+            return
+        if notebook is None or notebook.options.mode not in EXECUTING_MODES:
+            super().parse(inputstring, document)  # plain Markdown, or myst-nb's off/inline
+        elif not notebook.needs_execution:
+            self._render(notebook.notebook, notebook, document)
+        else:
+            planned = plan(str(env.doc2path(env.docname, False)), notebook)
+            result, origin = self._outputs(build_state(get_env_app(env)), planned)
+            self._render(merge_outputs(notebook.notebook, result), notebook, document)
+            self._record(env, planned, result, origin)
 
     @staticmethod
     def _outputs(state: BuildState, planned: PlannedNotebook) -> tuple[ExecutionResult, str]:
@@ -187,7 +185,11 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         overrides = merged.metadata.get(original.metadata_key)
         if isinstance(overrides, dict) and "execution_mode" in overrides:
             overrides["execution_mode"] = "off"
-        reader = (PLAIN_IPYNB_READER, {}, notebook.commonmark_only)
+        reader: tuple[str, dict[str, Any], bool] = (
+            PLAIN_IPYNB_READER,
+            {},
+            notebook.commonmark_only,
+        )
         env.mystnb_config = original.copy(
             execution_mode="off",
             custom_formats={**original.custom_formats, str(notebook.path): reader},
