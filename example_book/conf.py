@@ -1,0 +1,25 @@
+"""Sphinx configuration of the example book: notebooks executed through sphinx-nbcache."""
+
+project = "sphinx-nbcache example book"
+author = "sphinx-nbcache developers"
+
+extensions = ["sphinx_nbcache"]  # loads myst_nb, which loads myst_parser
+
+# "cache": every notebook goes through sphinx-nbcache's on-disk cache (.nbcache/ here).
+nb_execution_mode = "cache"
+nb_execution_timeout = 60
+
+# Jupytext "percent" scripts are notebooks too.
+nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}
+
+# With ".py" registered as a notebook format, conf.py itself would become a page.
+exclude_patterns = [
+    "_build",
+    "jupyter_execute",
+    ".nbcache",
+    "**/.ipynb_checkpoints",
+    "conf.py",
+]
+
+html_theme = "alabaster"
+html_title = project
