@@ -145,3 +145,19 @@ def test_workers_can_be_set_on_the_command_line(make_project: ProjectFactory) ->
     build = project.build("-D", "nbcache_workers=3")
     assert build.returncode == 0, build.stderr
     assert "3 at a time" in build.stdout
+
+
+def test_timeout_and_dead_kernel_fail_only_their_notebook(make_project: ProjectFactory) -> None:
+    files = {
+        "good.ipynb": GOOD,
+        "slow.ipynb": ipynb(code("import time\ntime.sleep(30)")),
+        "dies.ipynb": ipynb(code("import os\nos._exit(1)")),
+    }
+    project = make_project(files, "nb_execution_timeout = 2\n")
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    assert "good notebook ran" in build.html("good")
+    (slow,) = [w for w in build.warnings if "slow.ipynb" in w]
+    assert "notebook execution failed in cell 1: CellTimeoutError" in slow
+    (dies,) = [w for w in build.warnings if "dies.ipynb" in w]
+    assert "notebook execution failed in cell 1: DeadKernelError" in dies
