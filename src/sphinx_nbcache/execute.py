@@ -144,8 +144,10 @@ async def execute_job(job: ExecutionJob) -> ExecutionResult:
 
 
 def _cell_error(exc: Exception, current: list[int], tb: str) -> CellError:
+    """For a cell error, the kernel's exception name and message, not nbclient's wrapper."""
+    lines = str(exc).strip().splitlines()
     name = getattr(exc, "ename", None) or type(exc).__name__
-    value = getattr(exc, "evalue", None) or str(exc).strip().splitlines()[-1:][0]
+    value = getattr(exc, "evalue", None) or (lines[-1] if lines else "")
     return CellError(name, value, tb, current[0] if current else None)
 
 
@@ -165,10 +167,7 @@ class LocalExecutor:
         self.workers = max(1, workers)
 
     def run(
-        self,
-        jobs: Sequence[ExecutionJob],
-        on_result: Callable[[ExecutionResult], None],
-        on_start: Callable[[ExecutionJob], None] | None = None,
+        self, jobs: Sequence[ExecutionJob], on_result: Callable[[ExecutionResult], None]
     ) -> list[ExecutionResult]:
         """Execute every job; ``on_result`` runs in this thread as each one finishes.
 
@@ -176,20 +175,15 @@ class LocalExecutor:
         """
         if not jobs:
             return []
-        return asyncio.run(self._run_all(jobs, on_result, on_start))
+        return asyncio.run(self._run_all(jobs, on_result))
 
     async def _run_all(
-        self,
-        jobs: Sequence[ExecutionJob],
-        on_result: Callable[[ExecutionResult], None],
-        on_start: Callable[[ExecutionJob], None] | None,
+        self, jobs: Sequence[ExecutionJob], on_result: Callable[[ExecutionResult], None]
     ) -> list[ExecutionResult]:
         limit = asyncio.Semaphore(self.workers)
 
         async def run_one(job: ExecutionJob) -> ExecutionResult:
             async with limit:
-                if on_start is not None:
-                    on_start(job)
                 result = await execute_job(job)
             on_result(result)
             return result

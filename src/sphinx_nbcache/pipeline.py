@@ -6,7 +6,6 @@ No Sphinx here: the extension and the command line share this pipeline and one c
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -49,17 +48,6 @@ def make_job(planned: PlannedNotebook) -> ExecutionJob:
     )
 
 
-@dataclasses.dataclass
-class RunSummary:
-    """What one run did, for the closing log line."""
-
-    hits: int = 0
-    executed: int = 0
-    failed: int = 0
-    execution_seconds: float = 0.0
-    wall_seconds: float = 0.0
-
-
 class Pipeline:
     """Looks notebooks up in the store and executes the misses, storing each as it ends."""
 
@@ -67,7 +55,6 @@ class Pipeline:
         self.settings = settings
         self.store = store
         self.warn = warn
-        self.summary = RunSummary()
 
     def lookup(self, planned: PlannedNotebook) -> ExecutionResult | None:
         """The reusable stored result, or None when the notebook must execute."""
@@ -90,19 +77,14 @@ class Pipeline:
         """
         jobs = {p.key: make_job(p) for p in notebooks}
         results: dict[str, ExecutionResult] = {}
-        begin = time.perf_counter()
 
         def on_result(result: ExecutionResult) -> None:
             results[result.key] = result
             self._store(result)
-            self.summary.executed += 1
-            self.summary.failed += not result.succeeded
-            self.summary.execution_seconds += result.runtime
             if progress is not None:
                 progress(len(results), len(jobs), result)
 
         LocalExecutor(self.settings.workers).run(list(jobs.values()), on_result)
-        self.summary.wall_seconds += time.perf_counter() - begin
         return results
 
     def _store(self, result: ExecutionResult) -> None:

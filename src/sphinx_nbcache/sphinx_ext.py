@@ -116,8 +116,6 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
             continue
         if planned.notebook.options.mode == "force" or state.pipeline.lookup(planned) is None:
             misses.append(planned)
-        else:
-            state.pipeline.summary.hits += 1
     if not misses:
         return
     LOGGER.info(

@@ -1,0 +1,394 @@
+#!/usr/bin/env python3
+"""Time myst-nb's own ``cache`` mode against sphinx-nbcache on generated books.
+
+Run by ``nox -s bench`` (or ``python bench/run.py``). Each number is the wall-clock time of
+one ``python -m sphinx -q -b html SRC OUT`` subprocess of this interpreter, so interpreter
+start-up, kernels and HTML writing all count, as they do for a user.
+
+A. ``--notebooks`` notebooks with ``--work`` seconds of kernel work each, one copy of the book
+   per tool: *cold* (empty cache, fresh ``_build``), *warm* (cache kept, fresh ``_build``) and
+   *edit* (one notebook's code changed, incremental rebuild of the warm ``_build``).
+B. ``--big`` notebooks with little work: sphinx-nbcache *warm* against myst-nb with
+   ``nb_execution_mode = "off"``, i.e. what serving everything from the cache costs.
+
+Every build's return code is checked and every page is checked for the outputs it must (or,
+with execution off, must not) show, so a silently failed notebook cannot pass for a fast one.
+The tables go to stdout and to ``bench/_books/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from make_book import make_book
+
+HERE = Path(__file__).resolve().parent
+BOOKS = HERE / "_books"
+RESULTS = BOOKS / "results.md"
+FORMATS = ("ipynb", "md")
+CELLS = 4
+"""Work cells per notebook in A (make_book's default)."""
+BIG_WORK = 0.05
+"""Seconds of kernel work per notebook in B: enough to execute, too little to matter."""
+BIG_CELLS = 2
+BUILD_TIMEOUT = 3600
+"""Seconds before a hung build counts as failed (a kernel that never answers, say)."""
+EDIT_BASE = 1000
+"""Edits set notebook 0's constant to ``EDIT_BASE + repetition``: a new value each time, so
+every edit is a real cache miss for both tools."""
+SPEEDUP_TARGET = 3.0
+WARM_OVERHEAD_TARGET = 1.10
+VERSIONS = ("sphinx", "myst-nb", "myst-parser", "jupyter-cache", "nbclient", "ipykernel")
+
+
+class BenchError(Exception):
+    """A build failed or produced wrong pages: the numbers would mean nothing."""
+
+
+@dataclasses.dataclass
+class Book:
+    """One generated book, and the constant each notebook's first cell currently prints."""
+
+    label: str
+    src: Path
+    constants: dict[str, int]
+    executes: bool
+    """False for ``nb_execution_mode = "off"``: pages must then show no outputs."""
+
+    @property
+    def build_dir(self) -> Path:
+        return self.src / "_build"
+
+    @property
+    def html_dir(self) -> Path:
+        return self.build_dir / "html"
+
+    def wipe_build(self) -> None:
+        """Drop HTML, doctrees (``html/.doctrees``) and myst-nb's ``jupyter_execute``."""
+        shutil.rmtree(self.build_dir, ignore_errors=True)
+
+    def wipe_caches(self) -> None:
+        """Drop both tools' caches and the build, for a cold start."""
+        self.wipe_build()
+        for name in (".jupyter_cache", ".nbcache"):
+            shutil.rmtree(self.src / name, ignore_errors=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """How big a book is: notebooks, seconds of kernel work each, work cells each."""
+
+    notebooks: int
+    work: float
+    cells: int
+
+
+def generate(
+    label: str,
+    src: Path,
+    size: Size,
+    *,
+    extension: str,
+    mode: str,
+    extra_conf: Sequence[str] = (),
+) -> Book:
+    """Write a book whose myst-nb cache lives beside conf.py, outside ``_build``.
+
+    Then deleting ``_build`` keeps both tools' caches, and "warm" means the same for both.
+    """
+    names = make_book(
+        src,
+        notebooks=size.notebooks,
+        work=size.work,
+        cells=size.cells,
+        extension=extension,
+        mode=mode,
+        formats=FORMATS,
+    )
+    lines = [f"nb_execution_cache_path = {str(src / '.jupyter_cache')!r}", *extra_conf]
+    with (src / "conf.py").open("a") as conf:
+        conf.write("\n".join(lines) + "\n")
+    return Book(label, src, {name: index for index, name in enumerate(names)}, mode != "off")
+
+
+def sphinx_build(book: Book, what: str) -> float:
+    """Seconds of one checked ``sphinx-build -q -b html`` run; raises on any failure."""
+    command = [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-q",
+        "-b",
+        "html",
+        str(book.src),
+        str(book.html_dir),
+    ]
+    print(f"  {book.label:<14} {what:<6} ...", end=" ", flush=True)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, check=False, timeout=BUILD_TIMEOUT
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"{' '.join(command)} still running after {exc.timeout} s") from exc
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise BenchError(
+            f"{' '.join(command)} exited with {proc.returncode}\n"
+            f"--- stdout\n{_tail(proc.stdout)}\n--- stderr\n{_tail(proc.stderr)}"
+        )
+    check_pages(book, proc.stderr)
+    warnings = sphinx_warnings(proc.stderr)
+    note = f"  ({len(warnings)} Sphinx warning(s), first: {warnings[0]})" if warnings else ""
+    print(f"{seconds:7.2f} s{note}", flush=True)
+    return seconds
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def sphinx_warnings(stderr: str) -> list[str]:
+    """Sphinx's own warnings; kernels' ``[IPKernelApp] WARNING |`` chatter is not one."""
+    return [line for line in stderr.splitlines() if "WARNING:" in line or "ERROR:" in line]
+
+
+def check_pages(book: Book, stderr: str) -> None:
+    """Every page shows its notebook's last output for the current code, or none if off.
+
+    A notebook that failed to execute is only a warning for both tools: without this check
+    it would look like a fast build.
+    """
+    for name, constant in book.constants.items():
+        page = book.html_dir / f"{name}.html"
+        if not page.is_file():
+            raise BenchError(f"{book.label}: {page} was not written\n{_tail(stderr)}")
+        last_output = f"{{'notebook': {constant}, 'squares': [0, 1, 4, 9, 16]}}"
+        shows = f"</span>{last_output}" in page.read_text(encoding="utf-8")
+        if shows != book.executes:
+            expected = f"the last cell's output {last_output}" if book.executes else "no outputs"
+            raise BenchError(f"{book.label}: {page} does not show {expected}\n{_tail(stderr)}")
+
+
+def edit_constant(book: Book, name: str, value: int) -> None:
+    """Change the constant in ``name``'s first code cell: its code, hence its key, changes."""
+    (path,) = (p for p in book.src.glob(f"{name}.*") if p.suffix in {".ipynb", ".md"})
+    index = int(name.removeprefix("nb"))
+    text = path.read_text(encoding="utf-8")
+    pattern = rf"N{index} = {book.constants[name]}(?!\d)"
+    new_text, count = re.subn(pattern, f"N{index} = {value}", text)
+    if count != 1:
+        raise BenchError(f"{path}: expected one match of {pattern!r}, found {count}")
+    path.write_text(new_text, encoding="utf-8")
+    book.constants[name] = value
+
+
+def best_of(repeat: int, book: Book, what: str, prepare: Callable[[], None]) -> float:
+    """The minimum over ``repeat`` runs: the least disturbed by whatever else the machine did."""
+    times = []
+    for _ in range(repeat):
+        prepare()
+        times.append(sphinx_build(book, what))
+    return min(times)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolTimes:
+    cold: float
+    warm: float
+    edit: float
+
+
+def bench_tool(book: Book, repeat: int) -> ToolTimes:
+    """cold, then warm (fresh ``_build``) each followed by one edit and incremental rebuild."""
+    cold = best_of(repeat, book, "cold", book.wipe_caches)
+    warm_times, edit_times = [], []
+    edited = next(iter(book.constants))
+    for rep in range(repeat):
+        book.wipe_build()
+        warm_times.append(sphinx_build(book, "warm"))
+        edit_constant(book, edited, EDIT_BASE + rep)
+        edit_times.append(sphinx_build(book, "edit"))
+    return ToolTimes(cold, min(warm_times), min(edit_times))
+
+
+def ratio(numerator: float, denominator: float) -> str:
+    return f"{numerator / denominator:.2f}" if denominator > 0 else "n/a"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table, padded so that it also reads well as plain text."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            f":{'-' * (w + 1)}" if i == 0 else f"{'-' * (w + 1)}:" for i, w in enumerate(widths)
+        )
+        + "|"
+    )
+    return [line(header), rule, *(line(row) for row in rows)]
+
+
+def package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def nbcache_workers(setting: int | None, confdir: Path) -> int:
+    """How many kernels sphinx-nbcache runs at once, by its own rule (one per CPU unless set)."""
+    from sphinx_nbcache.config import build_settings
+
+    return int(build_settings({"nbcache_workers": setting}, confdir).workers)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--notebooks", type=int, help="notebooks in A (default 12, quick 4)")
+    parser.add_argument("--work", type=float, help="seconds of work per notebook in A (1, 0.3)")
+    parser.add_argument("--big", type=int, help="notebooks in B (default 100, quick 20)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; min is kept")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    parser.add_argument(
+        "--nbcache-workers",
+        type=int,
+        help="set nbcache_workers in conf.py (default: unset, i.e. one per CPU)",
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.notebooks = args.notebooks if args.notebooks is not None else (4 if quick else 12)
+    args.work = args.work if args.work is not None else (0.3 if quick else 1.0)
+    args.big = args.big if args.big is not None else (20 if quick else 100)
+    for name in ("notebooks", "big", "repeat"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.work < 0:
+        parser.error("--work must not be negative")
+    if args.nbcache_workers is not None and args.nbcache_workers < 1:
+        parser.error("--nbcache-workers must be at least 1")
+    return args
+
+
+def run(args: argparse.Namespace) -> list[str]:
+    """Generate the books, time every build, and return the report's lines."""
+    shutil.rmtree(BOOKS, ignore_errors=True)
+    BOOKS.mkdir(parents=True)
+    load_before = os.getloadavg()[0]
+    extra = [] if args.nbcache_workers is None else [f"nbcache_workers = {args.nbcache_workers}"]
+    workers = nbcache_workers(args.nbcache_workers, BOOKS)
+    size_a = Size(args.notebooks, args.work, CELLS)
+    size_b = Size(args.big, BIG_WORK, BIG_CELLS)
+
+    print(f"A: {args.notebooks} notebooks x {args.work:g} s of work, best of {args.repeat}")
+    mystnb = generate("myst-nb", BOOKS / "a-mystnb", size_a, extension="myst_nb", mode="cache")
+    nbcache = generate(
+        "nbcache",
+        BOOKS / "a-nbcache",
+        size_a,
+        extension="sphinx_nbcache",
+        mode="cache",
+        extra_conf=extra,
+    )
+    times_m = bench_tool(mystnb, args.repeat)
+    times_n = bench_tool(nbcache, args.repeat)
+
+    print(f"B: {args.big} notebooks x {BIG_WORK:g} s of work, best of {args.repeat}")
+    big = generate(
+        "big nbcache",
+        BOOKS / "b-nbcache",
+        size_b,
+        extension="sphinx_nbcache",
+        mode="cache",
+        extra_conf=extra,
+    )
+    off = generate("big off", BOOKS / "b-off", size_b, extension="myst_nb", mode="off")
+    big_cold = best_of(args.repeat, big, "cold", big.wipe_caches)
+    warm_times, off_times = [], []
+    for _ in range(args.repeat):  # interleaved, so that drift hits both alike
+        big.wipe_build()
+        warm_times.append(sphinx_build(big, "warm"))
+        off.wipe_build()
+        off_times.append(sphinx_build(off, "off"))
+    big_warm, big_off = min(warm_times), min(off_times)
+
+    rows_a = [
+        [what, f"{m:.2f}", f"{n:.2f}", ratio(m, n)]
+        for what, m, n in (
+            ("cold (empty cache, fresh _build)", times_m.cold, times_n.cold),
+            ("warm (cache kept, fresh _build)", times_m.warm, times_n.warm),
+            ("edit (1 notebook changed, incremental)", times_m.edit, times_n.edit),
+        )
+    ]
+    rows_b = [
+        ["sphinx-nbcache cold (fills the cache)", f"{big_cold:.2f}", ratio(big_cold, big_off)],
+        ["sphinx-nbcache warm (fresh _build)", f"{big_warm:.2f}", ratio(big_warm, big_off)],
+        ['myst-nb nb_execution_mode = "off"', f"{big_off:.2f}", "1.00"],
+    ]
+    load_after = os.getloadavg()[0]
+    speedup = times_m.cold / times_n.cold
+    overhead = big_warm / big_off
+    versions = ", ".join(f"{name} {package_version(name)}" for name in VERSIONS)
+    workers_why = "nbcache_workers set" if args.nbcache_workers else "one per CPU"
+    return [
+        "# sphinx-nbcache benchmark",
+        "",
+        f"- machine: Python {platform.python_version()}, {os.cpu_count()} CPU(s), 1-minute load"
+        f" average {load_before:.2f} before and {load_after:.2f} after (other work skews it all)",
+        f"- versions: {versions}, sphinx-nbcache {package_version('sphinx-nbcache')}",
+        f"- sphinx-nbcache ran {workers} kernel(s) at a time ({workers_why})",
+        f"- each number: wall-clock seconds of `sphinx-build -q -b html`, best of {args.repeat}",
+        "",
+        f"## A. {args.notebooks} notebooks x {args.work:g} s of work ({', '.join(FORMATS)})",
+        "",
+        *table(["build", "myst-nb cache (s)", "sphinx-nbcache (s)", "myst-nb / nbcache"], rows_a),
+        "",
+        f"Cold speed-up {speedup:.2f}x (target >= {SPEEDUP_TARGET:g}x): "
+        + ("met." if speedup >= SPEEDUP_TARGET else "NOT met."),
+        "",
+        f"## B. {args.big} notebooks x {BIG_WORK:g} s of work ({BIG_CELLS} cells each)",
+        "",
+        *table(["build", "seconds", "ratio to off"], rows_b),
+        "",
+        f"Warm / off = {overhead:.2f} (target <= {WARM_OVERHEAD_TARGET:.2f}): "
+        + ("met." if overhead <= WARM_OVERHEAD_TARGET else "NOT met."),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = run(args)
+    except BenchError as exc:
+        print(f"\nbenchmark FAILED: {exc}", file=sys.stderr)
+        return 1
+    text = "\n".join(report) + "\n"
+    print("\n" + text, end="")
+    RESULTS.write_text(text, encoding="utf-8")
+    print(f"(also written to {RESULTS})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
