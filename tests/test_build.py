@@ -149,3 +149,23 @@ def test_vanished_cache_entries_reexecute_unchanged_documents(warm: Project) -> 
     assert build.returncode == 0, build.stderr
     assert build.executed == ALL
     assert (warm.root / ".nbcache").is_dir()
+
+
+def test_source_changed_by_another_extension_is_executed_as_read(
+    make_project: ProjectFactory,
+) -> None:
+    conf = """\
+    def rewrite(app, docname, source):
+        source[0] = source[0].replace("hello from md", "rewritten by source-read")
+
+    def setup(app):
+        app.connect("source-read", rewrite)
+    """
+    project = make_project({"nb_md.md": THREE_FORMATS["nb_md.md"]}, conf)
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    assert build.warnings == []
+    assert build.executed == ["nb_md.md", "nb_md.md"]  # as planned, then as read
+    html = build.html("nb_md")
+    assert html.count("rewritten by source-read") == 2  # the source and its output
+    assert "hello from md" not in html

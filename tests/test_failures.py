@@ -121,6 +121,8 @@ def test_missing_kernel_fails_that_notebook_only(make_project: ProjectFactory) -
     (warning,) = [w for w in build.warnings if "missing.ipynb" in w]
     assert "NoSuchKernel" in warning
     assert "good notebook ran" in build.html("good")
+    again = project.build()
+    assert again.executed == ["missing.ipynb"]  # not cached: the kernel may exist next time
 
 
 def test_bad_config_values_fail_at_config_inited_one_line_each(

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import nbformat
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 from traitlets.config import Config
@@ -88,7 +89,16 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-async def execute_job(job: ExecutionJob) -> ExecutionResult:
+@dataclasses.dataclass(frozen=True)
+class _Limits:
+    """``running`` bounds the notebooks executing at once; ``ahead`` bounds the kernels
+    started while waiting for a free slot, so start-up overlaps other notebooks' work."""
+
+    running: asyncio.Semaphore
+    ahead: asyncio.Semaphore
+
+
+async def execute_job(job: ExecutionJob, limits: _Limits) -> ExecutionResult:
     """Execute one notebook in its own kernel; every failure becomes a failed result."""
     notebook = nbformat.reads(job.notebook_json, as_version=4)
     code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
@@ -103,27 +113,41 @@ async def execute_job(job: ExecutionJob) -> ExecutionResult:
     def on_cell_executed(cell: Any, cell_index: int, execute_reply: Any) -> None:
         times[cell_index] = time.perf_counter() - started[cell_index]
 
-    begin = time.perf_counter()
+    kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
+    manager = AsyncKernelManager(
+        config=KERNEL_CONFIG, **({"kernel_name": kernel_name} if kernel_name else {})
+    )
     error: CellError | None = None
+    runtime = 0.0
     with tempfile.TemporaryDirectory(prefix="nbcache-") as tmp:
         client = NotebookClient(
             notebook,
+            km=manager,
             timeout=job.timeout,
             allow_errors=job.allow_errors,
-            resources={"metadata": {"path": job.cwd or tmp}},
             on_cell_start=on_cell_start,
             on_cell_executed=on_cell_executed,
-            config=KERNEL_CONFIG,
         )
         try:
-            await client.async_execute()
+            async with limits.ahead:
+                begin = time.perf_counter()
+                await manager.start_kernel(cwd=job.cwd or tmp)
+                runtime = time.perf_counter() - begin
+                await limits.running.acquire()
+            begin = time.perf_counter()
+            try:
+                await client.async_execute()
+            finally:
+                limits.running.release()
+                runtime += time.perf_counter() - begin
         except (CellExecutionError, CellTimeoutError) as exc:
             error = _cell_error(exc, current, traceback.format_exc())
         except Exception as exc:
             error = CellError(type(exc).__name__, str(exc), traceback.format_exc(), None)
             if current and type(exc).__name__ == "DeadKernelError":
                 error = dataclasses.replace(error, cell_index=current[0])
-    runtime = time.perf_counter() - begin
+        finally:
+            await _shutdown(manager, client)
     cells = [notebook.cells[i] for i in code_indices]
     return ExecutionResult(
         key=job.key,
@@ -141,6 +165,17 @@ async def execute_job(job: ExecutionJob) -> ExecutionResult:
         cell_times=[times.get(i) for i in code_indices],
         finished=_now(),
     )
+
+
+async def _shutdown(manager: AsyncKernelManager, client: NotebookClient) -> None:
+    """Stop the kernel outside the execution slot: a graceful shutdown mostly waits."""
+    if client.kc is not None:
+        client.kc.stop_channels()
+    if manager.has_kernel:
+        try:
+            await manager.shutdown_kernel()
+        except Exception:
+            await manager.shutdown_kernel(now=True)
 
 
 def _cell_error(exc: Exception, current: list[int], tb: str) -> CellError:
@@ -161,7 +196,8 @@ def _plain(value: Any) -> Any:
 
 
 class LocalExecutor:
-    """Runs jobs concurrently, at most ``workers`` kernels at a time, in this process."""
+    """Runs jobs concurrently in this process: at most ``workers`` notebooks execute at once,
+    and up to ``workers`` more kernels start meanwhile, ready for the next ones."""
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
@@ -180,11 +216,10 @@ class LocalExecutor:
     async def _run_all(
         self, jobs: Sequence[ExecutionJob], on_result: Callable[[ExecutionResult], None]
     ) -> list[ExecutionResult]:
-        limit = asyncio.Semaphore(self.workers)
+        limits = _Limits(asyncio.Semaphore(self.workers), asyncio.Semaphore(self.workers))
 
         async def run_one(job: ExecutionJob) -> ExecutionResult:
-            async with limit:
-                result = await execute_job(job)
+            result = await execute_job(job, limits)
             on_result(result)
             return result
 

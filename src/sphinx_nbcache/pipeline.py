@@ -88,6 +88,8 @@ class Pipeline:
         return results
 
     def _store(self, result: ExecutionResult) -> None:
+        if result.error is not None and result.error.cell_index is None:
+            return  # no cell ran (missing kernel, start-up failure): not the notebook's fault
         try:
             self.store.put(result)
         except Exception as exc:

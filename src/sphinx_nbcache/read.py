@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -52,6 +53,13 @@ class SourceNotebook:
             # myst-nb's semantics: a code cell without outputs counts as unexecuted
             return any(len(cell.outputs) == 0 for cell in self.code_cells)
         return True
+
+
+def read_merged_notebook(text: str) -> nbformat.NotebookNode:
+    """Read back a notebook this extension serialised itself after validating its source,
+    skipping nbformat's schema validation, which would cost more than the rest of a hit."""
+    notebook: nbformat.NotebookNode = nbformat.from_dict(json.loads(text))
+    return notebook
 
 
 class NotebookReadError(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Set
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ from sphinx_nbcache.store import Store
 
 STATE_ATTRIBUTE = "_nbcache_build"
 ENV_ATTRIBUTE = "nbcache_docs"
-PLAIN_IPYNB_READER = "myst_nb.core.read.standard_nb_read"
+MERGED_READER = "sphinx_nbcache.read.read_merged_notebook"
 
 
 @dataclasses.dataclass
@@ -48,6 +49,9 @@ class BuildState:
     pipeline: Pipeline
     executed: dict[str, ExecutionResult] = dataclasses.field(default_factory=dict)
     """Results executed during this build, by key."""
+    planned: dict[str, tuple[str, PlannedNotebook]] = dataclasses.field(default_factory=dict)
+    """Source text and plan of each notebook planned before reading, by docname, so that
+    parsing the same text does not read the notebook a second time."""
     read_docs: set[str] = dataclasses.field(default_factory=set)
 
 
@@ -86,17 +90,23 @@ def build_state(app: Sphinx) -> BuildState:
     return cast(BuildState, getattr(app, STATE_ATTRIBUTE))
 
 
-def plan_document(env: BuildEnvironment, docname: str) -> PlannedNotebook | None:
+def plan_document(env: BuildEnvironment, docname: str, text: str) -> PlannedNotebook | None:
     """The planned notebook for ``docname``, or None if it does not go through the cache.
 
     :raises NotebookReadError: if the notebook cannot be read.
     """
     path = Path(env.doc2path(docname))
-    text = path.read_text(encoding=env.config.source_encoding)
     notebook = read_notebook(path, text, env.myst_config, env.mystnb_config)  # type: ignore[attr-defined]
     if notebook is None or not notebook.needs_execution:
         return None
     return plan(str(env.doc2path(docname, False)), notebook)
+
+
+def log_progress(done: int, total: int, result: ExecutionResult) -> None:
+    status = f"failed ({result.error.name})" if result.error else "executed"
+    LOGGER.info(
+        "nbcache: [%d/%d] %s %s in %.2f s", done, total, result.source, status, result.runtime
+    )
 
 
 def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
@@ -105,15 +115,18 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
     This is the last point before Sphinx forks readers, so all kernels finish here.
     """
     state = build_state(app)
-    state.read_docs.update(docnames)
+    state.read_docs = set(docnames)
+    state.planned.clear()
     misses = []
     for docname in sorted(docnames):
         try:
-            planned = plan_document(env, docname)
-        except (NotebookReadError, OSError):
+            text = Path(env.doc2path(docname)).read_text(encoding=env.config.source_encoding)
+            planned = plan_document(env, docname, text)
+        except (NotebookReadError, OSError, UnicodeDecodeError):
             continue  # reported with its location when the document is parsed
         if planned is None:
             continue
+        state.planned[docname] = (text, planned)
         if planned.notebook.options.mode == "force" or state.pipeline.lookup(planned) is None:
             misses.append(planned)
     if not misses:
@@ -121,14 +134,7 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
     LOGGER.info(
         "nbcache: executing %d notebook(s), %d at a time", len(misses), state.settings.workers
     )
-
-    def progress(done: int, total: int, result: ExecutionResult) -> None:
-        status = f"failed ({result.error.name})" if result.error else "executed"
-        LOGGER.info(
-            "nbcache: [%d/%d] %s %s in %.2f s", done, total, result.source, status, result.runtime
-        )
-
-    state.executed.update(state.pipeline.execute(misses, progress))
+    state.executed.update(state.pipeline.execute(misses, log_progress))
 
 
 class NbCacheParser(MystNbParser):  # type: ignore[misc]
@@ -138,6 +144,11 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         env = document.settings.env
         if (document.current_source or "").endswith("<translated>"):
             super().parse(inputstring, document)
+            return
+        state = build_state(get_env_app(env))
+        text, planned = state.planned.get(env.docname, (None, None))
+        if planned is not None and text == inputstring:
+            self._render_result(state, planned, document)
             return
         path = Path(env.doc2path(env.docname))
         try:
@@ -152,9 +163,14 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             self._render(notebook.notebook, notebook, document)
         else:
             planned = plan(str(env.doc2path(env.docname, False)), notebook)
-            result, origin = self._outputs(build_state(get_env_app(env)), planned)
-            self._render(merge_outputs(notebook.notebook, result), notebook, document)
-            self._record(env, planned, result, origin)
+            self._render_result(state, planned, document)
+
+    def _render_result(
+        self, state: BuildState, planned: PlannedNotebook, document: nodes.document
+    ) -> None:
+        result, origin = self._outputs(state, planned)
+        self._render(merge_outputs(planned.notebook.notebook, result), planned.notebook, document)
+        self._record(document.settings.env, planned, result, origin)
 
     @staticmethod
     def _outputs(state: BuildState, planned: PlannedNotebook) -> tuple[ExecutionResult, str]:
@@ -166,7 +182,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         result = None if forced else state.pipeline.lookup(planned)
         if result is not None:
             return result, "cache"
-        executed = state.pipeline.execute([planned])
+        executed = state.pipeline.execute([planned], log_progress)
         state.executed.update(executed)
         return executed[planned.key], "executed"
 
@@ -175,7 +191,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
     ) -> None:
         """Hand myst-nb the merged notebook as ``.ipynb`` JSON with execution off.
 
-        The document's own path is mapped to the plain ipynb reader for the duration, so
+        The document's own path is mapped to a plain JSON reader for the duration, so
         text notebooks (MyST markdown, jupytext) keep their source map and line numbers.
         """
         env = document.settings.env
@@ -184,7 +200,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         if isinstance(overrides, dict) and "execution_mode" in overrides:
             overrides["execution_mode"] = "off"
         reader: tuple[str, dict[str, Any], bool] = (
-            PLAIN_IPYNB_READER,
+            MERGED_READER,
             {},
             notebook.commonmark_only,
         )
@@ -193,7 +209,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             custom_formats={**original.custom_formats, str(notebook.path): reader},
         )
         try:
-            super().parse(nbformat.writes(merged), document)
+            super().parse(json.dumps(merged), document)
         finally:
             env.mystnb_config = original
 
