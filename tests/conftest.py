@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -106,17 +107,22 @@ class Project:
         assert old in text, f"{old!r} not in {name}"
         path.write_text(text.replace(old, new), encoding="utf-8")
 
-    def start(self, *args: str, out: str = "_build/html") -> subprocess.Popen[str]:
+    def start(
+        self, *args: str, out: str = "_build/html", env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "sphinx", "-b", "html", *args, str(self.root), out],
             cwd=self.root,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, **(env or {})},
         )
 
-    def build(self, *args: str, out: str = "_build/html") -> Build:
-        process = self.start(*args, out=out)
+    def build(
+        self, *args: str, out: str = "_build/html", env: dict[str, str] | None = None
+    ) -> Build:
+        process = self.start(*args, out=out, env=env)
         stdout, stderr = process.communicate(timeout=300)
         return Build(process.returncode, stdout, stderr, self.root / out)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import sys
+from pathlib import Path
 
 from conftest import Project, ProjectFactory, code, ipynb, myst_notebook
 from sphinx_nbcache.store import Store
@@ -163,3 +166,40 @@ def test_timeout_and_dead_kernel_fail_only_their_notebook(make_project: ProjectF
     assert "notebook execution failed in cell 1: CellTimeoutError" in slow
     (dies,) = [w for w in build.warnings if "dies.ipynb" in w]
     assert "notebook execution failed in cell 1: DeadKernelError" in dies
+
+
+def test_kernel_that_dies_while_starting_is_started_again(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    """A real kernelspec whose first launch exits at once, as a port clash makes it do."""
+    marker = tmp_path / "launched-once"
+    launcher = tmp_path / "flaky_launcher.py"
+    launcher.write_text(
+        "import os, pathlib, runpy, sys\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
+        "if not marker.exists():\n"
+        "    marker.touch()\n"
+        "    os._exit(1)\n"
+        "sys.argv[0] = 'ipykernel_launcher'\n"
+        "runpy.run_module('ipykernel_launcher', run_name='__main__')\n"
+    )
+    spec = tmp_path / "jupyter" / "kernels" / "flaky"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, str(launcher), "-f", "{connection_file}"]
+    spec.joinpath("kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": argv,
+                "display_name": "Flaky",
+                "language": "python",
+                "metadata": {"supported_encryption": ["curve"]},
+            }
+        )
+    )
+    notebook = GOOD.replace('"name": "python3"', '"name": "flaky"')
+    project = make_project({"flaky.ipynb": notebook})
+    build = project.build(env={"JUPYTER_PATH": str(tmp_path / "jupyter")})
+    assert build.returncode == 0, build.stderr
+    assert marker.exists()
+    assert build.warnings == []
+    assert "good notebook ran" in build.html("flaky")

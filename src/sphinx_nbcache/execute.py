@@ -6,6 +6,7 @@ Jobs and results are plain data (JSON-able) so that another executor can run the
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import tempfile
 import time
@@ -23,6 +24,8 @@ from traitlets.config import Config
 KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
 """CurveZMQ-encrypted kernel channels when the kernelspec supports them (ipykernel does):
 nothing readable on the wire, and ipykernel stops warning about plain TCP in the build log."""
+
+KERNEL_START_ATTEMPTS = 3
 
 NOTEBOOK_METADATA_FROM_EXECUTION = ("language_info", "widgets")
 """Notebook metadata that executing writes, kept with the outputs."""
@@ -98,56 +101,35 @@ class _Limits:
     ahead: asyncio.Semaphore
 
 
+class _CellClock:
+    """nbclient hooks that note which cell is running and how long each one took."""
+
+    def __init__(self) -> None:
+        self.current: int | None = None
+        self.started: dict[int, float] = {}
+        self.times: dict[int, float] = {}
+
+    def on_cell_start(self, cell: Any, cell_index: int) -> None:
+        self.current = cell_index
+        self.started[cell_index] = time.perf_counter()
+
+    def on_cell_executed(self, cell: Any, cell_index: int, execute_reply: Any) -> None:
+        self.times[cell_index] = time.perf_counter() - self.started[cell_index]
+
+
 async def execute_job(job: ExecutionJob, limits: _Limits) -> ExecutionResult:
-    """Execute one notebook in its own kernel; every failure becomes a failed result."""
+    """Execute one notebook in its own kernel; every failure becomes a failed result.
+
+    A kernel that dies before running a cell is started again: concurrent start-ups can race
+    for a TCP port ("Address already in use"), which says nothing about the notebook.
+    """
     notebook = nbformat.reads(job.notebook_json, as_version=4)
     code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
-    started: dict[int, float] = {}
-    times: dict[int, float] = {}
-    current: list[int] = []
-
-    def on_cell_start(cell: Any, cell_index: int) -> None:
-        current[:] = [cell_index]
-        started[cell_index] = time.perf_counter()
-
-    def on_cell_executed(cell: Any, cell_index: int, execute_reply: Any) -> None:
-        times[cell_index] = time.perf_counter() - started[cell_index]
-
-    kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
-    manager = AsyncKernelManager(
-        config=KERNEL_CONFIG, **({"kernel_name": kernel_name} if kernel_name else {})
-    )
-    error: CellError | None = None
-    runtime = 0.0
-    with tempfile.TemporaryDirectory(prefix="nbcache-") as tmp:
-        client = NotebookClient(
-            notebook,
-            km=manager,
-            timeout=job.timeout,
-            allow_errors=job.allow_errors,
-            on_cell_start=on_cell_start,
-            on_cell_executed=on_cell_executed,
-        )
-        try:
-            async with limits.ahead:
-                begin = time.perf_counter()
-                await manager.start_kernel(cwd=job.cwd or tmp)
-                runtime = time.perf_counter() - begin
-                await limits.running.acquire()
-            begin = time.perf_counter()
-            try:
-                await client.async_execute()
-            finally:
-                limits.running.release()
-                runtime += time.perf_counter() - begin
-        except (CellExecutionError, CellTimeoutError) as exc:
-            error = _cell_error(exc, current, traceback.format_exc())
-        except Exception as exc:
-            error = CellError(type(exc).__name__, str(exc), traceback.format_exc(), None)
-            if current and type(exc).__name__ == "DeadKernelError":
-                error = dataclasses.replace(error, cell_index=current[0])
-        finally:
-            await _shutdown(manager, client)
+    clock = _CellClock()
+    for _ in range(KERNEL_START_ATTEMPTS):
+        error, runtime = await _execute_once(notebook, job, limits, clock)
+        if error is None or clock.current is not None or error.name == "NoSuchKernel":
+            break
     cells = [notebook.cells[i] for i in code_indices]
     return ExecutionResult(
         key=job.key,
@@ -162,13 +144,54 @@ async def execute_job(job: ExecutionJob, limits: _Limits) -> ExecutionResult:
             if name in notebook.metadata
         },
         runtime=runtime,
-        cell_times=[times.get(i) for i in code_indices],
+        cell_times=[clock.times.get(i) for i in code_indices],
         finished=_now(),
     )
 
 
+async def _execute_once(
+    notebook: nbformat.NotebookNode, job: ExecutionJob, limits: _Limits, clock: _CellClock
+) -> tuple[CellError | None, float]:
+    """One kernel's run of the notebook: the error if any, and seconds spent."""
+    kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
+    manager = AsyncKernelManager(
+        config=KERNEL_CONFIG, **({"kernel_name": kernel_name} if kernel_name else {})
+    )
+    error: CellError | None = None
+    runtime = 0.0
+    with tempfile.TemporaryDirectory(prefix="nbcache-") as tmp:
+        client = NotebookClient(
+            notebook,
+            km=manager,
+            timeout=job.timeout,
+            allow_errors=job.allow_errors,
+            on_cell_start=clock.on_cell_start,
+            on_cell_executed=clock.on_cell_executed,
+        )
+        try:
+            async with limits.ahead:
+                begin = time.perf_counter()
+                await manager.start_kernel(cwd=job.cwd or tmp)
+                runtime = time.perf_counter() - begin
+                await limits.running.acquire()
+            begin = time.perf_counter()
+            try:
+                await client.async_execute()
+            finally:
+                limits.running.release()
+                runtime += time.perf_counter() - begin
+        except (CellExecutionError, CellTimeoutError) as exc:
+            error = _cell_error(exc, clock.current, traceback.format_exc())
+        except Exception as exc:
+            error = CellError(type(exc).__name__, str(exc), traceback.format_exc(), clock.current)
+        finally:
+            await _shutdown(manager, client)
+    return error, runtime
+
+
 async def _shutdown(manager: AsyncKernelManager, client: NotebookClient) -> None:
     """Stop the kernel outside the execution slot: a graceful shutdown mostly waits."""
+    atexit.unregister(client._cleanup_kernel)  # left registered when a kernel fails to start
     if client.kc is not None:
         client.kc.stop_channels()
     if manager.has_kernel:
@@ -178,12 +201,12 @@ async def _shutdown(manager: AsyncKernelManager, client: NotebookClient) -> None
             await manager.shutdown_kernel(now=True)
 
 
-def _cell_error(exc: Exception, current: list[int], tb: str) -> CellError:
+def _cell_error(exc: Exception, current: int | None, tb: str) -> CellError:
     """For a cell error, the kernel's exception name and message, not nbclient's wrapper."""
     lines = str(exc).strip().splitlines()
     name = getattr(exc, "ename", None) or type(exc).__name__
     value = getattr(exc, "evalue", None) or (lines[-1] if lines else "")
-    return CellError(name, value, tb, current[0] if current else None)
+    return CellError(name, value, tb, current)
 
 
 def _plain(value: Any) -> Any:
