@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import Project, ProjectFactory, code, ipynb, myst_notebook
 from sphinx_nbcache.store import Store
@@ -203,3 +208,45 @@ def test_kernel_that_dies_while_starting_is_started_again(
     assert marker.exists()
     assert build.warnings == []
     assert "good notebook ran" in build.html("flaky")
+
+
+def _kernel_pids(parent: int) -> list[int]:
+    table = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
+    rows = (line.split(None, 2) for line in table.stdout.splitlines())
+    return [int(pid) for pid, ppid, args in rows if int(ppid) == parent and "ipykernel" in args]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_stops_every_kernel_and_keeps_finished_results(
+    make_project: ProjectFactory,
+) -> None:
+    slow1 = ipynb(code("import time\ntime.sleep(120)"))
+    slow2 = ipynb(code("import time\ntime.sleep(121)"))
+    project = make_project({"fast.ipynb": GOOD, "slow1.ipynb": slow1, "slow2.ipynb": slow2})
+    process = project.start(env={"PYTHONUNBUFFERED": "1"})
+    assert process.stdout is not None
+    try:
+        for line in process.stdout:
+            if "fast.ipynb executed" in line:
+                break
+        kernels = _kernel_pids(process.pid)
+    except BaseException:
+        process.kill()
+        raise
+    assert len(kernels) == 2  # the two slow notebooks
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "Interrupted" in stderr
+    assert not [pid for pid in kernels if _alive(pid)]
+    store = Store(project.root / ".nbcache")
+    stored = [store.get(key) for key in store.cache]
+    assert [result.source for result in stored if result] == ["fast.ipynb"]

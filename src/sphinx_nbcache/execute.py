@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import dataclasses
+import signal
 import tempfile
 import time
 import traceback
@@ -128,6 +129,7 @@ async def execute_job(job: ExecutionJob, limits: _Limits) -> ExecutionResult:
     clock = _CellClock()
     for _ in range(KERNEL_START_ATTEMPTS):
         error, runtime = await _execute_once(notebook, job, limits, clock)
+        _raise_if_cancelled()
         if error is None or clock.current is not None or error.name == "NoSuchKernel":
             break
     cells = [notebook.cells[i] for i in code_indices]
@@ -189,6 +191,14 @@ async def _execute_once(
     return error, runtime
 
 
+def _raise_if_cancelled() -> None:
+    """nbclient can swallow a cancellation and report the kernel it lost as dead; a job
+    cancelled by Ctrl-C must produce no result, or a failure would be cached."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def _shutdown(manager: AsyncKernelManager, client: NotebookClient) -> None:
     """Stop the kernel outside the execution slot: a graceful shutdown mostly waits."""
     atexit.unregister(client._cleanup_kernel)  # left registered when a kernel fails to start
@@ -218,6 +228,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _KernelLoop(asyncio.SelectorEventLoop):
+    """An event loop on which nbclient cannot take over Ctrl-C.
+
+    nbclient gives every client its own SIGINT/SIGTERM handler that shuts down that one
+    kernel and lets the others run on, so one Ctrl-C would look like a dead kernel in one
+    notebook. Here the runner keeps SIGINT: it cancels every job, each job shuts its own
+    kernel down, and ``KeyboardInterrupt`` reaches Sphinx once all kernels are gone.
+    """
+
+    def add_signal_handler(  # type: ignore[override]
+        self, sig: int, callback: Callable[..., object], *args: Any
+    ) -> None:
+        if sig not in (signal.SIGINT, signal.SIGTERM):
+            super().add_signal_handler(sig, callback, *args)
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        if sig in (signal.SIGINT, signal.SIGTERM):
+            return False
+        return super().remove_signal_handler(sig)
+
+
 class LocalExecutor:
     """Runs jobs concurrently in this process: at most ``workers`` notebooks execute at once,
     and up to ``workers`` more kernels start meanwhile, ready for the next ones."""
@@ -234,7 +265,8 @@ class LocalExecutor:
         """
         if not jobs:
             return []
-        return asyncio.run(self._run_all(jobs, on_result))
+        with asyncio.Runner(loop_factory=_KernelLoop) as runner:
+            return runner.run(self._run_all(jobs, on_result))
 
     async def _run_all(
         self, jobs: Sequence[ExecutionJob], on_result: Callable[[ExecutionResult], None]
@@ -243,6 +275,7 @@ class LocalExecutor:
 
         async def run_one(job: ExecutionJob) -> ExecutionResult:
             result = await execute_job(job, limits)
+            _raise_if_cancelled()
             on_result(result)
             return result
 
