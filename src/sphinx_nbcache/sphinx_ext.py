@@ -49,8 +49,8 @@ class BuildState:
     pipeline: Pipeline
     executed: dict[str, ExecutionResult] = dataclasses.field(default_factory=dict)
     """Results executed during this build, by key."""
-    planned: dict[str, tuple[str, PlannedNotebook]] = dataclasses.field(default_factory=dict)
-    """Source text and plan of each notebook planned before reading, by docname, so that
+    read_ahead: dict[str, tuple[str, SourceNotebook]] = dataclasses.field(default_factory=dict)
+    """Source text and notebook of each notebook read before reading, by docname, so that
     parsing the same text does not read the notebook a second time."""
     read_docs: set[str] = dataclasses.field(default_factory=set)
 
@@ -90,15 +90,7 @@ def build_state(app: Sphinx) -> BuildState:
     return cast(BuildState, getattr(app, STATE_ATTRIBUTE))
 
 
-def plan_document(env: BuildEnvironment, docname: str, text: str) -> PlannedNotebook | None:
-    """The planned notebook for ``docname``, or None if it does not go through the cache.
-
-    :raises NotebookReadError: if the notebook cannot be read.
-    """
-    path = Path(env.doc2path(docname))
-    notebook = read_notebook(path, text, env.myst_config, env.mystnb_config)  # type: ignore[attr-defined]
-    if notebook is None or not notebook.needs_execution:
-        return None
+def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook) -> PlannedNotebook:
     return plan(str(env.doc2path(docname, False)), notebook)
 
 
@@ -116,18 +108,22 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
     """
     state = build_state(app)
     state.read_docs = set(docnames)
-    state.planned.clear()
+    state.read_ahead.clear()
     misses = []
     for docname in sorted(docnames):
+        path = Path(env.doc2path(docname))
         try:
-            text = Path(env.doc2path(docname)).read_text(encoding=env.config.source_encoding)
-            planned = plan_document(env, docname, text)
+            text = path.read_text(encoding=env.config.source_encoding)
+            notebook = read_notebook(path, text, env.myst_config, env.mystnb_config)  # type: ignore[attr-defined]
         except (NotebookReadError, OSError, UnicodeDecodeError):
             continue  # reported with its location when the document is parsed
-        if planned is None:
+        if notebook is None:
             continue
-        state.planned[docname] = (text, planned)
-        if planned.notebook.options.mode == "force" or state.pipeline.lookup(planned) is None:
+        state.read_ahead[docname] = (text, notebook)
+        if not notebook.needs_execution:
+            continue
+        planned = plan_document(env, docname, notebook)
+        if notebook.options.mode == "force" or state.pipeline.lookup(planned) is None:
             misses.append(planned)
     if not misses:
         return
@@ -146,24 +142,21 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             super().parse(inputstring, document)
             return
         state = build_state(get_env_app(env))
-        text, planned = state.planned.get(env.docname, (None, None))
-        if planned is not None and text == inputstring:
-            self._render_result(state, planned, document)
-            return
-        path = Path(env.doc2path(env.docname))
-        try:
-            notebook = read_notebook(path, inputstring, env.myst_config, env.mystnb_config)
-        except NotebookReadError as exc:
-            warn(f"notebook could not be read: {exc}", Subtype.read, location=env.docname)
-            MystParser.parse(self, "", document)
-            return
+        text, notebook = state.read_ahead.get(env.docname, (None, None))
+        if notebook is None or text != inputstring:
+            path = Path(env.doc2path(env.docname))
+            try:
+                notebook = read_notebook(path, inputstring, env.myst_config, env.mystnb_config)
+            except NotebookReadError as exc:
+                warn(f"notebook could not be read: {exc}", Subtype.read, location=env.docname)
+                MystParser.parse(self, "", document)
+                return
         if notebook is None or notebook.options.mode not in EXECUTING_MODES:
             super().parse(inputstring, document)  # plain Markdown, or myst-nb's off/inline
         elif not notebook.needs_execution:
             self._render(notebook.notebook, notebook, document)
         else:
-            planned = plan(str(env.doc2path(env.docname, False)), notebook)
-            self._render_result(state, planned, document)
+            self._render_result(state, plan_document(env, env.docname, notebook), document)
 
     def _render_result(
         self, state: BuildState, planned: PlannedNotebook, document: nodes.document
