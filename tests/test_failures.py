@@ -243,8 +243,8 @@ def test_ctrl_c_stops_every_kernel_and_keeps_finished_results(
         raise
     assert len(kernels) == 2  # the two slow notebooks
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode != 0
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0, stdout + stderr
     assert "Interrupted" in stderr
     assert not [pid for pid in kernels if _alive(pid)]
     store = Store(project.root / ".nbcache")

@@ -33,7 +33,7 @@ def _check_workers(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return f"must be a positive integer or None (one per CPU), not {value!r}"
+        return f"must be a positive integer or None (adapt to the machine), not {value!r}"
     return None
 
 
@@ -58,7 +58,8 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         None,
         "",
         (int, type(None)),
-        "How many notebooks execute at once (one kernel each). None means one per CPU.",
+        "How many notebooks execute at once (one kernel each). None adapts to the machine: "
+        "one per CPU, more while CPUs are idle.",
         _check_workers,
     ),
     ConfigValue(
@@ -77,7 +78,8 @@ class Settings:
     """What the pipeline needs from the configuration; plain data, safe to pickle."""
 
     cache_path: Path
-    workers: int
+    workers: int | None
+    """None: an adaptive pool."""
     retry_failed: bool
 
 
@@ -104,7 +106,7 @@ def build_settings(values: Mapping[str, Any], confdir: Path) -> Settings:
     """Freeze validated values, resolving defaults that depend on the machine or project."""
     raw_path = values.get("nbcache_path")
     cache_path = confdir / (raw_path if raw_path is not None else DEFAULT_CACHE_DIR)
-    workers = values.get("nbcache_workers") or os.cpu_count() or 1
+    workers = values.get("nbcache_workers")
     return Settings(
         cache_path=cache_path.resolve(),
         workers=workers,

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import dataclasses
+import os
 import signal
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import nbformat
+import psutil
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
@@ -93,13 +96,102 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-@dataclasses.dataclass(frozen=True)
-class _Limits:
-    """``running`` bounds the notebooks executing at once; ``ahead`` bounds the kernels
-    started while waiting for a free slot, so start-up overlaps other notebooks' work."""
+AUTO_CEILING_PER_CPU = 2
+"""An adaptive pool lets at most this many notebooks per CPU execute at once."""
+ADAPT_EVERY = 0.5
+"""Seconds between two looks at the machine's load."""
+CPU_IDLE_BELOW = 70.0
+"""Percent of all CPUs in use below which one more notebook may start."""
+CPU_BUSY_ABOVE = 95.0
+MEMORY_FREE_AT_LEAST = 0.2
+"""Fraction of memory that must stay available for the pool to grow."""
 
-    running: asyncio.Semaphore
-    ahead: asyncio.Semaphore
+
+class Pool:
+    """Execution slots, and the kernels started ahead of them.
+
+    At most ``limit`` notebooks execute at once and as many kernels again start meanwhile,
+    ready for the next ones. A fixed pool keeps its limit. An adaptive one starts at
+    ``floor`` and grows towards ``ceiling`` while CPUs are idle and kernels wait for a slot,
+    so notebooks that mostly wait (sleep, network, disk) overlap more; it shrinks back when
+    the CPUs or memory run short. Nothing running is ever stopped: the limit only gates
+    what starts next.
+    """
+
+    def __init__(self, floor: int, ceiling: int) -> None:
+        self.floor = max(1, floor)
+        self.ceiling = max(self.floor, ceiling)
+        self.limit = self.floor
+        self.peak = 0
+        self.cpu_average = 0.0
+        self.running = 0
+        self.starting = 0
+        self.ready = 0
+        """Kernels started and waiting for an execution slot."""
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def adaptive(self) -> bool:
+        return self.ceiling > self.floor
+
+    def adapt(self, cpu_percent: float, memory_free: float) -> None:
+        """One step of the controller, from the share of CPU in use and memory available.
+
+        It grows on one idle reading but shrinks only on a busy average: kernels starting
+        up make short bursts of full CPU that say nothing about the notebooks' own needs.
+        """
+        self.cpu_average = (self.cpu_average + cpu_percent) / 2
+        if self.cpu_average > CPU_BUSY_ABOVE or memory_free < MEMORY_FREE_AT_LEAST:
+            self.limit = max(self.floor, self.limit - 1)
+        elif cpu_percent < CPU_IDLE_BELOW and self.ready and self.running >= self.limit:
+            self.limit = min(self.ceiling, self.limit + 1)
+        self._wake()
+
+    @contextlib.asynccontextmanager
+    async def ahead(self) -> AsyncIterator[None]:
+        """Held from a kernel's start until its notebook has an execution slot."""
+        await self._until(lambda: self.starting < self.limit)
+        self.starting += 1
+        try:
+            yield
+        finally:
+            self.starting -= 1
+            self._wake()
+
+    async def acquire(self) -> None:
+        self.ready += 1
+        try:
+            await self._until(lambda: self.running < self.limit)
+        finally:
+            self.ready -= 1
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+
+    def release(self) -> None:
+        self.running -= 1
+        self._wake()
+
+    async def _until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+async def _keep_adapting(pool: Pool) -> None:
+    psutil.cpu_percent(interval=None)  # the first reading only starts the interval
+    while True:
+        await asyncio.sleep(ADAPT_EVERY)
+        memory = psutil.virtual_memory()
+        pool.adapt(psutil.cpu_percent(interval=None), memory.available / memory.total)
 
 
 class _CellClock:
@@ -118,7 +210,7 @@ class _CellClock:
         self.times[cell_index] = time.perf_counter() - self.started[cell_index]
 
 
-async def execute_job(job: ExecutionJob, limits: _Limits) -> ExecutionResult:
+async def execute_job(job: ExecutionJob, pool: Pool) -> ExecutionResult:
     """Execute one notebook in its own kernel; every failure becomes a failed result.
 
     A kernel that dies before running a cell is started again: concurrent start-ups can race
@@ -128,7 +220,7 @@ async def execute_job(job: ExecutionJob, limits: _Limits) -> ExecutionResult:
     code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
     clock = _CellClock()
     for _ in range(KERNEL_START_ATTEMPTS):
-        error, runtime = await _execute_once(notebook, job, limits, clock)
+        error, runtime = await _execute_once(notebook, job, pool, clock)
         _raise_if_cancelled()
         if error is None or clock.current is not None or error.name == "NoSuchKernel":
             break
@@ -152,7 +244,7 @@ async def execute_job(job: ExecutionJob, limits: _Limits) -> ExecutionResult:
 
 
 async def _execute_once(
-    notebook: nbformat.NotebookNode, job: ExecutionJob, limits: _Limits, clock: _CellClock
+    notebook: nbformat.NotebookNode, job: ExecutionJob, pool: Pool, clock: _CellClock
 ) -> tuple[CellError | None, float]:
     """One kernel's run of the notebook: the error if any, and seconds spent."""
     kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
@@ -171,16 +263,17 @@ async def _execute_once(
             on_cell_executed=clock.on_cell_executed,
         )
         try:
-            async with limits.ahead:
+            async with pool.ahead():
                 begin = time.perf_counter()
                 await manager.start_kernel(cwd=job.cwd or tmp)
+                await client.async_start_new_kernel_client()
                 runtime = time.perf_counter() - begin
-                await limits.running.acquire()
+                await pool.acquire()
             begin = time.perf_counter()
             try:
                 await client.async_execute()
             finally:
-                limits.running.release()
+                pool.release()
                 runtime += time.perf_counter() - begin
         except (CellExecutionError, CellTimeoutError) as exc:
             error = _cell_error(exc, clock.current, traceback.format_exc())
@@ -249,12 +342,26 @@ class _KernelLoop(asyncio.SelectorEventLoop):
         return super().remove_signal_handler(sig)
 
 
-class LocalExecutor:
-    """Runs jobs concurrently in this process: at most ``workers`` notebooks execute at once,
-    and up to ``workers`` more kernels start meanwhile, ready for the next ones."""
+def make_pool(workers: int | None) -> Pool:
+    """``workers`` fixes how many notebooks execute at once; None lets the pool adapt between
+    one and :data:`AUTO_CEILING_PER_CPU` per CPU."""
+    if workers is not None:
+        return Pool(workers, workers)
+    cpus = os.cpu_count() or 1
+    return Pool(cpus, AUTO_CEILING_PER_CPU * cpus)
 
-    def __init__(self, workers: int) -> None:
-        self.workers = max(1, workers)
+
+def describe_pool(pool: Pool) -> str:
+    if pool.adaptive:
+        return f"{pool.floor} at a time, up to {pool.ceiling} while CPUs are idle"
+    return f"{pool.floor} at a time"
+
+
+class LocalExecutor:
+    """Runs jobs concurrently in this process, in a :class:`Pool` of kernels."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
 
     def run(
         self, jobs: Sequence[ExecutionJob], on_result: Callable[[ExecutionResult], None]
@@ -271,12 +378,15 @@ class LocalExecutor:
     async def _run_all(
         self, jobs: Sequence[ExecutionJob], on_result: Callable[[ExecutionResult], None]
     ) -> list[ExecutionResult]:
-        limits = _Limits(asyncio.Semaphore(self.workers), asyncio.Semaphore(self.workers))
-
         async def run_one(job: ExecutionJob) -> ExecutionResult:
-            result = await execute_job(job, limits)
+            result = await execute_job(job, self.pool)
             _raise_if_cancelled()
             on_result(result)
             return result
 
-        return list(await asyncio.gather(*(run_one(job) for job in jobs)))
+        adapting = asyncio.create_task(_keep_adapting(self.pool)) if self.pool.adaptive else None
+        try:
+            return list(await asyncio.gather(*(run_one(job) for job in jobs)))
+        finally:
+            if adapting is not None:
+                adapting.cancel()

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 
 from sphinx_nbcache.config import Settings
-from sphinx_nbcache.execute import ExecutionJob, ExecutionResult, LocalExecutor
+from sphinx_nbcache.execute import ExecutionJob, ExecutionResult, LocalExecutor, make_pool
 from sphinx_nbcache.key import notebook_key
 from sphinx_nbcache.read import SourceNotebook
 from sphinx_nbcache.store import DamagedEntryError, Store
@@ -84,7 +84,7 @@ class Pipeline:
             if progress is not None:
                 progress(len(results), len(jobs), result)
 
-        LocalExecutor(self.settings.workers).run(list(jobs.values()), on_result)
+        LocalExecutor(make_pool(self.settings.workers)).run(list(jobs.values()), on_result)
         return results
 
     def _store(self, result: ExecutionResult) -> None:

@@ -29,7 +29,7 @@ from sphinx_nbcache.config import (
     from_command_line,
     validate,
 )
-from sphinx_nbcache.execute import ExecutionResult
+from sphinx_nbcache.execute import ExecutionResult, describe_pool, make_pool
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, plan
@@ -127,9 +127,8 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
             misses.append(planned)
     if not misses:
         return
-    LOGGER.info(
-        "nbcache: executing %d notebook(s), %d at a time", len(misses), state.settings.workers
-    )
+    pool = describe_pool(make_pool(state.settings.workers))
+    LOGGER.info("nbcache: executing %d notebook(s), %s", len(misses), pool)
     state.executed.update(state.pipeline.execute(misses, log_progress))
 
 

@@ -1,0 +1,119 @@
+"""The kernel pool: how many notebooks run at once, fixed or adapting to the machine."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sphinx_nbcache.execute import Pool, make_pool
+
+IDLE, HALF, FULL = 20.0, 60.0, 100.0
+PLENTY, SHORT = 0.8, 0.05
+
+
+def waiting_pool(floor: int, ceiling: int) -> Pool:
+    """A pool whose slots are all taken, with one kernel ready and waiting for a slot."""
+    pool = Pool(floor, ceiling)
+    pool.running = pool.limit
+    pool.ready = 1
+    return pool
+
+
+def test_fixed_pool_never_moves() -> None:
+    pool = waiting_pool(3, 3)
+    assert not pool.adaptive
+    pool.adapt(IDLE, PLENTY)
+    assert pool.limit == 3
+
+
+def test_unset_workers_adapt_between_one_and_two_per_cpu() -> None:
+    pool = make_pool(None)
+    assert pool.adaptive
+    assert pool.ceiling == 2 * pool.floor
+    assert make_pool(5).limit == 5
+
+
+def test_idle_cpus_with_a_kernel_waiting_grow_the_pool_up_to_its_ceiling() -> None:
+    pool = waiting_pool(2, 4)
+    pool.adapt(HALF, PLENTY)
+    assert pool.limit == 3
+    pool.running = 3
+    for _ in range(5):
+        pool.adapt(IDLE, PLENTY)
+        pool.running = pool.limit
+    assert pool.limit == 4
+
+
+def test_no_growth_without_a_kernel_waiting_for_a_slot() -> None:
+    pool = Pool(2, 4)
+    pool.running = 2
+    pool.adapt(IDLE, PLENTY)
+    assert pool.limit == 2
+
+
+def test_a_burst_of_full_cpu_does_not_shrink_but_a_busy_average_does() -> None:
+    pool = waiting_pool(2, 4)
+    pool.limit = 4
+    pool.adapt(HALF, PLENTY)
+    pool.adapt(FULL, PLENTY)  # kernels starting up
+    assert pool.limit == 4
+    for _ in range(4):
+        pool.adapt(FULL, PLENTY)
+    assert pool.limit == 2, "never below the floor"
+
+
+def test_short_memory_shrinks_and_stops_growth() -> None:
+    pool = waiting_pool(2, 4)
+    pool.limit = 3
+    pool.adapt(IDLE, SHORT)
+    assert pool.limit == 2
+    pool.adapt(IDLE, SHORT)
+    assert pool.limit == 2
+
+
+def test_slots_are_taken_in_order_and_never_exceed_the_limit() -> None:
+    async def main() -> tuple[list[int], int]:
+        pool = Pool(2, 2)
+        order: list[int] = []
+        most = 0
+
+        async def job(i: int) -> None:
+            nonlocal most
+            async with pool.ahead():
+                await pool.acquire()
+            order.append(i)
+            most = max(most, pool.running)
+            await asyncio.sleep(0.01)
+            pool.release()
+
+        await asyncio.gather(*(job(i) for i in range(6)))
+        return order, most
+
+    order, most = asyncio.run(main())
+    assert order == list(range(6))
+    assert most == 2
+
+
+def test_a_raised_limit_lets_waiting_kernels_start_at_once() -> None:
+    async def main() -> int:
+        pool = Pool(1, 3)
+        started = 0
+
+        async def job() -> None:
+            nonlocal started
+            async with pool.ahead():
+                await pool.acquire()
+            started += 1
+            await asyncio.sleep(0.05)
+            pool.release()
+
+        tasks = [asyncio.create_task(job()) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        assert started == 1
+        pool.limit = 3
+        pool.adapt(IDLE, PLENTY)  # wakes the waiters
+        await asyncio.sleep(0.01)
+        seen = started
+        await asyncio.gather(*tasks)
+        return seen
+
+    assert asyncio.run(main()) == 3
