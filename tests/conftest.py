@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-PROGRESS = re.compile(r"nbcache: \[\d+/\d+\] (?P<source>\S+) (?P<status>executed|failed)")
+PROGRESS = re.compile(r"nbcache: \[\d+/\d+\] (?P<source>\S+) (?P<status>executed|failed|timed out)")
 
 
 def ipynb(*cells: dict[str, Any], metadata: dict[str, Any] | None = None) -> str:
@@ -29,10 +29,15 @@ def ipynb(*cells: dict[str, Any], metadata: dict[str, Any] | None = None) -> str
     return json.dumps({"cells": list(cells), "metadata": meta, "nbformat": 4, "nbformat_minor": 4})
 
 
-def code(source: str, tags: Sequence[str] = (), outputs: Sequence[Any] = ()) -> dict[str, Any]:
+def code(
+    source: str,
+    tags: Sequence[str] = (),
+    outputs: Sequence[Any] = (),
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
         "cell_type": "code",
-        "metadata": {"tags": list(tags)} if tags else {},
+        "metadata": {**({"tags": list(tags)} if tags else {}), **(metadata or {})},
         "source": source,
         "outputs": list(outputs),
         "execution_count": None,
@@ -83,7 +88,14 @@ class Build:
 
     @property
     def warnings(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
+        """Each warning or error with its continuation lines (traceback, report path)."""
+        found: list[str] = []
+        for line in self.stderr.splitlines():
+            if "WARNING" in line or "ERROR" in line:
+                found.append(line)
+            elif found and line and not line.startswith(("[", " ")):
+                found[-1] += "\n" + line
+        return found
 
     def html(self, docname: str) -> str:
         return (self.outdir / f"{docname}.html").read_text(encoding="utf-8")
@@ -100,6 +112,19 @@ class Project:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         return path
+
+    def kernels(self) -> list[int]:
+        """Kernel processes still running in this project's folder (Linux: /proc)."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            try:
+                cwd = (proc / "cwd").resolve()
+                args = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"ipykernel" in args and cwd.is_relative_to(self.root.resolve()):
+                found.append(int(proc.name))
+        return found
 
     def edit(self, name: str, old: str, new: str) -> None:
         path = self.root / name

@@ -67,7 +67,7 @@ def test_cold_build_renders_every_format(project: Project) -> None:
     written = json.loads((project.root / "_build/jupyter_execute/nb_md.ipynb").read_text())
     outputs = [cell["outputs"] for cell in written["cells"] if cell["cell_type"] == "code"]
     assert "".join(outputs[0][0]["text"]) == "hello from md\n"
-    assert "3 notebook(s) executed" in build.stdout
+    assert "nbcache: 3 notebook(s): 3 executed, 0 from cache, 0 failed;" in build.stdout
 
 
 def test_fresh_build_with_warm_cache_executes_nothing(warm: Project) -> None:
@@ -78,7 +78,10 @@ def test_fresh_build_with_warm_cache_executes_nothing(warm: Project) -> None:
     assert "hello from ipynb" in build.html("nb_ipynb")
     assert "hello from md" in build.html("nb_md")
     assert "hello from py" in build.html("nb_py")
-    assert "0 notebook(s) executed in 0.0 s, 3 from cache" in build.stdout
+    assert (
+        "nbcache: 3 notebook(s): 0 executed, 3 from cache, 0 failed; 0.0 s executing"
+        in build.stdout
+    )
     written = json.loads((warm.root / "_build/jupyter_execute/nb_ipynb.ipynb").read_text())
     assert "".join(written["cells"][1]["outputs"][0]["text"]) == "hello from ipynb\n"
 

@@ -43,7 +43,7 @@ def test_failing_cell_warns_at_its_location(make_project: ProjectFactory) -> Non
     assert (
         "badmd.md:14: WARNING: notebook execution failed in cell 2: ValueError: " in md_warning[0]
     )
-    assert md_warning[0].endswith("[nbcache.exec]") or "[nbcache.exec]" in build.stderr
+    assert md_warning[0].endswith("[nbcache.cell]")
     ipynb_warning = [w for w in build.warnings if "bad.ipynb" in w]
     assert len(ipynb_warning) == 1
     assert (
@@ -119,6 +119,8 @@ def test_unreadable_notebook_warns_and_the_build_goes_on(make_project: ProjectFa
     assert "notebook could not be read" in warning
     assert "[nbcache.read]" in warning
     assert "good notebook ran" in build.html("good")
+    if sys.platform.startswith("linux"):
+        assert project.kernels() == []
 
 
 def test_missing_kernel_fails_that_notebook_only(make_project: ProjectFactory) -> None:
@@ -157,20 +159,112 @@ def test_workers_can_be_set_on_the_command_line(make_project: ProjectFactory) ->
     assert "3 at a time" in build.stdout
 
 
-def test_timeout_and_dead_kernel_fail_only_their_notebook(make_project: ProjectFactory) -> None:
+LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+@LINUX_ONLY
+def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
+    make_project: ProjectFactory,
+) -> None:
     files = {
         "good.ipynb": GOOD,
-        "slow.ipynb": ipynb(code("import time\ntime.sleep(30)")),
-        "dies.ipynb": ipynb(code("import os\nos._exit(1)")),
+        "error.md": BAD_MD,
+        "slow.ipynb": ipynb(
+            code("x = 1"),
+            code("import time\ntime.sleep(60)"),
+            metadata={"execution": {"timeout": 2}},
+        ),
+        "exits.ipynb": ipynb(code("import os\nos._exit(1)")),
+        "segfault.ipynb": ipynb(code("import ctypes\nctypes.string_at(0)")),
+        "killed.ipynb": ipynb(code("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")),
+        "asks.ipynb": ipynb(code("name = input('your name? ')")),
     }
-    project = make_project(files, "nb_execution_timeout = 2\n")
+    project = make_project(files)
     build = project.build()
     assert build.returncode == 0, build.stderr
     assert "good notebook ran" in build.html("good")
-    (slow,) = [w for w in build.warnings if "slow.ipynb" in w]
-    assert "notebook execution failed in cell 1: CellTimeoutError" in slow
-    (dies,) = [w for w in build.warnings if "dies.ipynb" in w]
-    assert "notebook execution failed in cell 1: DeadKernelError" in dies
+
+    def warning(name: str) -> str:
+        (found,) = [w for w in build.warnings if f"{name}:" in w]
+        return found
+
+    assert "error.md:14: WARNING: notebook execution failed in cell 2: ValueError: broken" in (
+        warning("error.md")
+    )
+    assert warning("error.md").endswith("[nbcache.cell]")
+    assert "slow.ipynb: WARNING: notebook execution timed out in cell 2: CellTimeoutError: " in (
+        warning("slow.ipynb")
+    )
+    assert "the cell did not finish within 2 s\n" in warning("slow.ipynb")
+    assert warning("slow.ipynb").endswith("slow.err.log) [nbcache.timeout]")
+    for name in ("exits", "segfault", "killed"):
+        assert (
+            f"{name}.ipynb: WARNING: notebook execution lost its kernel in cell 1: DeadKernelError"
+            in warning(f"{name}.ipynb")
+        )
+        assert warning(f"{name}.ipynb").endswith("[nbcache.kernel]")
+    assert "asks.ipynb: WARNING: notebook execution failed in cell 1: StdinNotImplementedError" in (
+        warning("asks.ipynb")
+    )
+    assert "(a notebook cannot read input() during a build)" in warning("asks.ipynb")
+    assert project.kernels() == []
+
+    again = project.build("-E")
+    assert again.executed == [], "failures are cached"
+    assert sorted(again.warnings) == sorted(build.warnings)
+
+    strict = project.build("-E", "-D", "nb_execution_raise_on_error=1")
+    assert strict.returncode == 1
+    assert len([w for w in strict.warnings if ": ERROR: notebook execution" in w]) == 6
+    assert "good notebook ran" in strict.html("good")
+
+    quiet = project.build("-E", "-D", "suppress_warnings=nbcache.kernel,nbcache.timeout")
+    assert sorted(w.split(":")[0].rsplit("/", 1)[-1] for w in quiet.warnings) == [
+        "asks.ipynb",
+        "error.md",
+    ]
+
+
+def test_time_limits_per_cell_and_per_notebook(make_project: ProjectFactory) -> None:
+    nap = "import time\ntime.sleep(1.5)"
+    files = {
+        "cell.md": myst_notebook(
+            """\
+            # A cell with its own limit
+
+            ```{code-cell} ipython3
+            ---
+            mystnb:
+              execution_timeout: 1
+            ---
+            import time
+            time.sleep(60)
+            ```
+            """
+        ),
+        "whole.ipynb": ipynb(code(nap), code(nap), code(nap), code("print('all done')")),
+    }
+    project = make_project(files, "nb_execution_timeout = 60\nnbcache_notebook_timeout = 2\n")
+    build = project.build()
+    (cell,) = [w for w in build.warnings if "cell.md" in w]
+    assert (
+        "cell.md:10: WARNING: notebook execution timed out in cell 1: CellTimeoutError: "
+        "the cell did not finish within 1 s" in cell
+    )
+    (whole,) = [w for w in build.warnings if "whole.ipynb" in w]
+    assert (
+        "timed out in cell 2: NotebookTimeoutError: the notebook did not finish within 2 s"
+        " (nbcache_notebook_timeout)" in whole
+    )
+    assert build.html("whole").count("all done") == 1, "the source only, never an output"
+
+    unchanged = project.build("-E")
+    assert unchanged.executed == []
+    more_time = project.build("-E", "-D", "nbcache_notebook_timeout=30")
+    assert more_time.executed == ["whole.ipynb"], "only what ran out of that limit runs again"
+    assert not [w for w in more_time.warnings if "whole.ipynb" in w]
+    project.edit("cell.md", "execution_timeout: 1", "execution_timeout: 2")
+    assert project.build().executed == ["cell.md"]
 
 
 def test_kernel_that_dies_while_starting_is_started_again(
@@ -247,6 +341,8 @@ def test_ctrl_c_stops_every_kernel_and_keeps_finished_results(
     assert process.returncode != 0, stdout + stderr
     assert "Interrupted" in stderr
     assert not [pid for pid in kernels if _alive(pid)]
+    if sys.platform.startswith("linux"):
+        assert project.kernels() == []
     store = Store(project.root / ".nbcache")
     stored = [store.get(key) for key in store.cache]
     assert [result.source for result in stored if result] == ["fast.ipynb"]

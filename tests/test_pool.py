@@ -12,24 +12,38 @@ PLENTY, SHORT = 0.8, 0.05
 
 def waiting_pool(floor: int, ceiling: int) -> Pool:
     """A pool whose slots are all taken, with one kernel ready and waiting for a slot."""
-    pool = Pool(floor, ceiling)
+    pool = Pool(floor, ceiling, ceiling)
     pool.running = pool.limit
     pool.ready = 1
     return pool
 
 
-def test_fixed_pool_never_moves() -> None:
-    pool = waiting_pool(3, 3)
+def test_fixed_workers_never_move_but_kernels_started_ahead_may() -> None:
+    pool = make_pool(3)
     assert not pool.adaptive
-    pool.adapt(IDLE, PLENTY)
+    pool.running, pool.ready, pool.queued = 3, 3, 5
+    for _ in range(5):
+        pool.starting = pool.ahead_limit
+        pool.adapt(IDLE, PLENTY)
     assert pool.limit == 3
+    assert pool.ahead_limit == 6, "at most as many again as may execute"
 
 
 def test_unset_workers_adapt_between_one_and_two_per_cpu() -> None:
     pool = make_pool(None)
     assert pool.adaptive
-    assert pool.ceiling == 2 * pool.floor
-    assert make_pool(5).limit == 5
+    assert pool.ceiling == pool.ahead_ceiling == 2 * pool.floor
+
+
+def test_idle_cpus_with_kernels_waiting_to_start_start_more() -> None:
+    pool = Pool(2, 4, 4)
+    pool.starting, pool.queued = 2, 10
+    pool.adapt(HALF, PLENTY)
+    assert (pool.limit, pool.ahead_limit) == (2, 3)
+    pool.queued = 0
+    pool.starting = 3
+    pool.adapt(IDLE, PLENTY)
+    assert pool.ahead_limit == 3, "nothing waits to start"
 
 
 def test_idle_cpus_with_a_kernel_waiting_grow_the_pool_up_to_its_ceiling() -> None:
@@ -44,7 +58,7 @@ def test_idle_cpus_with_a_kernel_waiting_grow_the_pool_up_to_its_ceiling() -> No
 
 
 def test_no_growth_without_a_kernel_waiting_for_a_slot() -> None:
-    pool = Pool(2, 4)
+    pool = Pool(2, 4, 4)
     pool.running = 2
     pool.adapt(IDLE, PLENTY)
     assert pool.limit == 2
@@ -72,7 +86,7 @@ def test_short_memory_shrinks_and_stops_growth() -> None:
 
 def test_slots_are_taken_in_order_and_never_exceed_the_limit() -> None:
     async def main() -> tuple[list[int], int]:
-        pool = Pool(2, 2)
+        pool = Pool(2, 2, 2)
         order: list[int] = []
         most = 0
 
@@ -95,7 +109,7 @@ def test_slots_are_taken_in_order_and_never_exceed_the_limit() -> None:
 
 def test_a_raised_limit_lets_waiting_kernels_start_at_once() -> None:
     async def main() -> int:
-        pool = Pool(1, 3)
+        pool = Pool(1, 3, 3)
         started = 0
 
         async def job() -> None:
@@ -109,7 +123,7 @@ def test_a_raised_limit_lets_waiting_kernels_start_at_once() -> None:
         tasks = [asyncio.create_task(job()) for _ in range(3)]
         await asyncio.sleep(0.01)
         assert started == 1
-        pool.limit = 3
+        pool.limit = pool.ahead_limit = 3
         pool.adapt(IDLE, PLENTY)  # wakes the waiters
         await asyncio.sleep(0.01)
         seen = started

@@ -37,6 +37,14 @@ def _check_workers(value: Any) -> str | None:
     return None
 
 
+def _check_seconds(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"must be a positive number of seconds (int) or None, not {value!r}"
+    return None
+
+
 def _check_bool(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
@@ -70,6 +78,31 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         "Re-execute notebooks whose cached result is a failure instead of reusing it.",
         _check_bool,
     ),
+    ConfigValue(
+        "nbcache_notebook_timeout",
+        None,
+        "",
+        (int, type(None)),
+        "Seconds all cells of one notebook may take together; None means no limit.",
+        _check_seconds,
+    ),
+    ConfigValue(
+        "nbcache_report",
+        None,
+        "",
+        (str, os.PathLike, type(None)),
+        "Write the execution report as JSON to this path (relative to the output directory).",
+        _check_path,
+    ),
+    ConfigValue(
+        "nbcache_junit",
+        None,
+        "",
+        (str, os.PathLike, type(None)),
+        "Write the execution report as JUnit XML to this path (relative to the output "
+        "directory), one test case per notebook.",
+        _check_path,
+    ),
 )
 
 
@@ -81,14 +114,19 @@ class Settings:
     workers: int | None
     """None: an adaptive pool."""
     retry_failed: bool
+    notebook_timeout: int | None = None
+    report: Path | None = None
+    """Relative to the output directory unless absolute."""
+    junit: Path | None = None
 
 
 def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
     """Turn ``-D nbcache_workers=4`` (a string, since the default is None) into an int."""
     result = dict(values)
-    workers = result.get("nbcache_workers")
-    if isinstance(workers, str) and workers.strip().isdigit():
-        result["nbcache_workers"] = int(workers)
+    for name in ("nbcache_workers", "nbcache_notebook_timeout"):
+        value = result.get(name)
+        if isinstance(value, str) and value.strip().isdigit():
+            result[name] = int(value)
     return result
 
 
@@ -111,4 +149,11 @@ def build_settings(values: Mapping[str, Any], confdir: Path) -> Settings:
         cache_path=cache_path.resolve(),
         workers=workers,
         retry_failed=bool(values.get("nbcache_retry_failed", False)),
+        notebook_timeout=values.get("nbcache_notebook_timeout"),
+        report=_optional_path(values.get("nbcache_report")),
+        junit=_optional_path(values.get("nbcache_junit")),
     )
+
+
+def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None else Path(value)

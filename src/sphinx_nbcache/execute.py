@@ -9,14 +9,15 @@ import asyncio
 import atexit
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any, Protocol
 
 import nbformat
 import psutil
@@ -46,7 +47,27 @@ class ExecutionJob:
     cwd: str | None
     """Working directory of the kernel; None means a fresh temporary folder."""
     timeout: int | None
+    """Seconds per cell, unless the cell's own metadata sets another limit."""
     allow_errors: bool
+    notebook_timeout: int | None = None
+    """Seconds for all cells together (``nbcache_notebook_timeout``)."""
+    cell_metadata_key: str = "mystnb"
+
+
+CELL_TIMEOUT = "CellTimeoutError"
+NOTEBOOK_TIMEOUT = "NotebookTimeoutError"
+KERNEL_ERRORS = frozenset({"DeadKernelError", "NoSuchKernel"})
+
+
+def cell_timeout(cell: Mapping[str, Any], default: int | None, key: str) -> int | None:
+    """A cell's limit: ``execution_timeout`` in its myst-nb metadata (``mystnb`` unless
+    ``nb_cell_metadata_key`` says otherwise), else the notebook's. Not ``execution``, which
+    nbformat reserves for timestamps."""
+    settings = cell.get("metadata", {}).get(key)
+    value = settings.get("execution_timeout") if isinstance(settings, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value > 0 else None
+    return default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +79,17 @@ class CellError:
     traceback: str
     cell_index: int | None
     """Index among all cells of the notebook, None when no cell was running."""
+    timeout: int | None = None
+    """For a timeout, the limit in seconds that was exceeded."""
+
+    @property
+    def kind(self) -> str:
+        """``timeout``, ``kernel`` (died, missing, never started) or ``cell`` (raised)."""
+        if self.name in (CELL_TIMEOUT, NOTEBOOK_TIMEOUT):
+            return "timeout"
+        if self.name in KERNEL_ERRORS or self.cell_index is None:
+            return "kernel"
+        return "cell"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,24 +142,30 @@ MEMORY_FREE_AT_LEAST = 0.2
 class Pool:
     """Execution slots, and the kernels started ahead of them.
 
-    At most ``limit`` notebooks execute at once and as many kernels again start meanwhile,
-    ready for the next ones. A fixed pool keeps its limit. An adaptive one starts at
-    ``floor`` and grows towards ``ceiling`` while CPUs are idle and kernels wait for a slot,
-    so notebooks that mostly wait (sleep, network, disk) overlap more; it shrinks back when
-    the CPUs or memory run short. Nothing running is ever stopped: the limit only gates
-    what starts next.
+    At most ``limit`` notebooks execute at once, and at most ``ahead_limit`` kernels start
+    meanwhile (booting, or booted and waiting for a slot), so that a free slot finds a
+    kernel ready. Both limits move with the machine's load, never below ``floor``: while
+    CPUs are idle, one more kernel may start when kernels wait to start, and one more
+    notebook may execute when booted kernels wait for a slot (up to ``ceiling``, unless the
+    number of workers is fixed); when CPUs stay saturated or memory runs short, both go
+    back down. Nothing running is ever stopped: the limits only gate what starts next.
     """
 
-    def __init__(self, floor: int, ceiling: int) -> None:
+    def __init__(self, floor: int, ceiling: int, ahead_ceiling: int) -> None:
         self.floor = max(1, floor)
         self.ceiling = max(self.floor, ceiling)
+        self.ahead_ceiling = max(self.floor, ahead_ceiling)
         self.limit = self.floor
+        self.ahead_limit = self.floor
         self.peak = 0
         self.cpu_average = 0.0
         self.running = 0
         self.starting = 0
+        """Kernels booting, or booted and waiting for an execution slot."""
         self.ready = 0
-        """Kernels started and waiting for an execution slot."""
+        """Booted kernels waiting for an execution slot."""
+        self.queued = 0
+        """Notebooks waiting to start a kernel."""
         self._waiters: list[asyncio.Future[None]] = []
 
     @property
@@ -143,14 +181,22 @@ class Pool:
         self.cpu_average = (self.cpu_average + cpu_percent) / 2
         if self.cpu_average > CPU_BUSY_ABOVE or memory_free < MEMORY_FREE_AT_LEAST:
             self.limit = max(self.floor, self.limit - 1)
-        elif cpu_percent < CPU_IDLE_BELOW and self.ready and self.running >= self.limit:
-            self.limit = min(self.ceiling, self.limit + 1)
+            self.ahead_limit = max(self.floor, self.ahead_limit - 1)
+        elif cpu_percent < CPU_IDLE_BELOW:
+            if self.ready and self.running >= self.limit:
+                self.limit = min(self.ceiling, self.limit + 1)
+            if self.queued and self.starting >= self.ahead_limit:
+                self.ahead_limit = min(self.ahead_ceiling, self.ahead_limit + 1)
         self._wake()
 
     @contextlib.asynccontextmanager
     async def ahead(self) -> AsyncIterator[None]:
         """Held from a kernel's start until its notebook has an execution slot."""
-        await self._until(lambda: self.starting < self.limit)
+        self.queued += 1
+        try:
+            await self._until(lambda: self.starting < self.ahead_limit)
+        finally:
+            self.queued -= 1
         self.starting += 1
         try:
             yield
@@ -194,23 +240,59 @@ async def _keep_adapting(pool: Pool) -> None:
         pool.adapt(psutil.cpu_percent(interval=None), memory.available / memory.total)
 
 
-class _CellClock:
-    """nbclient hooks that note which cell is running and how long each one took."""
+class CellClock:
+    """nbclient hooks that note which cell is running, how long each one took, and which
+    time limit applies to it: its own, or what is left of the notebook's."""
 
-    def __init__(self) -> None:
+    def __init__(self, job: ExecutionJob) -> None:
+        self.job = job
         self.current: int | None = None
         self.started: dict[int, float] = {}
         self.times: dict[int, float] = {}
+        self.first_start: float | None = None
+        self.limit: tuple[str, int] | None = None
+        """(error name, seconds) of the limit in force for the current cell."""
 
     def on_cell_start(self, cell: Any, cell_index: int) -> None:
         self.current = cell_index
         self.started[cell_index] = time.perf_counter()
+        if self.first_start is None:
+            self.first_start = self.started[cell_index]
 
     def on_cell_executed(self, cell: Any, cell_index: int, execute_reply: Any) -> None:
         self.times[cell_index] = time.perf_counter() - self.started[cell_index]
 
+    def timeout_for(self, cell: nbformat.NotebookNode) -> int | None:
+        """nbclient's ``timeout_func``, asked as each cell starts."""
+        own = cell_timeout(cell, self.job.timeout, self.job.cell_metadata_key)
+        self.limit = (CELL_TIMEOUT, own) if own is not None else None
+        total = self.job.notebook_timeout
+        if total is not None:
+            spent = time.perf_counter() - (self.first_start or time.perf_counter())
+            left = max(1, math.ceil(total - spent))
+            if own is None or left < own:
+                self.limit = (NOTEBOOK_TIMEOUT, total)
+                return left
+        return own
 
-async def execute_job(job: ExecutionJob, pool: Pool) -> ExecutionResult:
+
+class Watcher(Protocol):
+    """Told what the executor does, in the executor's thread: progress displays, storing."""
+
+    def started(self, job: ExecutionJob, clock: CellClock) -> None:
+        """The notebook got an execution slot; ``clock`` tells which cell runs."""
+
+    def finished(self, result: ExecutionResult) -> None:
+        """The notebook is done and its kernel is gone."""
+
+    def tick(self, pool: Pool) -> None:
+        """About every :data:`TICK_EVERY` seconds while anything executes."""
+
+
+TICK_EVERY = 1.0
+
+
+async def execute_job(job: ExecutionJob, pool: Pool, watcher: Watcher) -> ExecutionResult:
     """Execute one notebook in its own kernel; every failure becomes a failed result.
 
     A kernel that dies before running a cell is started again: concurrent start-ups can race
@@ -218,9 +300,9 @@ async def execute_job(job: ExecutionJob, pool: Pool) -> ExecutionResult:
     """
     notebook = nbformat.reads(job.notebook_json, as_version=4)
     code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
-    clock = _CellClock()
+    clock = CellClock(job)
     for _ in range(KERNEL_START_ATTEMPTS):
-        error, runtime = await _execute_once(notebook, job, pool, clock)
+        error, runtime = await _execute_once(notebook, job, pool, clock, watcher)
         _raise_if_cancelled()
         if error is None or clock.current is not None or error.name == "NoSuchKernel":
             break
@@ -244,7 +326,11 @@ async def execute_job(job: ExecutionJob, pool: Pool) -> ExecutionResult:
 
 
 async def _execute_once(
-    notebook: nbformat.NotebookNode, job: ExecutionJob, pool: Pool, clock: _CellClock
+    notebook: nbformat.NotebookNode,
+    job: ExecutionJob,
+    pool: Pool,
+    clock: CellClock,
+    watcher: Watcher,
 ) -> tuple[CellError | None, float]:
     """One kernel's run of the notebook: the error if any, and seconds spent."""
     kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
@@ -253,7 +339,10 @@ async def _execute_once(
     )
     error: CellError | None = None
     runtime = 0.0
-    with tempfile.TemporaryDirectory(prefix="nbcache-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="nbcache-") as tmp,
+        tempfile.TemporaryFile() as kernel_log,
+    ):
         client = NotebookClient(
             notebook,
             km=manager,
@@ -261,27 +350,50 @@ async def _execute_once(
             allow_errors=job.allow_errors,
             on_cell_start=clock.on_cell_start,
             on_cell_executed=clock.on_cell_executed,
+            timeout_func=clock.timeout_for,
         )
         try:
             async with pool.ahead():
                 begin = time.perf_counter()
-                await manager.start_kernel(cwd=job.cwd or tmp)
+                # nbclient's own start: an in-memory IPython history, as under myst-nb,
+                # so that concurrent kernels never share (and lock) one history database
+                await client.async_start_new_kernel(
+                    cwd=job.cwd or tmp, stdout=kernel_log, stderr=kernel_log
+                )
                 await client.async_start_new_kernel_client()
                 runtime = time.perf_counter() - begin
                 await pool.acquire()
+            watcher.started(job, clock)
             begin = time.perf_counter()
             try:
                 await client.async_execute()
             finally:
                 pool.release()
                 runtime += time.perf_counter() - begin
-        except (CellExecutionError, CellTimeoutError) as exc:
-            error = _cell_error(exc, clock.current, traceback.format_exc())
+        except CellTimeoutError as exc:
+            error = _timeout_error(clock, str(exc))
+        except CellExecutionError as exc:
+            error = _cell_error(exc, clock.current, str(exc))
         except Exception as exc:
-            error = CellError(type(exc).__name__, str(exc), traceback.format_exc(), clock.current)
+            error = CellError(type(exc).__name__, str(exc), _explain(exc), clock.current)
         finally:
             await _shutdown(manager, client)
+        if error is not None and error.kind == "kernel":
+            error = dataclasses.replace(error, traceback=error.traceback + _tail(kernel_log))
     return error, runtime
+
+
+KERNEL_LOG_LINES = 30
+
+
+def _tail(log: IO[bytes]) -> str:
+    """The kernel process's own output (crash messages, fatal errors) is kept out of the
+    build log, where shutdown chatter would only confuse, and shown when the kernel is lost."""
+    log.seek(0)
+    lines = log.read().decode(errors="replace").splitlines()[-KERNEL_LOG_LINES:]
+    if not lines:
+        return ""
+    return "\nThe kernel process printed (last lines):\n" + "\n".join(lines) + "\n"
 
 
 def _raise_if_cancelled() -> None:
@@ -310,6 +422,23 @@ def _cell_error(exc: Exception, current: int | None, tb: str) -> CellError:
     name = getattr(exc, "ename", None) or type(exc).__name__
     value = getattr(exc, "evalue", None) or (lines[-1] if lines else "")
     return CellError(name, value, tb, current)
+
+
+def _explain(exc: Exception) -> str:
+    """What to show for a failure that is not a cell's: the message for the kernel's own
+    troubles (it died, is not installed), the whole Python traceback for anything else."""
+    if type(exc).__module__.split(".")[0] in ("nbclient", "jupyter_client"):
+        return "".join(traceback.format_exception_only(exc))
+    return "".join(traceback.format_exception(exc))
+
+
+def _timeout_error(clock: CellClock, tb: str) -> CellError:
+    name, seconds = clock.limit or (CELL_TIMEOUT, 0)
+    if name == NOTEBOOK_TIMEOUT:
+        value = f"the notebook did not finish within {seconds} s (nbcache_notebook_timeout)"
+    else:
+        value = f"the cell did not finish within {seconds} s"
+    return CellError(name, value, tb, clock.current, seconds)
 
 
 def _plain(value: Any) -> Any:
@@ -343,12 +472,13 @@ class _KernelLoop(asyncio.SelectorEventLoop):
 
 
 def make_pool(workers: int | None) -> Pool:
-    """``workers`` fixes how many notebooks execute at once; None lets the pool adapt between
-    one and :data:`AUTO_CEILING_PER_CPU` per CPU."""
+    """``workers`` fixes how many notebooks execute at once; None lets that number adapt
+    between one and :data:`AUTO_CEILING_PER_CPU` per CPU. Kernels started ahead adapt in
+    both cases, up to as many again as notebooks may execute."""
     if workers is not None:
-        return Pool(workers, workers)
+        return Pool(workers, workers, 2 * workers)
     cpus = os.cpu_count() or 1
-    return Pool(cpus, AUTO_CEILING_PER_CPU * cpus)
+    return Pool(cpus, AUTO_CEILING_PER_CPU * cpus, AUTO_CEILING_PER_CPU * cpus)
 
 
 def describe_pool(pool: Pool) -> str:
@@ -363,30 +493,33 @@ class LocalExecutor:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
-    def run(
-        self, jobs: Sequence[ExecutionJob], on_result: Callable[[ExecutionResult], None]
-    ) -> list[ExecutionResult]:
-        """Execute every job; ``on_result`` runs in this thread as each one finishes.
+    def run(self, jobs: Sequence[ExecutionJob], watcher: Watcher) -> list[ExecutionResult]:
+        """Execute every job, telling ``watcher`` as each starts and finishes.
 
         Returns when every kernel has been shut down, so it is safe to fork afterwards.
         """
         if not jobs:
             return []
         with asyncio.Runner(loop_factory=_KernelLoop) as runner:
-            return runner.run(self._run_all(jobs, on_result))
+            return runner.run(self._run_all(jobs, watcher))
 
     async def _run_all(
-        self, jobs: Sequence[ExecutionJob], on_result: Callable[[ExecutionResult], None]
+        self, jobs: Sequence[ExecutionJob], watcher: Watcher
     ) -> list[ExecutionResult]:
         async def run_one(job: ExecutionJob) -> ExecutionResult:
-            result = await execute_job(job, self.pool)
+            result = await execute_job(job, self.pool, watcher)
             _raise_if_cancelled()
-            on_result(result)
+            watcher.finished(result)
             return result
 
-        adapting = asyncio.create_task(_keep_adapting(self.pool)) if self.pool.adaptive else None
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(TICK_EVERY)
+                watcher.tick(self.pool)
+
+        helpers = [asyncio.create_task(tick()), asyncio.create_task(_keep_adapting(self.pool))]
         try:
             return list(await asyncio.gather(*(run_one(job) for job in jobs)))
         finally:
-            if adapting is not None:
-                adapting.cancel()
+            for helper in helpers:
+                helper.cancel()

@@ -12,15 +12,23 @@ from pathlib import Path
 import nbformat
 
 from sphinx_nbcache.config import Settings
-from sphinx_nbcache.execute import ExecutionJob, ExecutionResult, LocalExecutor, make_pool
+from sphinx_nbcache.execute import (
+    NOTEBOOK_TIMEOUT,
+    CellClock,
+    ExecutionJob,
+    ExecutionResult,
+    LocalExecutor,
+    Pool,
+    Watcher,
+    cell_timeout,
+    make_pool,
+)
 from sphinx_nbcache.key import notebook_key
 from sphinx_nbcache.read import SourceNotebook
 from sphinx_nbcache.store import DamagedEntryError, Store
 
 Warn = Callable[[str, str, str], None]
 """``warn(message, subtype, source)``; the caller decides how to log and where."""
-Progress = Callable[[int, int, ExecutionResult], None]
-"""``progress(done, total, result)`` as each notebook finishes."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +44,7 @@ def plan(source: str, notebook: SourceNotebook) -> PlannedNotebook:
     return PlannedNotebook(source, notebook, notebook_key(notebook.notebook, notebook.options))
 
 
-def make_job(planned: PlannedNotebook) -> ExecutionJob:
+def make_job(planned: PlannedNotebook, settings: Settings) -> ExecutionJob:
     options = planned.notebook.options
     return ExecutionJob(
         key=planned.key,
@@ -45,6 +53,8 @@ def make_job(planned: PlannedNotebook) -> ExecutionJob:
         cwd=None if options.in_temp else str(Path(planned.notebook.path).parent),
         timeout=options.timeout,
         allow_errors=options.allow_errors,
+        notebook_timeout=settings.notebook_timeout,
+        cell_metadata_key=options.cell_metadata_key,
     )
 
 
@@ -63,31 +73,43 @@ class Pipeline:
         except DamagedEntryError as exc:
             self.warn(f"cache entry {exc}; executing the notebook again", "cache", planned.source)
             return None
-        if result is not None and not result.succeeded and self.settings.retry_failed:
+        if result is None or result.error is None:
+            return result
+        if self.settings.retry_failed or self._more_time_now(planned, result):
             return None
         return result
 
+    def _more_time_now(self, planned: PlannedNotebook, result: ExecutionResult) -> bool:
+        """A timed-out result is stale once its limit is raised: time limits are not in
+        the key, so raising one re-executes only the notebooks that ran out of time."""
+        error = result.error
+        if error is None or error.kind != "timeout" or error.timeout is None:
+            return False
+        if error.name == NOTEBOOK_TIMEOUT:
+            now = self.settings.notebook_timeout
+        else:
+            cells = planned.notebook.notebook.cells
+            index = error.cell_index
+            cell = cells[index] if index is not None and index < len(cells) else {}
+            options = planned.notebook.options
+            now = cell_timeout(cell, options.timeout, options.cell_metadata_key)
+        return now is None or now > error.timeout
+
     def execute(
-        self, notebooks: Iterable[PlannedNotebook], progress: Progress | None = None
+        self, notebooks: Iterable[PlannedNotebook], watcher: Watcher
     ) -> dict[str, ExecutionResult]:
         """Execute each distinct key once, concurrently; results by key.
 
-        Every result is stored the moment its notebook finishes, so an interrupted run keeps
-        what finished. Returns only after every kernel has shut down.
+        Every result is stored the moment its notebook finishes, before ``watcher`` hears of
+        it, so an interrupted run keeps what finished. Returns only after every kernel has
+        shut down.
         """
-        jobs = {p.key: make_job(p) for p in notebooks}
-        results: dict[str, ExecutionResult] = {}
+        jobs = {p.key: make_job(p, self.settings) for p in notebooks}
+        storing = _Storing(self, watcher)
+        LocalExecutor(make_pool(self.settings.workers)).run(list(jobs.values()), storing)
+        return storing.results
 
-        def on_result(result: ExecutionResult) -> None:
-            results[result.key] = result
-            self._store(result)
-            if progress is not None:
-                progress(len(results), len(jobs), result)
-
-        LocalExecutor(make_pool(self.settings.workers)).run(list(jobs.values()), on_result)
-        return results
-
-    def _store(self, result: ExecutionResult) -> None:
+    def store_result(self, result: ExecutionResult) -> None:
         if result.error is not None and result.error.cell_index is None:
             return  # no cell ran (missing kernel, start-up failure): not the notebook's fault
         try:
@@ -98,3 +120,23 @@ class Pipeline:
                 "store",
                 result.source,
             )
+
+
+class _Storing:
+    """Stores each result before the caller's watcher hears of it."""
+
+    def __init__(self, pipeline: Pipeline, watcher: Watcher) -> None:
+        self.pipeline = pipeline
+        self.watcher = watcher
+        self.results: dict[str, ExecutionResult] = {}
+
+    def started(self, job: ExecutionJob, clock: CellClock) -> None:
+        self.watcher.started(job, clock)
+
+    def finished(self, result: ExecutionResult) -> None:
+        self.results[result.key] = result
+        self.pipeline.store_result(result)
+        self.watcher.finished(result)
+
+    def tick(self, pool: Pool) -> None:
+        self.watcher.tick(pool)

@@ -28,6 +28,8 @@ class ExecOptions:
     raise_on_error: bool
     show_tb: bool
     in_temp: bool
+    cell_metadata_key: str = "mystnb"
+    """Where cells keep myst-nb settings (``nb_cell_metadata_key``), their time limit too."""
 
 
 @dataclasses.dataclass
@@ -132,6 +134,7 @@ def exec_options(notebook: nbformat.NotebookNode, nb_config: NbParserConfig) -> 
         raise_on_error=nb_config.execution_raise_on_error,
         show_tb=nb_config.execution_show_tb,
         in_temp=nb_config.execution_in_temp,
+        cell_metadata_key=nb_config.cell_metadata_key,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Set
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +34,20 @@ from sphinx_nbcache.execute import ExecutionResult, describe_pool, make_pool
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, plan
+from sphinx_nbcache.progress import Progress, on_terminal
 from sphinx_nbcache.read import EXECUTING_MODES, NotebookReadError, SourceNotebook, read_notebook
+from sphinx_nbcache.report import (
+    NbCacheReport,
+    build_report,
+    docs_to_rewrite,
+    fill_report_tables,
+    forget_report_doc,
+    merge_report_docs,
+    plain_text,
+    summary_line,
+    write_json,
+    write_junit,
+)
 from sphinx_nbcache.store import Store
 
 STATE_ATTRIBUTE = "_nbcache_build"
@@ -55,7 +69,16 @@ class BuildState:
     read_docs: set[str] = dataclasses.field(default_factory=set)
 
 
+class _NotJupyterCache(logging.Filter):
+    """myst-nb announces a jupyter-cache folder that, with sphinx-nbcache executing, is
+    never used; the line would send users looking for their outputs in the wrong place."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Using jupyter-cache at")
+
+
 def setup_extension(app: Sphinx) -> dict[str, Any]:
+    logging.getLogger("sphinx.myst_nb.sphinx_ext").addFilter(_NotJupyterCache())
     app.setup_extension("myst_nb")
     for spec in CONFIG_VALUES:
         app.add_config_value(
@@ -64,8 +87,11 @@ def setup_extension(app: Sphinx) -> dict[str, Any]:
     app.connect("config-inited", on_config_inited)
     app.connect("env-before-read-docs", on_env_before_read_docs)
     app.connect("build-finished", on_build_finished)
+    app.connect("env-get-updated", docs_to_rewrite)
+    app.connect("doctree-resolved", on_doctree_resolved)
     app.add_source_parser(NbCacheParser, override=True)
     app.add_env_collector(NbCacheCollector)
+    app.add_directive("nbcache-report", NbCacheReport)
     return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}
 
 
@@ -92,13 +118,6 @@ def build_state(app: Sphinx) -> BuildState:
 
 def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook) -> PlannedNotebook:
     return plan(str(env.doc2path(docname, False)), notebook)
-
-
-def log_progress(done: int, total: int, result: ExecutionResult) -> None:
-    status = f"failed ({result.error.name})" if result.error else "executed"
-    LOGGER.info(
-        "nbcache: [%d/%d] %s %s in %.2f s", done, total, result.source, status, result.runtime
-    )
 
 
 def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
@@ -129,7 +148,8 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
         return
     pool = describe_pool(make_pool(state.settings.workers))
     LOGGER.info("nbcache: executing %d notebook(s), %s", len(misses), pool)
-    state.executed.update(state.pipeline.execute(misses, log_progress))
+    progress = Progress(len(misses), live=on_terminal())
+    state.executed.update(state.pipeline.execute(misses, progress))
 
 
 class NbCacheParser(MystNbParser):  # type: ignore[misc]
@@ -174,7 +194,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         result = None if forced else state.pipeline.lookup(planned)
         if result is not None:
             return result, "cache"
-        executed = state.pipeline.execute([planned], log_progress)
+        executed = state.pipeline.execute([planned], Progress(1, live=False))
         state.executed.update(executed)
         return executed[planned.key], "executed"
 
@@ -226,27 +246,56 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             },
         )
         records = _doc_records(env)
+        notebook = planned.notebook.notebook
+        code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
+        line = None if error is None else _cell_line(notebook, error.cell_index)
         records[docname] = {
             "key": planned.key,
+            "source": planned.source,
             "origin": origin,
+            "status": "succeeded" if error is None else FAILURE_STATUS[error.kind],
             "succeeded": result.succeeded,
             "runtime": result.runtime,
+            "finished": result.finished,
             "raise": bool(error) and options.raise_on_error,
+            "error": None
+            if error is None
+            else {
+                "name": error.name,
+                "value": error.value,
+                "traceback": error.traceback,
+                "cell_index": error.cell_index,
+                "line": line,
+            },
+            "cells": [
+                {"index": index, "line": _cell_line(notebook, index), "seconds": seconds}
+                for index, seconds in zip(code_indices, result.cell_times, strict=False)
+            ],
         }
         if error is None:
             return
         app = get_env_app(env)
         report = Path(app.outdir, "reports", *f"{docname}.err.log".split("/"))
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(error.traceback, encoding="utf-8")
+        report.write_text(plain_text(error.traceback), encoding="utf-8")
         where = "" if error.cell_index is None else f" in cell {error.cell_index}"
-        message = f"notebook execution failed{where}: {error.name}: {error.value}"
+        message = f"{FAILURE_TEXT[error.kind]}{where}: {error.name}: {error.value}"
+        if error.name == STDIN_ERROR:
+            message += " (a notebook cannot read input() during a build)"
         if options.show_tb:
             message += f"\n{error.traceback}"
         message += f"\n(traceback saved in {report})"
-        location = (docname, _cell_line(planned.notebook.notebook, error.cell_index))
         log = report_error if options.raise_on_error else warn
-        log(message, Subtype.exec, location=location)
+        log(message, Subtype(error.kind), location=(docname, line))
+
+
+FAILURE_STATUS = {"cell": "cell-error", "timeout": "timeout", "kernel": "kernel-error"}
+FAILURE_TEXT = {
+    "cell": "notebook execution failed",
+    "timeout": "notebook execution timed out",
+    "kernel": "notebook execution lost its kernel",
+}
+STDIN_ERROR = "StdinNotImplementedError"
 
 
 def _cell_line(notebook: nbformat.NotebookNode, cell_index: int | None) -> int | None:
@@ -268,12 +317,14 @@ class NbCacheCollector(EnvironmentCollector):
 
     def clear_doc(self, app: Sphinx, env: BuildEnvironment, docname: str) -> None:
         _doc_records(env).pop(docname, None)
+        forget_report_doc(env, docname)
 
     def merge_other(
         self, app: Sphinx, env: BuildEnvironment, docnames: Set[str], other: BuildEnvironment
     ) -> None:
         ours, theirs = _doc_records(env), _doc_records(other)
         ours.update({name: theirs[name] for name in docnames if name in theirs})
+        merge_report_docs(env, docnames, other)
 
     def process_doc(self, app: Sphinx, doctree: nodes.document) -> None:
         """Records are written during parsing, where the outputs are known."""
@@ -295,25 +346,24 @@ class NbCacheCollector(EnvironmentCollector):
         )
 
 
+def on_doctree_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> None:
+    fill_report_tables(app, doctree, docname, _doc_records(app.env))
+
+
 def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
-    """One summary line; a failed notebook under ``raise_on_error`` fails the build."""
+    """Summary line and reports; a failed notebook under ``raise_on_error`` fails the build."""
     state = build_state(app)
     state.pipeline.store.close()
     if exception is not None:
         return
     records = _doc_records(app.env)
-    read = [records[name] for name in sorted(state.read_docs) if name in records]
-    if read:
-        executed = sum(r["origin"] == "executed" for r in read)
-        failed = sum(not r["succeeded"] for r in read)
-        seconds = sum(r["runtime"] for r in read if r["origin"] == "executed")
-        LOGGER.info(
-            "nbcache: %d notebook(s) executed in %.1f s, %d from cache, %d failed (cache: %s)",
-            executed,
-            seconds,
-            len(read) - executed,
-            failed,
-            state.settings.cache_path,
-        )
-    if any(r["raise"] for r in read):
+    report = build_report(records, state.read_docs, app.config.project)
+    if report["summary"]["notebooks"]:
+        LOGGER.info(summary_line(report["summary"], state.settings.cache_path))
+    outdir = Path(app.outdir)
+    if state.settings.report is not None:
+        write_json(report, outdir / state.settings.report)
+    if state.settings.junit is not None:
+        write_junit(report, outdir / state.settings.junit)
+    if any(records[name]["raise"] for name in state.read_docs if name in records):
         app.statuscode = 1

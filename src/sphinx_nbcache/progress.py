@@ -1,0 +1,125 @@
+"""What a build shows while notebooks execute: a live line on a terminal, plain lines in logs.
+
+Every finished notebook gets a permanent line. On a terminal, a status line below it is
+redrawn each second: how many are done, which run now and for how long, and how long the
+rest should take. In a log file or CI, where redrawing is impossible, a "still executing"
+line appears whenever nothing was printed for :data:`QUIET_FOR` seconds, so a hung
+notebook is named long before the job times out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import sys
+import time
+
+from sphinx_nbcache.execute import CellClock, ExecutionJob, ExecutionResult, Pool
+from sphinx_nbcache.log import LOGGER
+
+QUIET_FOR = 30.0
+"""Seconds without output after which plain mode says what is still running."""
+CLEAR_LINE = "\x1b[2K"
+
+
+def on_terminal() -> bool:
+    """Whether a redrawn status line will be seen as one line: an interactive terminal,
+    not a CI log (``CI=true``) or a file."""
+    return (
+        sys.stdout.isatty()
+        and os.environ.get("TERM", "") != "dumb"
+        and os.environ.get("CI", "").lower() not in {"true", "1"}
+    )
+
+
+def outcome(result: ExecutionResult) -> str:
+    """How a notebook ended, in one line: ``executed in 1.20 s``, ``failed in ...: why``."""
+    error = result.error
+    took = f"in {result.runtime:.2f} s"
+    if error is None:
+        return f"executed {took}"
+    where = "" if error.cell_index is None else f" (cell {error.cell_index})"
+    if error.kind == "timeout":
+        return f"timed out {took}{where}: {error.value}"
+    if error.kind == "kernel":
+        return f"failed {took}, kernel lost{where}: {error.name}: {error.value}"
+    return f"failed {took}{where}: {error.name}: {error.value}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds:02d} s"
+
+
+class Progress:
+    """A :class:`~sphinx_nbcache.execute.Watcher` that logs progress for a person."""
+
+    def __init__(self, total: int, live: bool) -> None:
+        self.total = total
+        self.live = live
+        self.done = 0
+        self.limit = 1
+        self.runtimes: list[float] = []
+        self.running: dict[str, tuple[ExecutionJob, CellClock, float]] = {}
+        self.last_output = time.monotonic()
+
+    def started(self, job: ExecutionJob, clock: CellClock) -> None:
+        self.running[job.key] = (job, clock, time.monotonic())
+        self._redraw()
+
+    def finished(self, result: ExecutionResult) -> None:
+        self.running.pop(result.key, None)
+        self.done += 1
+        self.runtimes.append(result.runtime)
+        self._print(f"nbcache: [{self.done}/{self.total}] {result.source} {outcome(result)}")
+        if self.done == self.total and self.live:
+            LOGGER.info(CLEAR_LINE, nonl=True)
+        else:
+            self._redraw()
+
+    def tick(self, pool: Pool) -> None:
+        self.limit = pool.limit
+        if self.live:
+            self._redraw()
+        elif self.running and time.monotonic() - self.last_output >= QUIET_FOR:
+            self._print(f"nbcache: still executing {self.status()}")
+
+    def status(self) -> str:
+        """``3/12 done; running a.ipynb (cell 4, 12.0 s), b.md (0.5 s); about 20 s left``."""
+        now = time.monotonic()
+        running = []
+        for job, clock, since in self.running.values():
+            cell = "" if clock.current is None else f"cell {clock.current}, "
+            running.append(f"{job.source} ({cell}{_duration(now - since)})")
+        parts = [f"{self.done}/{self.total} done"]
+        if running:
+            parts.append("running " + ", ".join(running))
+        left = self.estimate_left(now)
+        if left is not None and left >= 0.5:  # else what runs has outlasted the estimate
+            parts.append(f"about {_duration(left)} left")
+        return "; ".join(parts)
+
+    def estimate_left(self, now: float) -> float | None:
+        """From the mean runtime so far, spread over the notebooks that run at once."""
+        if not self.runtimes:
+            return None
+        mean = statistics.fmean(self.runtimes)
+        queued = self.total - self.done - len(self.running)
+        work = queued * mean + sum(
+            max(mean - (now - since), 0.0) for _, _, since in self.running.values()
+        )
+        return work / max(self.limit, len(self.running), 1)
+
+    def _print(self, line: str) -> None:
+        LOGGER.info((CLEAR_LINE if self.live else "") + line)
+        self.last_output = time.monotonic()
+
+    def _redraw(self) -> None:
+        if not self.live:
+            return
+        width = shutil.get_terminal_size().columns - 1
+        line = f"nbcache: {self.status()}"[:width]
+        LOGGER.info(f"{CLEAR_LINE}{line}\r", nonl=True)

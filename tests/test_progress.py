@@ -1,0 +1,123 @@
+"""Progress while executing: a live line on a terminal, plain lines in CI logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ProjectFactory, code, ipynb
+from sphinx_nbcache.execute import CellClock, CellError, ExecutionJob, ExecutionResult, Pool
+from sphinx_nbcache.progress import CLEAR_LINE, QUIET_FOR, Progress, outcome
+
+
+def job(source: str) -> ExecutionJob:
+    return ExecutionJob(source, source, "{}", None, 30, False)
+
+
+def result(source: str, runtime: float, error: CellError | None = None) -> ExecutionResult:
+    return ExecutionResult(
+        key=source,
+        source=source,
+        succeeded=error is None,
+        error=error,
+        outputs=[],
+        execution_counts=[],
+        metadata={},
+        runtime=runtime,
+        cell_times=[],
+        finished="2026-11-22T00:00:00+00:00",
+    )
+
+
+def test_status_names_what_runs_and_estimates_what_is_left() -> None:
+    progress = Progress(total=4, live=False)
+    progress.tick(Pool(2, 2, 2))
+    for name in ("a.ipynb", "b.md"):
+        progress.started(job(name), CellClock(job(name)))
+    progress.finished(result("a.ipynb", 2.0))
+    assert progress.estimate_left(progress.running["b.md"][2]) == pytest.approx((2 * 2 + 2) / 2)
+    clock = CellClock(job("c.ipynb"))
+    clock.on_cell_start(None, 4)
+    progress.started(job("c.ipynb"), clock)
+    status = progress.status()
+    assert status.startswith("1/4 done; running b.md (0.0 s), c.ipynb (cell 4, 0.0 s); about ")
+    assert status.endswith(" s left")
+
+
+def test_plain_lines_and_a_still_executing_line_after_silence(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    progress = Progress(total=2, live=False)
+    progress.started(job("slow.ipynb"), CellClock(job("slow.ipynb")))
+    progress.started(job("fast.ipynb"), CellClock(job("fast.ipynb")))
+    progress.finished(result("fast.ipynb", 0.5))
+    progress.tick(Pool(2, 2, 2))
+    progress.last_output -= QUIET_FOR
+    progress.tick(Pool(2, 2, 2))
+    lines = caplog.messages
+    assert lines == [
+        "nbcache: [1/2] fast.ipynb executed in 0.50 s",
+        lines[1],
+    ]
+    assert lines[1].startswith("nbcache: still executing 1/2 done; running slow.ipynb (")
+    assert not any(CLEAR_LINE in line or "\r" in line for line in lines)
+
+
+def test_outcome_says_how_each_kind_of_failure_ended() -> None:
+    timeout = CellError("CellTimeoutError", "the cell did not finish within 2 s", "", 3, 2)
+    dead = CellError("DeadKernelError", "Kernel died", "", 1)
+    raised = CellError("ValueError", "bad", "", 2)
+    assert (
+        outcome(result("a", 1, timeout))
+        == "timed out in 1.00 s (cell 3): the cell did not finish within 2 s"
+    )
+    assert (
+        outcome(result("a", 1, dead))
+        == "failed in 1.00 s, kernel lost (cell 1): DeadKernelError: Kernel died"
+    )
+    assert outcome(result("a", 1, raised)) == "failed in 1.00 s (cell 2): ValueError: bad"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals")
+def test_a_terminal_gets_a_live_status_line(make_project: ProjectFactory) -> None:
+    import pty
+
+    files = {
+        "fast.ipynb": ipynb(code("print('fast')")),
+        "slow.ipynb": ipynb(code("import time\ntime.sleep(4)")),
+    }
+    project = make_project(files, "nbcache_workers = 2\n")
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sphinx", "-b", "html", str(project.root), "_build/html"],
+        cwd=project.root,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "CI": "", "TERM": "xterm", "COLUMNS": "200"},
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([leader], [], [], 120)
+        if not ready:
+            break
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the build exited and closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    process.wait(timeout=60)
+    os.close(leader)
+    text = seen.decode(errors="replace")
+    assert process.returncode == 0
+    assert "nbcache: [1/2] fast.ipynb executed in " in text
+    assert CLEAR_LINE + "nbcache: 1/2 done; running slow.ipynb (cell 1, " in text
+    assert " left\r" in text

@@ -1,0 +1,120 @@
+"""Execution reports: JSON, JUnit XML, the ``nbcache-report`` table and the summary line."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import xmlschema
+
+from conftest import ProjectFactory, code, ipynb, myst_notebook
+
+SCHEMA = Path(__file__).parent / "data" / "junit.xsd"
+GOOD = ipynb(code("print('good')"), code("import time\ntime.sleep(0.3)"))
+BAD = myst_notebook(
+    """\
+    # Bad
+
+    ```{code-cell} ipython3
+    x = 1
+    ```
+
+    ```{code-cell} ipython3
+    raise KeyError('missing on purpose')
+    ```
+    """
+)
+CONF = 'nbcache_report = "reports/nbcache.json"\nnbcache_junit = "junit.xml"\n'
+REPORT_PAGE = "# Execution\n\n```{nbcache-report}\n```\n"
+
+
+def test_json_report_has_every_notebook_with_status_cells_and_error(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project({"good.ipynb": GOOD, "bad.md": BAD, "execution.md": REPORT_PAGE}, CONF)
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    report = json.loads((build.outdir / "reports" / "nbcache.json").read_text())
+    assert report["schema"] == 1
+    assert report["project"] == "test"
+    assert report["summary"] == {
+        **report["summary"],
+        "notebooks": 2,
+        "executed": 2,
+        "from_cache": 0,
+        "failed": 1,
+        "timed_out": 0,
+    }
+    good, bad = report["notebooks"][1], report["notebooks"][0]
+    assert (good["docname"], good["source"], good["status"]) == ("good", "good.ipynb", "succeeded")
+    assert good["origin"] == "executed" and good["this_build"]
+    assert [c["index"] for c in good["cells"]] == [1, 2]
+    slowest = max(good["cells"], key=lambda c: c["seconds"])
+    assert slowest["index"] == 2 and slowest["seconds"] >= 0.3
+    assert bad["status"] == "cell-error"
+    assert bad["error"]["name"] == "KeyError"
+    assert bad["error"]["cell_index"] == 2
+    assert bad["error"]["line"] == 14
+    assert "missing on purpose" in bad["error"]["traceback"]
+    assert "\x1b[" not in bad["error"]["traceback"], "colour codes are stripped"
+    assert re.search(
+        r"nbcache: 2 notebook\(s\): 2 executed, 0 from cache, 1 failed; [\d.]+ s executing, "
+        r"0\.0 s saved by the cache",
+        build.stdout,
+    )
+
+    shutil.rmtree(build.outdir)
+    again = project.build()
+    report = json.loads((again.outdir / "reports" / "nbcache.json").read_text())
+    assert report["summary"]["from_cache"] == 2
+    assert report["summary"]["saved_seconds"] >= 0.3
+    assert {n["origin"] for n in report["notebooks"]} == {"cache"}
+
+    project.edit("good.ipynb", "print('good')", "print('better')")
+    incremental = project.build()
+    report = json.loads((incremental.outdir / "reports" / "nbcache.json").read_text())
+    assert [(n["docname"], n["this_build"]) for n in report["notebooks"]] == [
+        ("bad", False),
+        ("good", True),
+    ]
+    assert report["summary"]["executed"] == 1
+
+
+def test_junit_report_validates_and_marks_the_failure(make_project: ProjectFactory) -> None:
+    project = make_project({"good.ipynb": GOOD, "bad.md": BAD}, CONF)
+    build = project.build()
+    junit = build.outdir / "junit.xml"
+    xmlschema.XMLSchema(SCHEMA).validate(junit)
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("2", "1", "0")
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert cases["good"].find("failure") is None
+    failure = cases["bad"].find("failure")
+    assert failure is not None
+    assert failure.get("type") == "KeyError"
+    assert failure.get("message") == "KeyError: 'missing on purpose' (cell 2)"
+    assert "raise KeyError" in (failure.text or "")
+    assert cases["bad"].get("file") == "bad.md"
+
+
+def test_report_directive_renders_a_linked_table_kept_up_to_date(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project({"good.ipynb": GOOD, "bad.md": BAD, "execution.md": REPORT_PAGE}, CONF)
+    build = project.build()
+    page = build.html("execution")
+    rows = re.findall(r"<tr class=\"row-(?:odd|even)\">(.*?)</tr>", page, re.S)
+    assert len(rows) == 3  # the header and two notebooks
+    assert 'href="bad.html"' in rows[1] and "cell error" in rows[1]
+    assert 'href="good.html"' in rows[2] and "succeeded" in rows[2]
+    assert re.search(r"cell 2: 0\.[3-9]\d s", rows[2]), "slowest cell first"
+
+    project.edit("bad.md", "raise KeyError('missing on purpose')", "print('fixed')")
+    fixed = project.build()
+    assert fixed.executed == ["bad.md"]
+    rows = re.findall(r"<tr class=\"row-(?:odd|even)\">(.*?)</tr>", fixed.html("execution"), re.S)
+    assert "succeeded" in rows[1], "the unchanged report page is written again"
