@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 from conftest import ProjectFactory, code, ipynb, markdown, myst_notebook
@@ -145,3 +146,31 @@ def test_glue_and_execution_table_work_from_the_cache(make_project: ProjectFacto
     rendered = build.html("table")
     assert "nb" in rendered
     assert "cache" in rendered
+
+
+def test_raises_exception_tag_renders_the_error_and_counts_as_succeeded(
+    make_project: ProjectFactory,
+) -> None:
+    notebook = ipynb(code("1 / 0", tags=["raises-exception"]), code("print('went on')"))
+    project = make_project({"nb.ipynb": notebook}, 'nbcache_report = "report.json"\n')
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    assert build.warnings == []
+    assert "ZeroDivisionError" in build.html("nb")
+    assert "went on" in build.html("nb")
+    report = json.loads((build.outdir / "report.json").read_text())
+    assert [n["status"] for n in report["notebooks"]] == ["succeeded"]
+
+
+def test_stderr_follows_nb_output_stderr_and_can_be_silenced(make_project: ProjectFactory) -> None:
+    notebook = ipynb(code("import sys\nprint('on stderr', file=sys.stderr)"))
+    project = make_project({"nb.ipynb": notebook}, 'nb_output_stderr = "remove-warn"\n')
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    (warning,) = build.warnings
+    assert "nb.ipynb" in warning
+    assert warning.endswith("[mystnb.stderr]")
+    assert build.html("nb").count("on stderr") == 1, "the source only: the output is removed"
+    quiet = project.build("-E", "-D", "suppress_warnings=mystnb.stderr")
+    assert quiet.executed == []
+    assert quiet.warnings == []
