@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -142,6 +143,7 @@ class Project:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
+            preexec_fn=_answer_ctrl_c if sys.platform != "win32" else None,
         )
 
     def build(
@@ -150,6 +152,12 @@ class Project:
         process = self.start(*args, out=out, env=env)
         stdout, stderr = process.communicate(timeout=300)
         return Build(process.returncode, stdout, stderr, self.root / out)
+
+
+def _answer_ctrl_c() -> None:
+    """Builds answer SIGINT as under a terminal, even when the tests themselves run as a
+    background job, which starts every child with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 ProjectFactory = Callable[..., Project]

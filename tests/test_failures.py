@@ -121,6 +121,10 @@ def test_unreadable_notebook_warns_and_the_build_goes_on(make_project: ProjectFa
     assert "good notebook ran" in build.html("good")
     if sys.platform.startswith("linux"):
         assert project.kernels() == []
+    strict = project.build("-E", "-D", "nb_execution_raise_on_error=1")
+    assert strict.returncode == 1
+    (error,) = [w for w in strict.warnings if "broken.ipynb" in w]
+    assert ": ERROR: notebook could not be read" in error
 
 
 def test_missing_kernel_fails_that_notebook_only(make_project: ProjectFactory) -> None:
@@ -332,12 +336,13 @@ def test_ctrl_c_stops_every_kernel_and_keeps_finished_results(
             if "fast.ipynb executed" in line:
                 break
         kernels = _kernel_pids(process.pid)
-    except BaseException:
-        process.kill()
-        raise
-    assert len(kernels) == 2  # the two slow notebooks
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+        assert len(kernels) == 2  # the two slow notebooks
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode != 0, stdout + stderr
     assert "Interrupted" in stderr
     assert not [pid for pid in kernels if _alive(pid)]

@@ -29,6 +29,7 @@ STATUS_LABELS = {
     "cell-error": "cell error",
     "timeout": "timed out",
     "kernel-error": "kernel lost",
+    "read-error": "unreadable",
 }
 """``status`` values of a record, and how the table shows them."""
 ENV_REPORT_DOCS = "nbcache_report_docs"
@@ -112,7 +113,7 @@ def write_junit(report: Mapping[str, Any], path: Path) -> None:
     counts = {
         "tests": str(len(cases)),
         "failures": str(sum(n["status"] == "cell-error" for n in cases)),
-        "errors": str(sum(n["status"] in ("timeout", "kernel-error") for n in cases)),
+        "errors": str(sum(n["status"] in ("timeout", "kernel-error", "read-error") for n in cases)),
         "skipped": "0",
         "time": f"{sum(n['runtime'] for n in cases if n['origin'] == 'executed'):.3f}",
     }
@@ -147,8 +148,10 @@ def write_junit(report: Mapping[str, Any], path: Path) -> None:
                 },
             )
             problem.text = error["traceback"]
-        origin = "executed" if ran else f"outputs from the cache, executed {notebook['finished']}"
-        ET.SubElement(case, "system-out").text = origin
+        ET.SubElement(case, "system-out").text = {
+            "executed": "executed",
+            "cache": f"outputs from the cache, executed {notebook['finished']}",
+        }.get(notebook["origin"], "not executed")
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 

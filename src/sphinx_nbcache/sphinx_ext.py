@@ -6,7 +6,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Set
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -167,7 +167,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             try:
                 notebook = read_notebook(path, inputstring, env.myst_config, env.mystnb_config)
             except NotebookReadError as exc:
-                warn(f"notebook could not be read: {exc}", Subtype.read, location=env.docname)
+                _record_unreadable(env, exc)
                 MystParser.parse(self, "", document)
                 return
         if notebook is None or notebook.options.mode not in EXECUTING_MODES:
@@ -296,6 +296,32 @@ FAILURE_TEXT = {
     "kernel": "notebook execution lost its kernel",
 }
 STDIN_ERROR = "StdinNotImplementedError"
+
+
+def _record_unreadable(env: BuildEnvironment, exc: NotebookReadError) -> None:
+    """An unreadable notebook is a failure like any other: warned (an error under
+    ``nb_execution_raise_on_error``) and listed in the reports."""
+    strict = bool(env.mystnb_config.execution_raise_on_error)  # type: ignore[attr-defined]
+    message = f"notebook could not be read: {exc}"
+    _doc_records(env)[env.docname] = {
+        "key": None,
+        "source": str(env.doc2path(env.docname, False)),
+        "origin": "none",
+        "status": "read-error",
+        "succeeded": False,
+        "runtime": 0.0,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "raise": strict,
+        "error": {
+            "name": "NotebookReadError",
+            "value": str(exc),
+            "traceback": message,
+            "cell_index": None,
+            "line": None,
+        },
+        "cells": [],
+    }
+    (report_error if strict else warn)(message, Subtype.read, location=env.docname)
 
 
 def _cell_line(notebook: nbformat.NotebookNode, cell_index: int | None) -> int | None:
