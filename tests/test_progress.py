@@ -91,8 +91,8 @@ def test_a_terminal_gets_a_live_status_line(make_project: ProjectFactory) -> Non
 
     files = {
         "fast.ipynb": ipynb(code("print('fast')")),
-        "slow.ipynb": ipynb(code("import time\ntime.sleep(3)")),
-        "tail.ipynb": ipynb(code("print('tail')")),
+        "slow1.ipynb": ipynb(code("import time\ntime.sleep(2.5)")),
+        "slow2.ipynb": ipynb(code("import time\ntime.sleep(2.5)")),
     }
     project = make_project(files, "nbcache_workers = 1\n")
     leader, follower = pty.openpty()
@@ -100,7 +100,7 @@ def test_a_terminal_gets_a_live_status_line(make_project: ProjectFactory) -> Non
         [sys.executable, "-m", "sphinx", "-b", "html", str(project.root), "_build/html"],
         cwd=project.root,
         stdout=follower,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, "CI": "", "TERM": "xterm", "COLUMNS": "200"},
     )
     os.close(follower)
@@ -120,6 +120,7 @@ def test_a_terminal_gets_a_live_status_line(make_project: ProjectFactory) -> Non
     os.close(leader)
     text = seen.decode(errors="replace")
     assert process.returncode == 0
-    assert "nbcache: [1/3] fast.ipynb executed in " in text
-    assert CLEAR_LINE + "nbcache: 1/3 done; running slow.ipynb (cell 1, " in text
-    assert re.search(r"running slow\.ipynb \(cell 1, [\d.]+ s\); about [\d.]+ s left\r", text)
+    assert re.search(r"nbcache: \[1/3\] \S+\.ipynb executed in ", text)
+    # kernels take the free slot in the order they become ready: any slow one will do
+    live = r"\x1b\[2Knbcache: [12]/3 done; running slow[12]\.ipynb \(cell 1, [\d.]+ s\); about"
+    assert re.search(live + r" [\d.]+ s left\r", text), text[text.find("nbcache") :][:3000]

@@ -11,7 +11,8 @@ if TYPE_CHECKING:
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    """Sphinx entry point; the wiring is imported lazily so the CLI never imports Sphinx."""
+    """Sphinx entry point; the wiring is imported lazily, so that ``nbcache`` commands that
+    need no project configuration do not import Sphinx."""
     from sphinx_nbcache.sphinx_ext import setup_extension
 
     return setup_extension(app)

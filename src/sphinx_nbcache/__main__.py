@@ -1,0 +1,7 @@
+"""``python -m sphinx_nbcache``: the ``nbcache`` command."""
+
+import sys
+
+from sphinx_nbcache.cli import main
+
+sys.exit(main())

@@ -1,0 +1,451 @@
+"""The ``nbcache`` command: see, execute, merge and manage the cache outside a Sphinx build.
+
+Commands that need the project's settings load its ``conf.py`` through a real (never
+built) Sphinx application, so they see exactly the notebooks, settings and cache that
+``sphinx-build`` sees; the lookups and executions go through the same pipeline and store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import nbformat
+
+from sphinx_nbcache import __version__
+from sphinx_nbcache.execute import ExecutionResult
+from sphinx_nbcache.merge import merge_outputs
+from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook
+from sphinx_nbcache.progress import Progress, on_terminal
+from sphinx_nbcache.read import NotebookReadError, SourceNotebook
+from sphinx_nbcache.report import plain_text
+from sphinx_nbcache.store import STORE_SCHEMA, DamagedEntryError, Store
+
+if TYPE_CHECKING:
+    from sphinx.application import Sphinx
+
+USAGE_ERROR = 2
+"""Exit status for bad input: no project, a path that is not a notebook, a bad value."""
+
+STATES = {
+    "fresh": "cached, up to date",
+    "failed": "cached failure",
+    "stale": "cached for other code or settings",
+    "new": "never executed",
+    "damaged": "damaged cache entry",
+    "excluded": "not executed (excluded or execution off)",
+    "unreadable": "cannot be read",
+}
+"""Each notebook's state, as ``status`` shows it."""
+WOULD_EXECUTE = frozenset({"stale", "new", "damaged"})
+
+
+class CliError(Exception):
+    """Bad input: one line for the user, exit status 2."""
+
+
+@dataclasses.dataclass
+class Notebook:
+    """One notebook of the project, as a build would see it now."""
+
+    docname: str
+    source: str
+    state: str
+    notebook: SourceNotebook | None
+    planned: PlannedNotebook | None
+    result: ExecutionResult | None
+
+
+@dataclasses.dataclass
+class Project:
+    app: Sphinx
+    pipeline: Pipeline
+    _sources: set[str] | None = None
+
+    @property
+    def store(self) -> Store:
+        return self.pipeline.store
+
+    def notebooks(self, paths: Sequence[str] = ()) -> list[Notebook]:
+        """Every notebook of the project, or those at ``paths``, with its state."""
+        env = self.app.env
+        docnames = sorted(env.found_docs)
+        if paths:
+            docnames = [self._docname(path) for path in paths]
+        found = [self._notebook(docname) for docname in docnames]
+        if paths:
+            for path, notebook in zip(paths, found, strict=True):
+                if notebook is None:
+                    raise CliError(f"{path}: not a notebook")
+        return [notebook for notebook in found if notebook is not None]
+
+    def _docname(self, path: str) -> str:
+        docname = self.app.env.path2doc(str(Path(path).resolve()))
+        if docname is None or docname not in self.app.env.found_docs:
+            raise CliError(f"{path}: not a document of the project in {self.app.srcdir}")
+        return docname
+
+    def _notebook(self, docname: str) -> Notebook | None:
+        from sphinx_nbcache.read import read_notebook
+        from sphinx_nbcache.sphinx_ext import plan_document
+
+        env = self.app.env
+        path = Path(env.doc2path(docname))
+        source = str(env.doc2path(docname, False))
+        try:
+            text = path.read_text(encoding=env.config.source_encoding)
+            notebook = read_notebook(path, text, env.myst_config, env.mystnb_config)  # type: ignore[attr-defined]
+        except (NotebookReadError, OSError, UnicodeDecodeError):
+            return Notebook(docname, source, "unreadable", None, None, None)
+        if notebook is None:
+            return None
+        if not notebook.needs_execution:
+            return Notebook(docname, source, "excluded", notebook, None, None)
+        planned = plan_document(env, docname, notebook)
+        try:
+            result = self.store.get(planned.key)
+        except DamagedEntryError:
+            return Notebook(docname, source, "damaged", notebook, planned, None)
+        if result is not None:
+            state = "fresh" if result.succeeded else "failed"
+        elif source in self._cached_sources():
+            state = "stale"
+        else:
+            state = "new"
+        return Notebook(docname, source, state, notebook, planned, result)
+
+    def _cached_sources(self) -> set[str]:
+        """Sources with an entry under any key: a notebook whose own key is missing but
+        whose source has an entry was executed before, with other code or settings."""
+        if self._sources is None:
+            self._sources = {source for _, source in entries(self.store) if source}
+        return self._sources
+
+
+def entries(store: Store) -> Iterator[tuple[str, str | None]]:
+    """(key, source) of every entry; source None for an entry that cannot be read."""
+    for key in list(store.cache):
+        try:
+            result = store.get(str(key))
+        except DamagedEntryError:
+            yield str(key), None
+            continue
+        if result is not None:
+            yield str(key), result.source
+
+
+def find_confdir(project: str | None) -> Path:
+    """The folder with ``conf.py``: ``--project``, else the current folder or a parent."""
+    if project is not None:
+        folder = Path(project).resolve()
+        if not (folder / "conf.py").is_file():
+            raise CliError(f"{project}: no conf.py in this folder")
+        return folder
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "conf.py").is_file():
+            return folder
+    raise CliError(f"no conf.py in {here} or its parents; use --project DIR")
+
+
+@contextmanager
+def open_project(args: argparse.Namespace, overrides: dict[str, Any]) -> Iterator[Project]:
+    """Load the project's configuration as ``sphinx-build`` would, without building."""
+    from sphinx.application import Sphinx
+    from sphinx.errors import SphinxError
+
+    from sphinx_nbcache.sphinx_ext import build_state
+
+    confdir = find_confdir(args.project)
+    warnings = io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="nbcache-cli-") as tmp:
+        try:
+            app = Sphinx(
+                str(confdir),
+                str(confdir),
+                str(Path(tmp, "out")),
+                str(Path(tmp, "doctrees")),
+                "dummy",
+                confoverrides=overrides,
+                status=None,
+                warning=warnings,
+                freshenv=True,
+            )
+            app.env.find_files(app.config, app.builder)
+        except SphinxError as exc:
+            problems = [line for line in warnings.getvalue().splitlines() if line.strip()]
+            raise CliError("; ".join([*problems, str(exc)])) from None
+        state = build_state(app)
+        try:
+            yield Project(app, state.pipeline)
+        finally:
+            state.pipeline.store.close()
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [[str(c).ljust(w) for c, w in zip(row, widths, strict=True)] for row in [header, *rows]]
+    return "\n".join("  ".join(line).rstrip() for line in lines)
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with open_project(args, {}) as project:
+        store = project.store
+        size = _size(store.directory)
+        data = {
+            "cache": str(store.directory),
+            "entries": len(store.cache),
+            "size": size,
+            "schema": STORE_SCHEMA,
+            "version": __version__,
+        }
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"cache:   {data['cache']}")
+        print(f"entries: {data['entries']}")
+        print(f"size:    {_human(size)}")
+        print(f"schema:  {data['schema']} (sphinx-nbcache {__version__})")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with open_project(args, {}) as project:
+        notebooks = project.notebooks(args.paths)
+        retry = project.pipeline.settings.retry_failed
+    would = [n for n in notebooks if n.state in WOULD_EXECUTE or (retry and n.state == "failed")]
+    if args.json:
+        print(json.dumps([_status_json(n) for n in notebooks], indent=2))
+    else:
+        rows = [
+            (
+                n.source,
+                STATES[n.state],
+                f"{n.result.runtime:.2f}" if n.result else "",
+                f"{n.result.error.name}" if n.result and n.result.error else "",
+            )
+            for n in notebooks
+        ]
+        print(table(rows, ("notebook", "state", "runtime (s)", "error")))
+        print(f"\n{len(would)} of {len(notebooks)} notebook(s) would execute")
+    return 1 if would else 0
+
+
+def _status_json(notebook: Notebook) -> dict[str, Any]:
+    result = notebook.result
+    return {
+        "docname": notebook.docname,
+        "source": notebook.source,
+        "state": notebook.state,
+        "key": notebook.planned.key if notebook.planned else None,
+        "runtime": result.runtime if result else None,
+        "finished": result.finished if result else None,
+        "error": result.error.name if result and result.error else None,
+    }
+
+
+def cmd_execute(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.workers is not None:
+        overrides["nbcache_workers"] = args.workers
+    if args.timeout is not None:
+        overrides["nb_execution_timeout"] = args.timeout
+    with open_project(args, overrides) as project:
+        notebooks = project.notebooks(args.paths)
+        retry = project.pipeline.settings.retry_failed
+        todo = [
+            n.planned
+            for n in notebooks
+            if n.planned is not None
+            and (
+                args.force
+                or n.state in WOULD_EXECUTE
+                or (n.state == "failed" and retry)
+                or (n.notebook is not None and n.notebook.options.mode == "force")
+            )
+        ]
+        if not todo:
+            print(f"nothing to execute: {len(notebooks)} notebook(s) up to date")
+            return 0
+        print(f"executing {len(todo)} notebook(s)", flush=True)
+        _show_progress(project.app)
+        results = project.pipeline.execute(todo, Progress(len(todo), live=on_terminal()))
+    failed = [r for r in results.values() if not r.succeeded]
+    print(f"{len(results) - len(failed)} succeeded, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def _show_progress(app: Sphinx) -> None:
+    """The project was loaded silently; from here on, progress lines go to stdout."""
+    from sphinx.util import logging as sphinx_logging
+
+    sphinx_logging.setup(app, sys.stdout, sys.stderr)
+
+
+def _one(project: Project, path: str) -> Notebook:
+    (notebook,) = project.notebooks([path])
+    return notebook
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with open_project(args, {}) as project:
+        notebook = _one(project, args.path)
+    result = notebook.result
+    data = {
+        **_status_json(notebook),
+        "cells": [] if result is None else _cells(notebook, result),
+        "traceback": result.error.traceback if result and result.error else None,
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"notebook: {notebook.source}")
+    print(f"state:    {STATES[notebook.state]}")
+    if data["key"]:
+        print(f"key:      {data['key']}")
+    if result is not None:
+        print(f"executed: {result.finished}, {result.runtime:.2f} s")
+        rows = [
+            (str(c["index"]), "" if c["seconds"] is None else f"{c['seconds']:.2f}")
+            for c in data["cells"]
+        ]
+        print("\n" + table(rows, ("cell", "seconds")))
+        if result.error is not None:
+            tb = (
+                result.error.traceback
+                if sys.stdout.isatty()
+                else plain_text(result.error.traceback)
+            )
+            print(f"\n{result.error.name}: {result.error.value}\n\n{tb}")
+    return 0
+
+
+def _cells(notebook: Notebook, result: ExecutionResult) -> list[dict[str, Any]]:
+    assert notebook.notebook is not None
+    indices = [i for i, c in enumerate(notebook.notebook.notebook.cells) if c.cell_type == "code"]
+    return [
+        {"index": index, "seconds": seconds}
+        for index, seconds in zip(indices, result.cell_times, strict=False)
+    ]
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    with open_project(args, {}) as project:
+        notebook = _one(project, args.path)
+    if notebook.result is None or notebook.notebook is None:
+        raise CliError(f"{args.path}: no cached outputs ({STATES[notebook.state]})")
+    merged = merge_outputs(notebook.notebook.notebook, notebook.result)
+    merged.metadata.pop("source_map", None)
+    nbformat.validator.normalize(merged)
+    text = nbformat.writes(merged)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_clear(args: argparse.Namespace) -> int:
+    with open_project(args, {}) as project:
+        store = project.store
+        before = _size(store.directory)
+        if args.paths:
+            sources = {n.source for n in project.notebooks(args.paths)}
+            keys = [key for key, source in entries(store) if source in sources]
+        else:
+            keys = [str(key) for key in store.cache]
+        for key in keys:
+            store.cache.delete(key)
+        after = _size(store.directory)
+    noun = "entry" if len(keys) == 1 else "entries"
+    print(f"removed {len(keys)} {noun}; size {_human(before)} -> {_human(after)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbcache",
+        description="See, execute, merge and manage sphinx-nbcache's cache outside a build.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--project",
+        metavar="DIR",
+        help="folder with conf.py (default: the current folder or the nearest parent with one)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, json_flag: bool = False) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        if json_flag:
+            sub.add_argument("--json", action="store_true", help="print JSON for scripts")
+        return sub
+
+    info = command("info", "Where the cache is, how many entries it holds and its size.", True)
+    info.set_defaults(run=cmd_info)
+    status = command(
+        "status",
+        "Each notebook's state; exit status 1 if a build would execute any of them.",
+        True,
+    )
+    status.add_argument("paths", nargs="*", metavar="PATH", help="notebooks (default: all)")
+    status.set_defaults(run=cmd_status)
+    execute = command(
+        "execute",
+        "Execute the notebooks a build would execute; exit status 1 if any of them fails.",
+    )
+    execute.add_argument("paths", nargs="*", metavar="PATH", help="notebooks (default: all)")
+    execute.add_argument("--force", action="store_true", help="execute even up-to-date ones")
+    execute.add_argument("--workers", type=int, metavar="N", help="notebooks at once")
+    execute.add_argument("--timeout", type=int, metavar="SECONDS", help="seconds per cell")
+    execute.set_defaults(run=cmd_execute)
+    show = command("show", "One notebook's cache entry: key, when, runtimes, error.", True)
+    show.add_argument("path", metavar="PATH")
+    show.set_defaults(run=cmd_show)
+    merge = command("merge", "Write a notebook with its cached outputs as .ipynb.")
+    merge.add_argument("path", metavar="PATH")
+    merge.add_argument("-o", "--output", metavar="OUT.ipynb", help="file (default: stdout)")
+    merge.set_defaults(run=cmd_merge)
+    clear = command("clear", "Remove the entries of the given notebooks, or all entries.")
+    clear.add_argument("paths", nargs="*", metavar="PATH", help="notebooks (default: all)")
+    clear.set_defaults(run=cmd_clear)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        parser.error("--workers must be at least 1")
+    try:
+        return int(args.run(args))
+    except CliError as exc:
+        print(f"nbcache: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("nbcache: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,162 @@
+"""The ``nbcache`` command, run as a user runs it, on a real project and a real cache."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+from conftest import Project, ProjectFactory, code, ipynb, myst_notebook
+from sphinx_nbcache.cli import build_parser
+
+GOOD = ipynb(code("print('from the good notebook')"))
+TEXT = myst_notebook(
+    """\
+    # Text
+
+    ```{code-cell} ipython3
+    print('from the text notebook')
+    ```
+    """
+)
+BAD = ipynb(code("raise RuntimeError('broken on purpose')"))
+DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
+
+
+def nbcache(
+    project: Project, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sphinx_nbcache", *args],
+        cwd=cwd or project.root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def states(project: Project) -> dict[str, str]:
+    listing = json.loads(nbcache(project, "status", "--json").stdout)
+    return {entry["source"]: entry["state"] for entry in listing}
+
+
+def test_status_execute_then_build_executes_nothing(make_project: ProjectFactory) -> None:
+    project = make_project({"good.ipynb": GOOD, "text.md": TEXT, "prose.md": "# Prose\n"})
+    before = nbcache(project, "status")
+    assert before.returncode == 1, "a build would execute something"
+    assert "2 of 2 notebook(s) would execute" in before.stdout
+    assert re.search(r"good\.ipynb\s+never executed", before.stdout)
+    assert "prose.md" not in before.stdout
+
+    executed = nbcache(project, "execute")
+    assert executed.returncode == 0, executed.stderr
+    assert "nbcache: [2/2]" in executed.stdout
+    assert states(project) == {"good.ipynb": "fresh", "text.md": "fresh"}
+    assert nbcache(project, "status").returncode == 0
+
+    build = project.build()
+    assert build.executed == []
+    assert "from the text notebook" in build.html("text")
+
+    project.edit("text.md", "from the text notebook", "edited")
+    assert states(project) == {"good.ipynb": "fresh", "text.md": "stale"}
+    assert nbcache(project, "status", "good.ipynb").returncode == 0
+    assert nbcache(project, "execute", "text.md").returncode == 0
+    assert project.build().executed == []
+
+
+def test_execute_reports_failures_and_show_explains_them(make_project: ProjectFactory) -> None:
+    project = make_project({"good.ipynb": GOOD, "bad.ipynb": BAD})
+    executed = nbcache(project, "execute", "--workers", "1", "--timeout", "60")
+    assert executed.returncode == 1
+    assert "1 succeeded, 1 failed" in executed.stdout
+    shown = json.loads(nbcache(project, "show", "bad.ipynb", "--json").stdout)
+    assert shown["state"] == "failed"
+    assert shown["error"] == "RuntimeError"
+    assert "broken on purpose" in shown["traceback"]
+    assert [cell["index"] for cell in shown["cells"]] == [1]
+    human = nbcache(project, "show", "bad.ipynb").stdout
+    assert "RuntimeError: broken on purpose" in human
+    assert "\x1b[" not in human
+    assert nbcache(project, "execute").stdout.startswith("nothing to execute")
+    forced = nbcache(project, "execute", "--force", "good.ipynb")
+    assert "1 succeeded, 0 failed" in forced.stdout
+
+
+def test_merge_writes_a_valid_ipynb_with_the_outputs(make_project: ProjectFactory) -> None:
+    project = make_project({"text.md": TEXT})
+    missing = nbcache(project, "merge", "text.md")
+    assert missing.returncode == 2
+    assert "no cached outputs" in missing.stderr
+    nbcache(project, "execute")
+    out = project.root / "out" / "text.ipynb"
+    out.parent.mkdir()
+    merged = nbcache(project, "merge", "text.md", "-o", str(out))
+    assert merged.returncode == 0, merged.stderr
+    notebook = nbformat.read(out, as_version=4)
+    nbformat.validate(notebook)
+    (cell,) = [c for c in notebook.cells if c.cell_type == "code"]
+    assert cell.outputs[0]["text"] == "from the text notebook\n"
+    assert "source_map" not in notebook.metadata
+    assert json.loads(nbcache(project, "merge", "text.md").stdout)["cells"]
+
+
+def test_clear_and_info(make_project: ProjectFactory) -> None:
+    project = make_project({"good.ipynb": GOOD, "text.md": TEXT})
+    nbcache(project, "execute")
+    info = json.loads(nbcache(project, "info", "--json").stdout)
+    assert info["entries"] == 2
+    assert info["cache"] == str((project.root / ".nbcache").resolve())
+    assert info["size"] > 0
+    cleared = nbcache(project, "clear", "text.md")
+    assert cleared.stdout.startswith("removed 1 entry")
+    assert states(project) == {"good.ipynb": "fresh", "text.md": "new"}
+    assert nbcache(project, "clear").stdout.startswith("removed 1 entry")
+    assert json.loads(nbcache(project, "info", "--json").stdout)["entries"] == 0
+
+
+def test_bad_input_gets_one_line_and_exit_status_2(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    project = make_project({"good.ipynb": GOOD, "prose.md": "# Prose\n"})
+    for args, message in [
+        (("status", "nowhere.ipynb"), "nbcache: nowhere.ipynb: not a document of the project"),
+        (("show", "prose.md"), "nbcache: prose.md: not a notebook"),
+        (("--project", str(tmp_path), "info"), f"nbcache: {tmp_path}: no conf.py in this folder"),
+    ]:
+        result = nbcache(project, *args)
+        assert result.returncode == 2, args
+        assert result.stderr.startswith(message), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in result.stderr
+    elsewhere = nbcache(project, "info", cwd=tmp_path)
+    assert elsewhere.returncode == 2
+    assert "use --project DIR" in elsewhere.stderr
+    assert nbcache(project, "--project", str(project.root), "info", cwd=tmp_path).returncode == 0
+    project.edit(
+        "conf.py", 'nb_execution_mode = "cache"', 'nb_execution_mode = "cache"\nnbcache_workers = 0'
+    )
+    broken = nbcache(project, "status")
+    assert broken.returncode == 2
+    assert "nbcache_workers must be a positive integer" in broken.stderr
+    assert "Traceback" not in broken.stderr
+
+
+def test_the_command_reference_lists_every_command_and_option() -> None:
+    reference = DOCS.read_text(encoding="utf-8")
+    parser = build_parser()
+    for action in parser._actions:
+        for option in action.option_strings:
+            if option not in ("-h", "--help"):
+                assert option in reference, option
+        choices = getattr(action, "choices", None) or {}
+        for name, sub in choices.items():
+            assert f"nbcache {name}" in reference, name
+            for sub_action in sub._actions:
+                for option in sub_action.option_strings:
+                    if option not in ("-h", "--help"):
+                        assert option in reference, f"{name} {option}"
