@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -160,3 +161,34 @@ def test_the_command_reference_lists_every_command_and_option() -> None:
                 for option in sub_action.option_strings:
                     if option not in ("-h", "--help"):
                         assert option in reference, f"{name} {option}"
+
+
+def test_status_says_what_changed_and_prune_honours_each_option(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project({"good.ipynb": GOOD, "text.md": TEXT})
+    nbcache(project, "execute")
+    project.edit("text.md", "print('from the text notebook')", "print('changed')")
+    listing = json.loads(nbcache(project, "status", "--json").stdout)
+    (text,) = [entry for entry in listing if entry["source"] == "text.md"]
+    assert (text["state"], text["why"]) == ("stale", "code changed in code cell 1")
+    assert "code changed in code cell 1" in nbcache(project, "status").stdout
+
+    def entries() -> int:
+        return int(json.loads(nbcache(project, "info", "--json").stdout)["entries"])
+
+    nbcache(project, "execute")
+    assert entries() == 3, "the entry of the old code is still there"
+    assert nbcache(project, "prune", "--unused").stdout.startswith("removed 1 entry;")
+    assert states(project) == {"good.ipynb": "fresh", "text.md": "fresh"}
+    assert nbcache(project, "prune", "--older-than", "1d").stdout.startswith("removed 0 entries")
+    assert nbcache(project, "prune", "--max-size", "1G").stdout.startswith("removed 0 entries")
+    assert nbcache(project, "prune", "--max-size", "1").stdout.startswith("removed 2 entries")
+    assert entries() == 0
+    nbcache(project, "execute")
+    time.sleep(1.5)
+    assert nbcache(project, "prune", "--older-than", "0.01m").stdout.startswith("removed 2 entries")
+    for args in (("prune",), ("prune", "--max-size", "lots"), ("prune", "--older-than", "soon")):
+        result = nbcache(project, *args)
+        assert result.returncode == 2, args
+        assert "Traceback" not in result.stderr

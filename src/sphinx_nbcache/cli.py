@@ -11,10 +11,13 @@ import argparse
 import dataclasses
 import io
 import json
+import re
 import sys
 import tempfile
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,7 @@ import nbformat
 
 from sphinx_nbcache import __version__
 from sphinx_nbcache.execute import ExecutionResult
+from sphinx_nbcache.key import explain_difference, key_material
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook
 from sphinx_nbcache.progress import Progress, on_terminal
@@ -62,13 +66,15 @@ class Notebook:
     notebook: SourceNotebook | None
     planned: PlannedNotebook | None
     result: ExecutionResult | None
+    why: str | None = None
+    """For a stale notebook, what changed since the last entry of its source."""
 
 
 @dataclasses.dataclass
 class Project:
     app: Sphinx
     pipeline: Pipeline
-    _sources: set[str] | None = None
+    _by_source: dict[str, list[tuple[str, ExecutionResult]]] | None = None
 
     @property
     def store(self) -> Store:
@@ -116,30 +122,38 @@ class Project:
             return Notebook(docname, source, "damaged", notebook, planned, None)
         if result is not None:
             state = "fresh" if result.succeeded else "failed"
-        elif source in self._cached_sources():
-            state = "stale"
-        else:
-            state = "new"
-        return Notebook(docname, source, state, notebook, planned, result)
+            return Notebook(docname, source, state, notebook, planned, result)
+        previous = self.by_source().get(source)
+        if not previous:
+            return Notebook(docname, source, "new", notebook, planned, None)
+        key, _ = max(previous, key=lambda entry: entry[1].finished)
+        old = self.store.material(key)
+        new = key_material(notebook.notebook, notebook.options)
+        why = "unknown" if old is None else explain_difference(old, new)
+        return Notebook(docname, source, "stale", notebook, planned, None, why)
 
-    def _cached_sources(self) -> set[str]:
-        """Sources with an entry under any key: a notebook whose own key is missing but
-        whose source has an entry was executed before, with other code or settings."""
-        if self._sources is None:
-            self._sources = {source for _, source in entries(self.store) if source}
-        return self._sources
+    def by_source(self) -> dict[str, list[tuple[str, ExecutionResult]]]:
+        """Every readable entry, by the source it was executed from: a notebook whose own
+        key is missing but whose source has entries was executed with other code or
+        settings before."""
+        if self._by_source is None:
+            self._by_source = {}
+            for key, result in entries(self.store):
+                if result is not None:
+                    self._by_source.setdefault(result.source, []).append((key, result))
+        return self._by_source
 
 
-def entries(store: Store) -> Iterator[tuple[str, str | None]]:
-    """(key, source) of every entry; source None for an entry that cannot be read."""
-    for key in list(store.cache):
+def entries(store: Store) -> Iterator[tuple[str, ExecutionResult | None]]:
+    """(key, result) of every entry; result None for an entry that cannot be read."""
+    for key in store.all_keys():
         try:
-            result = store.get(str(key))
+            result = store.get(key)
         except DamagedEntryError:
-            yield str(key), None
+            yield key, None
             continue
         if result is not None:
-            yield str(key), result.source
+            yield key, result
 
 
 def find_confdir(project: str | None) -> Path:
@@ -243,11 +257,11 @@ def cmd_status(args: argparse.Namespace) -> int:
                 n.source,
                 STATES[n.state],
                 f"{n.result.runtime:.2f}" if n.result else "",
-                f"{n.result.error.name}" if n.result and n.result.error else "",
+                n.result.error.name if n.result and n.result.error else (n.why or ""),
             )
             for n in notebooks
         ]
-        print(table(rows, ("notebook", "state", "runtime (s)", "error")))
+        print(table(rows, ("notebook", "state", "runtime (s)", "error or change")))
         print(f"\n{len(would)} of {len(notebooks)} notebook(s) would execute")
     return 1 if would else 0
 
@@ -262,6 +276,7 @@ def _status_json(notebook: Notebook) -> dict[str, Any]:
         "runtime": result.runtime if result else None,
         "finished": result.finished if result else None,
         "error": result.error.name if result and result.error else None,
+        "why": notebook.why,
     }
 
 
@@ -373,15 +388,79 @@ def cmd_clear(args: argparse.Namespace) -> int:
         before = _size(store.directory)
         if args.paths:
             sources = {n.source for n in project.notebooks(args.paths)}
-            keys = [key for key, source in entries(store) if source in sources]
+            keys = [key for key, result in entries(store) if result and result.source in sources]
         else:
-            keys = [str(key) for key in store.cache]
-        for key in keys:
-            store.cache.delete(key)
+            keys = store.all_keys()
+        store.delete(keys)
+        store.compact()
         after = _size(store.directory)
     noun = "entry" if len(keys) == 1 else "entries"
     print(f"removed {len(keys)} {noun}; size {_human(before)} -> {_human(after)}")
     return 0
+
+
+SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+AGE_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_size(text: str) -> int:
+    """``500M``, ``2G``, ``800k`` or bytes."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?", text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 500M or 2G")
+    return int(float(match[1]) * SIZE_UNITS[match[2]])
+
+
+def parse_age(text: str) -> float:
+    """``30d``, ``12h``, ``2w``, ``90m``, in seconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([mhdw])", text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age such as 30d, 12h or 2w")
+    return float(match[1]) * AGE_UNITS[match[2]]
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Unused entries go first, then the oldest, so that what the project uses now stays
+    as long as possible."""
+    if args.max_size is None and args.older_than is None and not args.unused:
+        raise CliError("prune needs --max-size, --older-than or --unused")
+    with open_project(args, {}) as project:
+        store = project.store
+        before = _size(store.directory)
+        current = {n.planned.key for n in project.notebooks() if n.planned is not None}
+        found = list(entries(store))
+        doomed: set[str] = set()
+        if args.unused:
+            doomed |= {key for key, _ in found if key not in current}
+        if args.older_than is not None:
+            limit = datetime.now(UTC) - timedelta(seconds=args.older_than)
+            doomed |= {
+                key
+                for key, result in found
+                if result is None or datetime.fromisoformat(result.finished) < limit
+            }
+        if args.max_size is not None:
+            kept = [(key, result) for key, result in found if key not in doomed]
+            kept.sort(key=lambda e: (e[0] in current, e[1].finished if e[1] else ""))
+            sizes = {key: _entry_size(store, key) for key, _ in kept}
+            total = sum(sizes.values())
+            for key, _ in kept:
+                if total <= args.max_size:
+                    break
+                doomed.add(key)
+                total -= sizes[key]
+        store.delete(sorted(doomed))
+        store.compact()
+        after = _size(store.directory)
+    noun = "entry" if len(doomed) == 1 else "entries"
+    print(f"removed {len(doomed)} {noun}; size {_human(before)} -> {_human(after)}")
+    return 0
+
+
+def _entry_size(store: Store, key: str) -> int:
+    """Bytes an entry takes, compressed as it is stored."""
+    envelope = store.cache.get(key, default=None, retry=True)
+    return len(zlib.compress(json.dumps(envelope).encode("utf-8"), 6))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -431,6 +510,19 @@ def build_parser() -> argparse.ArgumentParser:
     clear = command("clear", "Remove the entries of the given notebooks, or all entries.")
     clear.add_argument("paths", nargs="*", metavar="PATH", help="notebooks (default: all)")
     clear.set_defaults(run=cmd_clear)
+    prune = command(
+        "prune", "Remove entries that are unused, old, or beyond a size, keeping what is used."
+    )
+    prune.add_argument(
+        "--max-size", type=parse_size, metavar="SIZE", help="keep the cache under SIZE (500M, 2G)"
+    )
+    prune.add_argument(
+        "--older-than", type=parse_age, metavar="AGE", help="executed longer ago (30d, 12h, 2w)"
+    )
+    prune.add_argument(
+        "--unused", action="store_true", help="entries no notebook of the project has now"
+    )
+    prune.set_defaults(run=cmd_prune)
     return parser
 
 

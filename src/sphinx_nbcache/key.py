@@ -41,3 +41,28 @@ def notebook_key(notebook: nbformat.NotebookNode, options: ExecOptions) -> str:
     """A hex digest of :func:`key_material`; never depends on where the project lives."""
     material = json.dumps(key_material(notebook, options), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def explain_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Why two key materials differ, in words: what ``nbcache status`` says of a stale entry."""
+    if old.get("schema") != new.get("schema"):
+        return "the key's layout changed with a sphinx-nbcache upgrade"
+    reasons = []
+    for field in ("kernel", "language"):
+        if old.get(field) != new.get(field):
+            reasons.append(f"{field} {old.get(field)!r} -> {new.get(field)!r}")
+    settings = [f for f in ("allow_errors", "in_temp") if old.get(f) != new.get(f)]
+    if settings:
+        reasons.append("execution settings changed (" + ", ".join(settings) + ")")
+    old_cells, new_cells = old.get("cells", []), new.get("cells", [])
+    if len(old_cells) != len(new_cells):
+        reasons.append(f"code cells {len(old_cells)} -> {len(new_cells)}")
+    else:
+        changed = [
+            str(number)
+            for number, (a, b) in enumerate(zip(old_cells, new_cells, strict=True), start=1)
+            if a != b
+        ]
+        if changed:
+            reasons.append("code changed in code cell " + ", ".join(changed))
+    return "; ".join(reasons) or "the key changed"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
@@ -23,7 +24,7 @@ from sphinx_nbcache.execute import (
     cell_timeout,
     make_pool,
 )
-from sphinx_nbcache.key import notebook_key
+from sphinx_nbcache.key import key_material, notebook_key
 from sphinx_nbcache.read import SourceNotebook
 from sphinx_nbcache.store import DamagedEntryError, Store
 
@@ -104,16 +105,17 @@ class Pipeline:
         it, so an interrupted run keeps what finished. Returns only after every kernel has
         shut down.
         """
-        jobs = {p.key: make_job(p, self.settings) for p in notebooks}
-        storing = _Storing(self, watcher)
+        planned = {p.key: p for p in notebooks}
+        jobs = {key: make_job(p, self.settings) for key, p in planned.items()}
+        storing = _Storing(self, watcher, planned)
         LocalExecutor(make_pool(self.settings.workers)).run(list(jobs.values()), storing)
         return storing.results
 
-    def store_result(self, result: ExecutionResult) -> None:
+    def store_result(self, result: ExecutionResult, material: dict[str, Any] | None = None) -> None:
         if result.error is not None and result.error.cell_index is None:
             return  # no cell ran (missing kernel, start-up failure): not the notebook's fault
         try:
-            self.store.put(result)
+            self.store.put(result, material)
         except Exception as exc:
             self.warn(
                 f"could not store the result in {self.store.directory}: {exc}",
@@ -125,9 +127,12 @@ class Pipeline:
 class _Storing:
     """Stores each result before the caller's watcher hears of it."""
 
-    def __init__(self, pipeline: Pipeline, watcher: Watcher) -> None:
+    def __init__(
+        self, pipeline: Pipeline, watcher: Watcher, planned: dict[str, PlannedNotebook]
+    ) -> None:
         self.pipeline = pipeline
         self.watcher = watcher
+        self.planned = planned
         self.results: dict[str, ExecutionResult] = {}
 
     def started(self, job: ExecutionJob, clock: CellClock) -> None:
@@ -135,7 +140,9 @@ class _Storing:
 
     def finished(self, result: ExecutionResult) -> None:
         self.results[result.key] = result
-        self.pipeline.store_result(result)
+        planned = self.planned[result.key]
+        notebook = planned.notebook
+        self.pipeline.store_result(result, key_material(notebook.notebook, notebook.options))
         self.watcher.finished(result)
 
     def tick(self, pool: Pool) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -80,17 +82,48 @@ class Store:
             raise DamagedEntryError("holds the result of another notebook")
         return result
 
-    def put(self, result: ExecutionResult) -> None:
+    def put(self, result: ExecutionResult, material: dict[str, Any] | None = None) -> None:
         """Store ``result`` atomically (one SQLite transaction; large values go to a file
-        written before the row points to it), replacing any entry under the same key."""
+        written before the row points to it), replacing any entry under the same key.
+
+        ``material`` (what the key was made of) is kept beside the result, outside its
+        checksum, only to explain later why a notebook no longer matches it.
+        """
         payload = result.to_json()
         envelope = {
             "schema": STORE_SCHEMA,
             "key": result.key,
             "digest": _digest(payload),
             "result": payload,
+            "material": material,
         }
         self.cache.set(result.key, envelope, retry=True)
+
+    def material(self, key: str) -> dict[str, Any] | None:
+        """What the key of an entry was made of, if the entry recorded it."""
+        try:
+            envelope = self.cache.get(key, default=None, retry=True)
+        except Exception:
+            return None
+        material = envelope.get("material") if isinstance(envelope, dict) else None
+        return material if isinstance(material, dict) else None
+
+    def all_keys(self) -> list[str]:
+        return [str(key) for key in self.cache]
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self.cache.delete(key, retry=True)
+
+    def compact(self) -> None:
+        """Give the space of deleted entries back to the file system; skipped while
+        another process (a running build) holds the database, which then reuses it."""
+        self.close()
+        with (
+            contextlib.suppress(sqlite3.OperationalError),
+            contextlib.closing(sqlite3.connect(self.directory / "cache.db", timeout=5)) as db,
+        ):
+            db.execute("VACUUM")
 
     def close(self) -> None:
         if self._cache is not None:
