@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -138,6 +139,13 @@ def test_bad_input_gets_one_line_and_exit_status_2(
     assert elsewhere.returncode == 2
     assert "use --project DIR" in elsewhere.stderr
     assert nbcache(project, "--project", str(project.root), "info", cwd=tmp_path).returncode == 0
+    shutil.rmtree(project.root / ".nbcache", ignore_errors=True)
+    (project.root / ".nbcache").mkdir()
+    (project.root / ".nbcache" / "cache.db").write_text("not a database")
+    damaged = nbcache(project, "info")
+    assert damaged.returncode == 2
+    assert damaged.stderr.startswith("nbcache: the cache at ")
+    assert "cannot be opened" in damaged.stderr
     project.edit(
         "conf.py", 'nb_execution_mode = "cache"', 'nb_execution_mode = "cache"\nnbcache_workers = 0'
     )
@@ -192,3 +200,10 @@ def test_status_says_what_changed_and_prune_honours_each_option(
         result = nbcache(project, *args)
         assert result.returncode == 2, args
         assert "Traceback" not in result.stderr
+
+
+def test_the_nbcache_script_is_installed() -> None:
+    script = Path(sys.executable).parent / ("nbcache.exe" if sys.platform == "win32" else "nbcache")
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.startswith("nbcache ")

@@ -198,6 +198,14 @@ def open_project(args: argparse.Namespace, overrides: dict[str, Any]) -> Iterato
             problems = [line for line in warnings.getvalue().splitlines() if line.strip()]
             raise CliError("; ".join([*problems, str(exc)])) from None
         state = build_state(app)
+        store = state.pipeline.store
+        try:
+            len(store.cache)
+        except Exception as exc:
+            raise CliError(
+                f"the cache at {store.directory} cannot be opened ({exc}); "
+                "delete that folder to start afresh"
+            ) from None
         try:
             yield Project(app, state.pipeline)
         finally:
