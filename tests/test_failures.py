@@ -112,13 +112,21 @@ def test_damaged_entry_is_reexecuted_not_rendered(make_project: ProjectFactory) 
 
 
 def test_unreadable_notebook_warns_and_the_build_goes_on(make_project: ProjectFactory) -> None:
-    project = make_project({"good.ipynb": GOOD, "broken.ipynb": '{"cells": [ not json'})
+    project = make_project(
+        {"good.ipynb": GOOD, "broken.ipynb": '{"cells": [ not json'},
+        'nbcache_report = "report.json"\n',
+    )
     build = project.build()
     assert build.returncode == 0, build.stderr
     (warning,) = [w for w in build.warnings if "broken.ipynb" in w]
     assert "notebook could not be read" in warning
     assert "[nbcache.read]" in warning
     assert "good notebook ran" in build.html("good")
+    report = json.loads((build.outdir / "report.json").read_text())
+    assert [(n["source"], n["status"], n["origin"]) for n in report["notebooks"]] == [
+        ("broken.ipynb", "read-error", "none"),
+        ("good.ipynb", "succeeded", "executed"),
+    ]
     if sys.platform.startswith("linux"):
         assert project.kernels() == []
     strict = project.build("-E", "-D", "nb_execution_raise_on_error=1")
@@ -183,10 +191,20 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
         "killed.ipynb": ipynb(code("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")),
         "asks.ipynb": ipynb(code("name = input('your name? ')")),
     }
-    project = make_project(files)
+    project = make_project(files, 'nbcache_report = "report.json"\n')
     build = project.build()
     assert build.returncode == 0, build.stderr
     assert "good notebook ran" in build.html("good")
+    report = json.loads((build.outdir / "report.json").read_text())
+    assert {n["source"]: n["status"] for n in report["notebooks"]} == {
+        "good.ipynb": "succeeded",
+        "error.md": "cell-error",
+        "slow.ipynb": "timeout",
+        "exits.ipynb": "kernel-error",
+        "segfault.ipynb": "kernel-error",
+        "killed.ipynb": "kernel-error",
+        "asks.ipynb": "cell-error",
+    }
 
     def warning(name: str) -> str:
         (found,) = [w for w in build.warnings if f"{name}:" in w]

@@ -6,13 +6,18 @@ import json
 import re
 import shutil
 import xml.etree.ElementTree as ET
+from importlib import resources
 from pathlib import Path
 
+import jsonschema
 import xmlschema
 
 from conftest import ProjectFactory, code, ipynb, myst_notebook
 
 SCHEMA = Path(__file__).parent / "data" / "junit.xsd"
+REPORT_SCHEMA = json.loads(
+    resources.files("sphinx_nbcache").joinpath("schemas/report.schema.json").read_text()
+)
 GOOD = ipynb(code("print('good')"), code("import time\ntime.sleep(0.3)"))
 BAD = myst_notebook(
     """\
@@ -38,6 +43,7 @@ def test_json_report_has_every_notebook_with_status_cells_and_error(
     build = project.build()
     assert build.returncode == 0, build.stderr
     report = json.loads((build.outdir / "reports" / "nbcache.json").read_text())
+    jsonschema.validate(report, REPORT_SCHEMA, format_checker=jsonschema.FormatChecker())
     assert report["schema"] == 1
     assert report["project"] == "test"
     assert report["summary"] == {
@@ -76,6 +82,7 @@ def test_json_report_has_every_notebook_with_status_cells_and_error(
     project.edit("good.ipynb", "print('good')", "print('better')")
     incremental = project.build()
     report = json.loads((incremental.outdir / "reports" / "nbcache.json").read_text())
+    jsonschema.validate(report, REPORT_SCHEMA, format_checker=jsonschema.FormatChecker())
     assert [(n["docname"], n["this_build"]) for n in report["notebooks"]] == [
         ("bad", False),
         ("good", True),
