@@ -42,7 +42,7 @@ USAGE_ERROR = 2
 STATES = {
     "fresh": "cached, up to date",
     "failed": "cached failure",
-    "stale": "cached for other code or settings",
+    "stale": "cached, out of date",
     "new": "never executed",
     "damaged": "damaged cache entry",
     "excluded": "not executed (excluded or execution off)",
@@ -121,6 +121,9 @@ class Project:
         except DamagedEntryError:
             return Notebook(docname, source, "damaged", notebook, planned, None)
         if result is not None:
+            changed = self.pipeline.changed_dependency(result)
+            if changed is not None:
+                return Notebook(docname, source, "stale", notebook, planned, result, changed)
             state = "fresh" if result.succeeded else "failed"
             return Notebook(docname, source, state, notebook, planned, result)
         previous = self.by_source().get(source)

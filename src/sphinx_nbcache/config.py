@@ -118,6 +118,8 @@ class Settings:
     report: Path | None = None
     """Relative to the output directory unless absolute."""
     junit: Path | None = None
+    project_root: Path | None = None
+    """Files a notebook reads under this folder are tracked as its dependencies."""
 
 
 def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,7 +142,19 @@ def validate(values: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def build_settings(values: Mapping[str, Any], confdir: Path) -> Settings:
+def project_root(srcdir: Path) -> Path:
+    """The repository holding the docs (the nearest folder with ``.git``), else the source
+    folder: notebooks often read data or import the package documented from outside it."""
+    srcdir = srcdir.resolve()
+    for folder in (srcdir, *srcdir.parents):
+        if (folder / ".git").exists():
+            return folder
+    return srcdir
+
+
+def build_settings(
+    values: Mapping[str, Any], confdir: Path, srcdir: Path | None = None
+) -> Settings:
     """Freeze validated values, resolving defaults that depend on the machine or project."""
     raw_path = values.get("nbcache_path")
     cache_path = confdir / (raw_path if raw_path is not None else DEFAULT_CACHE_DIR)
@@ -152,6 +166,7 @@ def build_settings(values: Mapping[str, Any], confdir: Path) -> Settings:
         notebook_timeout=values.get("nbcache_notebook_timeout"),
         report=_optional_path(values.get("nbcache_report")),
         junit=_optional_path(values.get("nbcache_junit")),
+        project_root=project_root(srcdir) if srcdir is not None else None,
     )
 
 

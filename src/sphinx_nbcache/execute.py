@@ -11,12 +11,14 @@ import contextlib
 import dataclasses
 import math
 import os
+import queue
 import signal
 import tempfile
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 import nbformat
@@ -25,6 +27,8 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 from traitlets.config import Config
+
+from sphinx_nbcache import discover
 
 KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
 """CurveZMQ-encrypted kernel channels when the kernelspec supports them (ipykernel does):
@@ -52,6 +56,8 @@ class ExecutionJob:
     notebook_timeout: int | None = None
     """Seconds for all cells together (``nbcache_notebook_timeout``)."""
     cell_metadata_key: str = "mystnb"
+    discover_root: str | None = None
+    """Record the files under this folder that the notebook reads (Python kernels)."""
 
 
 CELL_TIMEOUT = "CellTimeoutError"
@@ -107,17 +113,26 @@ class ExecutionResult:
     cell_times: list[float | None]
     finished: str
     """ISO 8601 UTC time the execution finished."""
+    dependencies: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Project-relative path -> sha256 of each local module and file the notebook read."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExecutionResult:
-        """Rebuild from :meth:`to_json`; raises ``KeyError``/``TypeError`` on bad data."""
+        """Rebuild from :meth:`to_json`; raises ``KeyError``/``TypeError`` on bad data.
+
+        Fields added since an entry was written take their defaults."""
         error = data["error"]
         fields = {f.name for f in dataclasses.fields(cls)}
-        if set(data) != fields:
-            raise KeyError(f"fields {sorted(set(data) ^ fields)}")
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        if not required <= set(data) <= fields:
+            raise KeyError(f"fields {sorted((required - set(data)) | (set(data) - fields))}")
         result = cls(**{**data, "error": CellError(**error) if error is not None else None})
         if not (len(result.outputs) == len(result.execution_counts) == len(result.cell_times)):
             raise TypeError("per-cell lists differ in length")
@@ -302,7 +317,7 @@ async def execute_job(job: ExecutionJob, pool: Pool, watcher: Watcher) -> Execut
     code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
     clock = CellClock(job)
     for _ in range(KERNEL_START_ATTEMPTS):
-        error, runtime = await _execute_once(notebook, job, pool, clock, watcher)
+        error, runtime, collected = await _execute_once(notebook, job, pool, clock, watcher)
         _raise_if_cancelled()
         if error is None or clock.current is not None or error.name == "NoSuchKernel":
             break
@@ -322,6 +337,11 @@ async def execute_job(job: ExecutionJob, pool: Pool, watcher: Watcher) -> Execut
         runtime=runtime,
         cell_times=[clock.times.get(i) for i in code_indices],
         finished=_now(),
+        dependencies=(
+            discover.dependencies(collected, Path(job.discover_root))
+            if collected is not None and job.discover_root is not None
+            else {}
+        ),
     )
 
 
@@ -331,14 +351,17 @@ async def _execute_once(
     pool: Pool,
     clock: CellClock,
     watcher: Watcher,
-) -> tuple[CellError | None, float]:
-    """One kernel's run of the notebook: the error if any, and seconds spent."""
+) -> tuple[CellError | None, float, dict[str, list[str]] | None]:
+    """One kernel's run of the notebook: the error if any, seconds spent, and what the
+    notebook read (None unless discovery ran)."""
     kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
     manager = AsyncKernelManager(
         config=KERNEL_CONFIG, **({"kernel_name": kernel_name} if kernel_name else {})
     )
     error: CellError | None = None
     runtime = 0.0
+    collected = None
+    discovering = False
     with (
         tempfile.TemporaryDirectory(prefix="nbcache-") as tmp,
         tempfile.TemporaryFile() as kernel_log,
@@ -364,6 +387,9 @@ async def _execute_once(
                 runtime = time.perf_counter() - begin
                 await pool.acquire()
             watcher.started(job, clock)
+            discovering = job.discover_root is not None and (
+                await _hidden_request(client, discover.SETUP_REQUEST) is not None
+            )
             begin = time.perf_counter()
             try:
                 await client.async_execute()
@@ -377,10 +403,52 @@ async def _execute_once(
         except Exception as exc:
             error = CellError(type(exc).__name__, str(exc), _explain(exc), clock.current)
         finally:
+            task = asyncio.current_task()
+            cancelled = task is not None and task.cancelling() > 0
+            if discovering and not cancelled and (error is None or error.kind == "cell"):
+                collected = await _collect(client)
             await _shutdown(manager, client)
         if error is not None and error.kind == "kernel":
             error = dataclasses.replace(error, traceback=error.traceback + _tail(kernel_log))
-    return error, runtime
+    return error, runtime, collected
+
+
+DISCOVERY_TIMEOUT = 10.0
+"""Seconds a hidden request may take; past that, the notebook simply records nothing."""
+
+
+async def _hidden_request(
+    client: NotebookClient, code: str, expressions: dict[str, str] | None = None
+) -> dict[str, Any] | None:
+    """A silent execute request (no output, count or history); its reply, or None."""
+    kc: Any = client.kc  # an AsyncKernelClient: get_shell_msg is a coroutine
+    if kc is None:
+        return None
+    msg_id = kc.execute(
+        code,
+        silent=True,
+        store_history=False,
+        user_expressions=expressions or {},
+        allow_stdin=False,
+    )
+    deadline = time.monotonic() + DISCOVERY_TIMEOUT
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            reply: dict[str, Any] = await kc.get_shell_msg(timeout=left)
+        except queue.Empty:
+            return None
+        if reply.get("parent_header", {}).get("msg_id") == msg_id:
+            return reply if reply.get("content", {}).get("status") == "ok" else None
+    return None
+
+
+async def _collect(client: NotebookClient) -> dict[str, list[str]] | None:
+    expressions = {"discovered": discover.COLLECT_EXPRESSION}
+    try:
+        reply = await _hidden_request(client, "", expressions)
+    except Exception:
+        return None
+    return None if reply is None else discover.parse_collected(reply)
 
 
 KERNEL_LOG_LINES = 30

@@ -13,6 +13,7 @@ from typing import Any
 import nbformat
 
 from sphinx_nbcache.config import Settings
+from sphinx_nbcache.discover import file_digest
 from sphinx_nbcache.execute import (
     NOTEBOOK_TIMEOUT,
     CellClock,
@@ -30,6 +31,8 @@ from sphinx_nbcache.store import DamagedEntryError, Store
 
 Warn = Callable[[str, str, str], None]
 """``warn(message, subtype, source)``; the caller decides how to log and where."""
+Explain = Callable[[str, str], None]
+"""``explain(message, source)``: why a stored result is not used."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,16 +59,35 @@ def make_job(planned: PlannedNotebook, settings: Settings) -> ExecutionJob:
         allow_errors=options.allow_errors,
         notebook_timeout=settings.notebook_timeout,
         cell_metadata_key=options.cell_metadata_key,
+        discover_root=(
+            str(settings.project_root)
+            if settings.project_root is not None and _is_python(planned.notebook.notebook)
+            else None
+        ),
     )
+
+
+def _is_python(notebook: nbformat.NotebookNode) -> bool:
+    """Discovery talks Python to the kernel: kernels of another language are left alone (a
+    kernelspec without a language, as MyST front matter often has, is tried: a kernel that
+    is not Python answers the hidden request with an error and records nothing)."""
+    kernelspec = notebook.metadata.get("kernelspec", {})
+    language = kernelspec.get("language") or notebook.metadata.get("language_info", {}).get("name")
+    return not language or str(language).lower() == "python"
 
 
 class Pipeline:
     """Looks notebooks up in the store and executes the misses, storing each as it ends."""
 
-    def __init__(self, settings: Settings, store: Store, warn: Warn) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, warn: Warn, explain: Explain | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.warn = warn
+        self.explain = explain or (lambda message, source: None)
+        self._digests: dict[str, str | None] = {}
+        """sha256 of each dependency, read once per build."""
 
     def lookup(self, planned: PlannedNotebook) -> ExecutionResult | None:
         """The reusable stored result, or None when the notebook must execute."""
@@ -74,11 +96,35 @@ class Pipeline:
         except DamagedEntryError as exc:
             self.warn(f"cache entry {exc}; executing the notebook again", "cache", planned.source)
             return None
-        if result is None or result.error is None:
+        if result is None:
+            return None
+        changed = self.changed_dependency(result)
+        if changed is not None:
+            self.explain(f"{changed} since it was executed; executing it again", planned.source)
+            return None
+        if result.error is None:
             return result
         if self.settings.retry_failed or self._more_time_now(planned, result):
             return None
         return result
+
+    def changed_dependency(self, result: ExecutionResult) -> str | None:
+        """The first file the result depends on that changed, in words; None if none did."""
+        root = self.settings.project_root
+        if root is None:
+            return None
+        for path, digest in sorted(result.dependencies.items()):
+            if path not in self._digests:
+                try:
+                    self._digests[path] = file_digest(root / path)
+                except OSError:
+                    self._digests[path] = None
+            now = self._digests[path]
+            if now is None:
+                return f"{path} is gone"
+            if now != digest:
+                return f"{path} changed"
+        return None
 
     def _more_time_now(self, planned: PlannedNotebook, result: ExecutionResult) -> bool:
         """A timed-out result is stale once its limit is raised: time limits are not in

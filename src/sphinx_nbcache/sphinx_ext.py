@@ -103,12 +103,15 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
         for problem in problems:
             report_error(problem, Subtype.config)
         raise ConfigError(f"{len(problems)} invalid nbcache configuration value(s)")
-    settings = build_settings(values, Path(app.confdir))
+    settings = build_settings(values, Path(app.confdir), Path(app.srcdir))
 
     def warn_at_source(message: str, subtype: str, source: str) -> None:
         warn(message, Subtype(subtype), location=app.env.path2doc(source))
 
-    pipeline = Pipeline(settings, Store(settings.cache_path), warn_at_source)
+    def explain_at_source(message: str, source: str) -> None:
+        LOGGER.info("nbcache: %s: %s", source, message)
+
+    pipeline = Pipeline(settings, Store(settings.cache_path), warn_at_source, explain_at_source)
     setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline))
 
 
@@ -233,6 +236,12 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         docname = env.docname
         options = planned.notebook.options
         error = result.error
+        root = build_state(get_env_app(env)).settings.project_root
+        if root is not None:
+            for path in result.dependencies:
+                # Sphinx re-reads the page when a file it read changes (by mtime); the
+                # lookup then compares contents, so a touched file executes nothing
+                env.note_dependency(str(root / path))
         NbMetadataCollector.set_exec_data(
             env,
             docname,

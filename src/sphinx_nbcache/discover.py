@@ -1,0 +1,118 @@
+"""What a notebook reads, found while it executes: local modules it imports and files it
+opens, so that the cache can tell when they change.
+
+A hidden setup request installs an audit hook in the kernel (Python kernels only) before
+the first cell; a hidden collection request after the last cell reads what it saw. Both are
+``silent`` requests: no output, no execution count, no history, and no name left in the
+notebook's namespace.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SETUP = r"""
+def _setup():
+    import os, sys, types
+    state = types.ModuleType("_nbcache_discover")
+    state.before = set(sys.modules)
+    state.read, state.written = set(), set()
+
+    def hook(event, args):
+        if event != "open" or not args:
+            return
+        path = args[0]
+        if isinstance(path, int):
+            return
+        mode = args[1] if len(args) > 1 else None
+        flags = args[2] if len(args) > 2 else 0
+        writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            mode is None and isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR)
+        )
+        try:
+            (state.written if writes else state.read).add(os.path.abspath(os.fsdecode(path)))
+        except Exception:
+            pass
+
+    def collect():
+        import json
+        modules = []
+        for name in set(sys.modules) - state.before:
+            file = getattr(sys.modules.get(name), "__file__", None)
+            if isinstance(file, str):
+                modules.append(os.path.abspath(file))
+        return json.dumps({
+            "modules": sorted(modules),
+            "read": sorted(state.read),
+            "written": sorted(state.written),
+        })
+
+    state.collect = collect
+    sys.modules["_nbcache_discover"] = state
+    sys.addaudithook(hook)
+_setup()
+del _setup
+"""
+"""Runs in the kernel; ``exec`` in a fresh namespace keeps the notebook's own clean."""
+
+SETUP_REQUEST = f"exec({SETUP!r}, {{}})"
+COLLECT_EXPRESSION = '__import__("sys").modules["_nbcache_discover"].collect()'
+
+SKIPPED_PARTS = frozenset({"__pycache__", "_build", "jupyter_execute", ".nbcache"})
+
+
+def relevant(paths: Iterable[str], root: Path, ignore: Iterable[str]) -> list[str]:
+    """Files inside ``root`` that are inputs: not in hidden folders, caches, build output
+    or a virtual environment under the project, and not among the ``ignore``d files (those
+    the notebook wrote itself)."""
+    skipped = {os.path.realpath(path) for path in ignore}
+    found = set()
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in skipped or not Path(real).is_file():
+            continue
+        try:
+            relative = Path(real).relative_to(root)
+        except ValueError:
+            continue
+        parts = relative.parts
+        if any(part.startswith(".") or part in SKIPPED_PARTS for part in parts[:-1]):
+            continue
+        if "site-packages" in parts or relative.suffix == ".pyc":
+            continue
+        found.add(relative.as_posix())
+    return sorted(found)
+
+
+def parse_collected(reply: dict[str, Any]) -> dict[str, list[str]] | None:
+    """The collection request's answer, from its ``user_expressions``; None if missing."""
+    value = reply.get("content", {}).get("user_expressions", {}).get("discovered", {})
+    if value.get("status") != "ok":
+        return None
+    text = value.get("data", {}).get("text/plain")
+    try:
+        data = json.loads(ast.literal_eval(text))
+    except (ValueError, SyntaxError, TypeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def file_digest(path: Path) -> str:
+    with path.open("rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def dependencies(collected: dict[str, list[str]], root: Path) -> dict[str, str]:
+    """Project-relative path -> sha256 of every module and file the notebook read."""
+    inputs = relevant(
+        [*collected.get("modules", []), *collected.get("read", [])],
+        root,
+        collected.get("written", []),
+    )
+    return {path: file_digest(root / path) for path in inputs}

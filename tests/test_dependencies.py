@@ -1,0 +1,100 @@
+"""The cache follows what a notebook reads: local modules it imports, files it opens."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import Project, ProjectFactory, code, ipynb
+
+CONF = 'exclude_patterns.append("lib")\n'
+
+
+def uses(n: int) -> str:
+    source = (
+        f"import sys\nsys.path.insert(0, 'lib')\nfrom helpers import double\nprint(double({n}))"
+    )
+    return ipynb(code(source))
+
+
+PLAIN = ipynb(code("print('independent')"))
+READS = ipynb(
+    code("print(open('data.csv').read().strip())"),
+    code("with open('made.txt', 'w') as f:\n    f.write('x')\nprint(open('made.txt').read())"),
+)
+
+
+def make(make_project: ProjectFactory) -> Project:
+    project = make_project(
+        {
+            "uses1.ipynb": uses(21),
+            "uses2.ipynb": uses(1),
+            "plain.ipynb": PLAIN,
+            "reads.ipynb": READS,
+        },
+        CONF,
+    )
+    project.write("lib/helpers.py", "def double(x):\n    return 2 * x\n")
+    project.write("data.csv", "a,b\n1,2\n")
+    first = project.build()
+    assert first.executed == ["plain.ipynb", "reads.ipynb", "uses1.ipynb", "uses2.ipynb"]
+    assert "42" in first.html("uses1")
+    return project
+
+
+def test_editing_an_imported_module_executes_exactly_its_importers(
+    make_project: ProjectFactory,
+) -> None:
+    project = make(make_project)
+    project.write("lib/helpers.py", "def double(x):\n    return x * 2 + 1000\n")
+    incremental = project.build()
+    assert incremental.executed == ["uses1.ipynb", "uses2.ipynb"]
+    assert "1042" in incremental.html("uses1")
+    assert "nbcache: uses1.ipynb: lib/helpers.py changed since it was executed" in (
+        incremental.stdout
+    )
+    project.write("lib/helpers.py", "def double(x):\n    return x * 2 + 2000\n")
+    assert project.build("-E").executed == ["uses1.ipynb", "uses2.ipynb"]
+
+
+def test_data_files_by_content_and_files_the_notebook_wrote_are_not_inputs(
+    make_project: ProjectFactory,
+) -> None:
+    project = make(make_project)
+    project.write("data.csv", "a,b\n1,2\n")  # same content, new mtime
+    project.write("made.txt", "changed by hand")
+    project.write("unrelated.txt", "nobody reads this")
+    assert project.build().executed == []
+    project.write("data.csv", "a,b\n3,4\n")
+    status = subprocess.run(
+        [sys.executable, "-m", "sphinx_nbcache", "status", "--json"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert status.returncode == 1
+    listing = {entry["source"]: entry for entry in json.loads(status.stdout)}
+    assert (listing["reads.ipynb"]["state"], listing["reads.ipynb"]["why"]) == (
+        "stale",
+        "data.csv changed",
+    )
+    build = project.build()
+    assert build.executed == ["reads.ipynb"]
+    assert "3,4" in build.html("reads")
+
+
+def test_discovery_leaves_no_trace_in_the_notebook(make_project: ProjectFactory) -> None:
+    notebook = ipynb(
+        code("print([name for name in globals() if 'nbcache' in name.lower()])"),
+        code("print(len(In), len(Out))"),  # no history from the hidden requests
+    )
+    project = make_project({"nb.ipynb": notebook})
+    build = project.build()
+    executed = json.loads((project.root / "_build/jupyter_execute/nb.ipynb").read_text())
+    cells = [cell for cell in executed["cells"] if cell["cell_type"] == "code"]
+    assert [cell["execution_count"] for cell in cells] == [1, 2]
+    assert ["".join(cell["outputs"][0]["text"]) for cell in cells] == ["[]\n", "3 0\n"]
+    assert [len(cell["outputs"]) for cell in cells] == [1, 1]
+    assert build.warnings == []
