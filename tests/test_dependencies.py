@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import platform
 import subprocess
 import sys
+from importlib.metadata import version
 
 from conftest import Project, ProjectFactory, code, ipynb
+from sphinx_nbcache.store import Store
 
 CONF = 'exclude_patterns.append("lib")\n'
 
@@ -98,3 +102,27 @@ def test_discovery_leaves_no_trace_in_the_notebook(make_project: ProjectFactory)
     assert ["".join(cell["outputs"][0]["text"]) for cell in cells] == ["[]\n", "3 0\n"]
     assert [len(cell["outputs"]) for cell in cells] == [1, 1]
     assert build.warnings == []
+
+
+def test_an_imported_package_at_another_version_invalidates(make_project: ProjectFactory) -> None:
+    notebook = ipynb(code("import diskcache\nprint('imported', diskcache.__name__)"))
+    project = make_project({"nb.ipynb": notebook})
+    assert project.build().executed == ["nb.ipynb"]
+    store = Store(project.root / ".nbcache")
+    (key,) = store.all_keys()
+    result = store.get(key)
+    assert result is not None
+    packages = result.environment["packages"]
+    assert packages["diskcache"] == version("diskcache")
+    assert "jupytext" not in packages, "installed, but this notebook did not import it"
+    assert result.environment["python"] == platform.python_version()
+    assert project.build("-E").executed == []
+
+    older = {**result.environment, "packages": {**packages, "diskcache": "0.0.1"}}
+    store.put(dataclasses.replace(result, environment=older), store.material(key))
+    store.close()
+    build = project.build("-E")
+    assert build.executed == ["nb.ipynb"]
+    assert f"nb.ipynb: diskcache 0.0.1 -> {version('diskcache')} since it was executed" in (
+        build.stdout
+    )

@@ -121,7 +121,9 @@ class Project:
         except DamagedEntryError:
             return Notebook(docname, source, "damaged", notebook, planned, None)
         if result is not None:
-            changed = self.pipeline.changed_dependency(result)
+            changed = self.pipeline.changed_dependency(result) or self.pipeline.changed_environment(
+                result, planned
+            )
             if changed is not None:
                 return Notebook(docname, source, "stale", notebook, planned, result, changed)
             state = "fresh" if result.succeeded else "failed"

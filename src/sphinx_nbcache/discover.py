@@ -13,6 +13,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -41,16 +42,28 @@ def _setup():
             pass
 
     def collect():
-        import json
-        modules = []
+        import json, platform
+        from importlib import metadata
+        modules, tops = [], set()
         for name in set(sys.modules) - state.before:
             file = getattr(sys.modules.get(name), "__file__", None)
             if isinstance(file, str):
                 modules.append(os.path.abspath(file))
+                tops.add(name.partition(".")[0])
+        packages = {}
+        owners = metadata.packages_distributions()
+        for top in tops:
+            for dist in owners.get(top, []):
+                try:
+                    packages[dist] = metadata.version(dist)
+                except Exception:
+                    pass
         return json.dumps({
             "modules": sorted(modules),
             "read": sorted(state.read),
             "written": sorted(state.written),
+            "packages": packages,
+            "python": platform.python_version(),
         })
 
     state.collect = collect
@@ -116,3 +129,42 @@ def dependencies(collected: dict[str, list[str]], root: Path) -> dict[str, str]:
         collected.get("written", []),
     )
     return {path: file_digest(root / path) for path in inputs}
+
+
+ENVIRONMENT_SCRIPT = (
+    "import json, platform\n"
+    "from importlib import metadata\n"
+    "print(json.dumps({'python': platform.python_version(), 'packages': "
+    "{d.metadata['Name']: d.version for d in metadata.distributions()}}))"
+)
+"""Run by a kernel's own Python: what is installed where the notebook would execute."""
+
+
+def environment(collected: dict[str, Any]) -> dict[str, Any]:
+    """The Python version and the distributions (name -> version) of the third-party
+    modules the notebook imported; local modules are tracked as files instead."""
+    packages = collected.get("packages")
+    python = collected.get("python")
+    if not isinstance(packages, dict) or not isinstance(python, str):
+        return {}
+    return {"python": python, "packages": dict(sorted(packages.items()))}
+
+
+def changed_environment(recorded: dict[str, Any], installed: dict[str, Any]) -> str | None:
+    """How the kernel's environment differs from the recorded one, for the packages the
+    notebook used; None if it does not."""
+    if not recorded:
+        return None
+    if recorded.get("python") != installed.get("python"):
+        return f"Python {recorded.get('python')} -> {installed.get('python')}"
+    now = {_normal(name): version for name, version in installed.get("packages", {}).items()}
+    for name, version in recorded.get("packages", {}).items():
+        current = now.get(_normal(name))
+        if current != version:
+            return f"{name} {version} -> {current or 'not installed'}"
+    return None
+
+
+def _normal(name: str) -> str:
+    """Distribution names compare case- and separator-insensitively (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()

@@ -115,6 +115,8 @@ class ExecutionResult:
     """ISO 8601 UTC time the execution finished."""
     dependencies: dict[str, str] = dataclasses.field(default_factory=dict)
     """Project-relative path -> sha256 of each local module and file the notebook read."""
+    environment: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The kernel's Python version and the versions of the packages the notebook imported."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -342,6 +344,7 @@ async def execute_job(job: ExecutionJob, pool: Pool, watcher: Watcher) -> Execut
             if collected is not None and job.discover_root is not None
             else {}
         ),
+        environment=discover.environment(collected) if collected is not None else {},
     )
 
 

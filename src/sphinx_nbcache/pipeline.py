@@ -6,12 +6,18 @@ No Sphinx here: the extension and the command line share this pipeline and one c
 from __future__ import annotations
 
 import dataclasses
+import json
+import platform
+import subprocess
+import sys
 from collections.abc import Callable, Iterable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
+from sphinx_nbcache import discover
 from sphinx_nbcache.config import Settings
 from sphinx_nbcache.discover import file_digest
 from sphinx_nbcache.execute import (
@@ -67,6 +73,37 @@ def make_job(planned: PlannedNotebook, settings: Settings) -> ExecutionJob:
     )
 
 
+def kernel_environment(kernel: str) -> dict[str, Any]:
+    """Python version and installed distributions where ``kernel`` runs: read in this
+    process when the kernel uses this interpreter (ipykernel's own kernelspec), else by
+    running the kernel's interpreter once; empty when that cannot be done."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    try:
+        argv = KernelSpecManager().get_kernel_spec(kernel or "python3").argv
+    except Exception:
+        return {}
+    python = argv[0] if argv else ""
+    this = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}
+    if python in this or Path(python).resolve() == Path(sys.executable).resolve():
+        return {
+            "python": platform.python_version(),
+            "packages": {d.metadata["Name"]: d.version for d in metadata.distributions()},
+        }
+    try:
+        done = subprocess.run(
+            [python, "-c", discover.ENVIRONMENT_SCRIPT],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        found: dict[str, Any] = json.loads(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {}
+    return found
+
+
 def _is_python(notebook: nbformat.NotebookNode) -> bool:
     """Discovery talks Python to the kernel: kernels of another language are left alone (a
     kernelspec without a language, as MyST front matter often has, is tried: a kernel that
@@ -88,6 +125,8 @@ class Pipeline:
         self.explain = explain or (lambda message, source: None)
         self._digests: dict[str, str | None] = {}
         """sha256 of each dependency, read once per build."""
+        self._environments: dict[str, dict[str, Any]] = {}
+        """What is installed for each kernel, looked at once per build."""
 
     def lookup(self, planned: PlannedNotebook) -> ExecutionResult | None:
         """The reusable stored result, or None when the notebook must execute."""
@@ -98,7 +137,7 @@ class Pipeline:
             return None
         if result is None:
             return None
-        changed = self.changed_dependency(result)
+        changed = self.changed_dependency(result) or self.changed_environment(result, planned)
         if changed is not None:
             self.explain(f"{changed} since it was executed; executing it again", planned.source)
             return None
@@ -125,6 +164,17 @@ class Pipeline:
             if now != digest:
                 return f"{path} changed"
         return None
+
+    def changed_environment(self, result: ExecutionResult, planned: PlannedNotebook) -> str | None:
+        """A package the notebook imported, or Python itself, at another version now in
+        the environment its kernel runs in; None if nothing changed or it cannot be told."""
+        if not result.environment:
+            return None
+        kernel = planned.notebook.notebook.metadata.get("kernelspec", {}).get("name", "")
+        if kernel not in self._environments:
+            self._environments[kernel] = kernel_environment(kernel)
+        installed = self._environments[kernel]
+        return discover.changed_environment(result.environment, installed) if installed else None
 
     def _more_time_now(self, planned: PlannedNotebook, result: ExecutionResult) -> bool:
         """A timed-out result is stale once its limit is raised: time limits are not in
