@@ -6,6 +6,7 @@ No Sphinx here: the extension and the command line share this pipeline and one c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import platform
 import subprocess
@@ -73,19 +74,29 @@ def make_job(planned: PlannedNotebook, settings: Settings) -> ExecutionJob:
     )
 
 
-def kernel_environment(kernel: str) -> dict[str, Any]:
-    """Python version and installed distributions where ``kernel`` runs: read in this
-    process when the kernel uses this interpreter (ipykernel's own kernelspec), else by
-    running the kernel's interpreter once; empty when that cannot be done."""
+@functools.cache
+def kernel_interpreter(kernel: str) -> str | None:
+    """The interpreter ``kernel`` runs in; None when it is this process's own (ipykernel's
+    kernelspec, or "python" which jupyter_client maps to it) or cannot be told."""
     from jupyter_client.kernelspec import KernelSpecManager
 
     try:
         argv = KernelSpecManager().get_kernel_spec(kernel or "python3").argv
     except Exception:
-        return {}
+        return None
     python = argv[0] if argv else ""
     this = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}
-    if python in this or Path(python).resolve() == Path(sys.executable).resolve():
+    if not python or python in this or Path(python).resolve() == Path(sys.executable).resolve():
+        return None
+    return python
+
+
+def kernel_environment(kernel: str) -> dict[str, Any]:
+    """Python version and installed distributions where ``kernel`` runs: read in this
+    process when the kernel uses this interpreter, else by running the kernel's
+    interpreter once; empty when that cannot be done."""
+    python = kernel_interpreter(kernel)
+    if python is None:
         return {
             "python": platform.python_version(),
             "packages": {d.metadata["Name"]: d.version for d in metadata.distributions()},
@@ -171,9 +182,12 @@ class Pipeline:
         if not result.environment:
             return None
         kernel = planned.notebook.notebook.metadata.get("kernelspec", {}).get("name", "")
-        if kernel not in self._environments:
-            self._environments[kernel] = kernel_environment(kernel)
-        installed = self._environments[kernel]
+        if not result.environment.get("packages") and kernel_interpreter(kernel) is None:
+            installed = {"python": platform.python_version(), "packages": {}}
+        else:
+            if kernel not in self._environments:
+                self._environments[kernel] = kernel_environment(kernel)
+            installed = self._environments[kernel]
         return discover.changed_environment(result.environment, installed) if installed else None
 
     def _more_time_now(self, planned: PlannedNotebook, result: ExecutionResult) -> bool:
