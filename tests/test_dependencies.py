@@ -126,3 +126,27 @@ def test_an_imported_package_at_another_version_invalidates(make_project: Projec
     assert f"nb.ipynb: diskcache 0.0.1 -> {version('diskcache')} since it was executed" in (
         build.stdout
     )
+
+
+def test_declared_files_and_environment_variables_are_part_of_the_key(
+    make_project: ProjectFactory,
+) -> None:
+    reader = ipynb(code("import subprocess\nsubprocess.run(['cat', 'table.txt'])"))
+    own = ipynb(code("print('own metadata')"), metadata={"nbcache": {"dependencies": ["*.cfg"]}})
+    conf = (
+        'nbcache_dependencies = {"reader*": ["table.txt"]}\n'
+        'nbcache_env_vars = ["NBCACHE_TEST_LEVEL"]\n'
+    )
+    project = make_project({"reader.ipynb": reader, "own.ipynb": own, "plain.ipynb": PLAIN}, conf)
+    project.write("table.txt", "one\n")
+    project.write("settings.cfg", "a = 1\n")
+    env = {"NBCACHE_TEST_LEVEL": "1"}
+    assert project.build(env=env).executed == ["own.ipynb", "plain.ipynb", "reader.ipynb"]
+    assert project.build(env=env).executed == []
+
+    project.write("table.txt", "two\n")
+    assert project.build(env=env).executed == ["reader.ipynb"], "without -E too"
+    project.write("settings.cfg", "a = 2\n")
+    assert project.build(env=env).executed == ["own.ipynb"]
+    changed = project.build(env={"NBCACHE_TEST_LEVEL": "2"})
+    assert changed.executed == ["own.ipynb", "plain.ipynb", "reader.ipynb"]

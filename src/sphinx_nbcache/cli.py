@@ -25,7 +25,7 @@ import nbformat
 
 from sphinx_nbcache import __version__
 from sphinx_nbcache.execute import ExecutionResult
-from sphinx_nbcache.key import explain_difference, key_material
+from sphinx_nbcache.key import explain_difference
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook
 from sphinx_nbcache.progress import Progress, on_terminal
@@ -133,7 +133,7 @@ class Project:
             return Notebook(docname, source, "new", notebook, planned, None)
         key, _ = max(previous, key=lambda entry: entry[1].finished)
         old = self.store.material(key)
-        new = key_material(notebook.notebook, notebook.options)
+        new = planned.material
         why = "unknown" if old is None else explain_difference(old, new)
         return Notebook(docname, source, "stale", notebook, planned, None, why)
 

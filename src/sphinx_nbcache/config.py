@@ -45,6 +45,21 @@ def _check_seconds(value: Any) -> str | None:
     return None
 
 
+def _check_dependencies(value: Any) -> str | None:
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, list | tuple) and all(isinstance(g, str) for g in v)
+        for k, v in value.items()
+    ):
+        return None
+    return f"must map notebook globs to lists of file globs, not {value!r}"
+
+
+def _check_names(value: Any) -> str | None:
+    if isinstance(value, list | tuple) and all(isinstance(name, str) for name in value):
+        return None
+    return f"must be a list of environment variable names, not {value!r}"
+
+
 def _check_bool(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
@@ -87,6 +102,23 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         _check_seconds,
     ),
     ConfigValue(
+        "nbcache_dependencies",
+        {},
+        "env",
+        (dict,),
+        "Files notebooks depend on that discovery cannot see: {notebook glob: [file globs]}, "
+        "globs relative to the source folder. Their contents are part of the cache key.",
+        _check_dependencies,
+    ),
+    ConfigValue(
+        "nbcache_env_vars",
+        [],
+        "env",
+        (list, tuple),
+        "Environment variables whose values are part of every notebook's cache key.",
+        _check_names,
+    ),
+    ConfigValue(
         "nbcache_report",
         None,
         "",
@@ -120,6 +152,9 @@ class Settings:
     junit: Path | None = None
     project_root: Path | None = None
     """Files a notebook reads under this folder are tracked as its dependencies."""
+    dependencies: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(notebook glob, file globs) pairs from ``nbcache_dependencies``."""
+    env_vars: tuple[str, ...] = ()
 
 
 def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,6 +202,11 @@ def build_settings(
         report=_optional_path(values.get("nbcache_report")),
         junit=_optional_path(values.get("nbcache_junit")),
         project_root=project_root(srcdir) if srcdir is not None else None,
+        dependencies=tuple(
+            (pattern, tuple(globs))
+            for pattern, globs in (values.get("nbcache_dependencies") or {}).items()
+        ),
+        env_vars=tuple(values.get("nbcache_env_vars") or ()),
     )
 
 

@@ -18,8 +18,16 @@ EXECUTION_TAGS = frozenset({"raises-exception", "skip-execution", "parameters"})
 change rendering (``hide-input``, ``remove-output``, ...)."""
 
 
-def key_material(notebook: nbformat.NotebookNode, options: ExecOptions) -> dict[str, Any]:
-    """Everything the key depends on, as plain data (useful to explain a miss)."""
+def key_material(
+    notebook: nbformat.NotebookNode,
+    options: ExecOptions,
+    declared: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything the key depends on, as plain data (useful to explain a miss).
+
+    ``declared`` holds what the project declares a notebook depends on: file contents by
+    project-relative path and environment variable values. Left out when empty, so keys
+    of notebooks without declarations do not change."""
     kernelspec = notebook.metadata.get("kernelspec", {})
     cells = []
     for cell in notebook.cells:
@@ -27,7 +35,7 @@ def key_material(notebook: nbformat.NotebookNode, options: ExecOptions) -> dict[
             continue
         tags = sorted(EXECUTION_TAGS.intersection(cell.metadata.get("tags", [])))
         cells.append({"source": cell.source, "tags": tags})
-    return {
+    material = {
         "schema": KEY_SCHEMA,
         "kernel": kernelspec.get("name", ""),
         "language": kernelspec.get("language", ""),
@@ -35,11 +43,20 @@ def key_material(notebook: nbformat.NotebookNode, options: ExecOptions) -> dict[
         "in_temp": options.in_temp,
         "cells": cells,
     }
+    if declared:
+        material["declared"] = declared
+    return material
 
 
-def notebook_key(notebook: nbformat.NotebookNode, options: ExecOptions) -> str:
+def notebook_key(
+    notebook: nbformat.NotebookNode,
+    options: ExecOptions,
+    declared: dict[str, Any] | None = None,
+) -> str:
     """A hex digest of :func:`key_material`; never depends on where the project lives."""
-    material = json.dumps(key_material(notebook, options), sort_keys=True, ensure_ascii=False)
+    material = json.dumps(
+        key_material(notebook, options, declared), sort_keys=True, ensure_ascii=False
+    )
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
@@ -51,6 +68,12 @@ def explain_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     for field in ("kernel", "language"):
         if old.get(field) != new.get(field):
             reasons.append(f"{field} {old.get(field)!r} -> {new.get(field)!r}")
+    for kind, label in (("files", "declared file"), ("env", "environment variable")):
+        before = old.get("declared", {}).get(kind, {})
+        after = new.get("declared", {}).get(kind, {})
+        for name in sorted(set(before) | set(after)):
+            if before.get(name) != after.get(name):
+                reasons.append(f"{label} {name} changed")
     settings = [f for f in ("allow_errors", "in_temp") if old.get(f) != new.get(f)]
     if settings:
         reasons.append("execution settings changed (" + ", ".join(settings) + ")")

@@ -6,8 +6,10 @@ No Sphinx here: the extension and the command line share this pipeline and one c
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import functools
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -49,10 +51,51 @@ class PlannedNotebook:
     source: str
     notebook: SourceNotebook
     key: str
+    declared: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """What the project declares it depends on, as it is now (part of the key)."""
+
+    @property
+    def material(self) -> dict[str, Any]:
+        return key_material(self.notebook.notebook, self.notebook.options, self.declared)
 
 
-def plan(source: str, notebook: SourceNotebook) -> PlannedNotebook:
-    return PlannedNotebook(source, notebook, notebook_key(notebook.notebook, notebook.options))
+def plan(
+    source: str, notebook: SourceNotebook, declared: dict[str, Any] | None = None
+) -> PlannedNotebook:
+    declared = declared or {}
+    key = notebook_key(notebook.notebook, notebook.options, declared)
+    return PlannedNotebook(source, notebook, key, declared)
+
+
+def declared_inputs(
+    settings: Settings, srcdir: Path, source: str, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """The files and environment variables declared for the notebook at ``source``
+    (relative to ``srcdir``): ``nbcache_dependencies`` globs whose notebook pattern
+    matches, globs in the notebook's own ``nbcache: {dependencies: [...]}`` metadata
+    (relative to its folder), and ``nbcache_env_vars``. Files by sha256 of their content,
+    under paths relative to ``srcdir``."""
+    patterns = [
+        (srcdir, glob)
+        for notebooks, globs in settings.dependencies
+        if fnmatch.fnmatchcase(source, notebooks)
+        for glob in globs
+    ]
+    own = metadata.get("nbcache", {})
+    own_globs = own.get("dependencies", []) if isinstance(own, dict) else []
+    folder = (srcdir / source).parent
+    patterns += [(folder, glob) for glob in own_globs if isinstance(glob, str)]
+    files = {}
+    for base, glob in patterns:
+        for path in sorted(base.glob(glob)):
+            if path.is_file():
+                files[Path(os.path.relpath(path, srcdir)).as_posix()] = file_digest(path)
+    declared: dict[str, Any] = {}
+    if files:
+        declared["files"] = dict(sorted(files.items()))
+    if settings.env_vars:
+        declared["env"] = {name: os.environ.get(name) for name in sorted(settings.env_vars)}
+    return declared
 
 
 def make_job(planned: PlannedNotebook, settings: Settings) -> ExecutionJob:
@@ -250,9 +293,7 @@ class _Storing:
 
     def finished(self, result: ExecutionResult) -> None:
         self.results[result.key] = result
-        planned = self.planned[result.key]
-        notebook = planned.notebook
-        self.pipeline.store_result(result, key_material(notebook.notebook, notebook.options))
+        self.pipeline.store_result(result, self.planned[result.key].material)
         self.watcher.finished(result)
 
     def tick(self, pool: Pool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Set
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +34,7 @@ from sphinx_nbcache.config import (
 from sphinx_nbcache.execute import ExecutionResult, describe_pool, make_pool
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
-from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, plan
+from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, declared_inputs, plan
 from sphinx_nbcache.progress import Progress, on_terminal
 from sphinx_nbcache.read import EXECUTING_MODES, NotebookReadError, SourceNotebook, read_notebook
 from sphinx_nbcache.report import (
@@ -52,6 +53,7 @@ from sphinx_nbcache.store import Store
 
 STATE_ATTRIBUTE = "_nbcache_build"
 ENV_ATTRIBUTE = "nbcache_docs"
+ENV_VALUES_ATTRIBUTE = "nbcache_env_values"
 MERGED_READER = "sphinx_nbcache.read.read_merged_notebook"
 
 
@@ -120,7 +122,12 @@ def build_state(app: Sphinx) -> BuildState:
 
 
 def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook) -> PlannedNotebook:
-    return plan(str(env.doc2path(docname, False)), notebook)
+    source = str(env.doc2path(docname, False))
+    settings = build_state(get_env_app(env)).settings
+    declared = declared_inputs(settings, Path(env.srcdir), source, dict(notebook.notebook.metadata))
+    for path in declared.get("files", {}):  # kept when noted while the page is read
+        env.note_dependency(str(Path(env.srcdir, path)), docname=docname)
+    return plan(source, notebook, declared)
 
 
 def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
@@ -372,12 +379,19 @@ class NbCacheCollector(EnvironmentCollector):
         changed: Set[str],
         removed: Set[str],
     ) -> list[str]:
-        """Unchanged documents whose cache entry is gone must be read (and executed) again."""
-        store = build_state(app).pipeline.store
+        """Unchanged documents must be read (and maybe executed) again when their cache
+        entry is gone, or when a declared environment variable has another value."""
+        state = build_state(app)
+        values = {name: os.environ.get(name) for name in state.settings.env_vars}
+        before = getattr(env, ENV_VALUES_ATTRIBUTE, values)
+        setattr(env, ENV_VALUES_ATTRIBUTE, values)
+        store = state.pipeline.store
         return sorted(
             docname
             for docname, record in _doc_records(env).items()
-            if docname not in changed and docname not in removed and record["key"] not in store
+            if docname not in changed
+            and docname not in removed
+            and (before != values or record["key"] not in store)
         )
 
 
