@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
-from conftest import Project, ProjectFactory, code, ipynb
+from conftest import Project, ProjectFactory, code, ipynb, myst_notebook
 from sphinx_nbcache.store import Store
 
 CONF = 'exclude_patterns.append("lib")\n'
@@ -150,3 +152,51 @@ def test_declared_files_and_environment_variables_are_part_of_the_key(
     assert project.build(env=env).executed == ["own.ipynb"]
     changed = project.build(env={"NBCACHE_TEST_LEVEL": "2"})
     assert changed.executed == ["own.ipynb", "plain.ipynb", "reader.ipynb"]
+
+
+PNG = (
+    "import base64\n"
+    "pixel = base64.b64decode('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==')\n"
+    "with open('figures/saved.png', 'wb') as f:\n"
+    "    f.write(pixel)"
+)
+
+
+def test_a_saved_figure_comes_back_from_the_cache_in_a_fresh_copy(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    notebook = myst_notebook(
+        f"""\
+        # A figure
+
+        ```{{code-cell}} ipython3
+        import os
+        os.makedirs('figures', exist_ok=True)
+        ```
+
+        ```{{code-cell}} ipython3
+        {PNG.replace(chr(10), chr(10) + "        ")}
+        ```
+
+        The figure, embedded by the prose:
+
+        ![a saved figure](figures/saved.png)
+        """
+    )
+    project = make_project({"fig.md": notebook}, "nbcache_artefact_exclude = ['*.tmp']\n")
+    first = project.build()
+    assert first.executed == ["fig.md"]
+    assert first.warnings == []
+
+    copy = Project(tmp_path / "copy")
+    shutil.copytree(project.root, copy.root, ignore=shutil.ignore_patterns("_build", "figures"))
+    build = copy.build()
+    assert build.executed == []
+    assert build.warnings == []
+    assert "nbcache: fig.md: restored figures/saved.png from the cache" in build.stdout
+    assert (copy.root / "figures" / "saved.png").read_bytes() == (
+        project.root / "figures" / "saved.png"
+    ).read_bytes()
+    assert "saved.png" in build.html("fig")
+    assert list((build.outdir / "_images").glob("saved*.png"))

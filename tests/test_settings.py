@@ -87,11 +87,17 @@ def test_working_directory_is_the_notebook_folder(make_project: ProjectFactory) 
 
 def test_in_temp_runs_in_a_temporary_folder(make_project: ProjectFactory) -> None:
     notebook = ipynb(code("import os\nprint('cwd', os.listdir('.'))\nopen('out.txt', 'w')"))
-    project = make_project({"nb.ipynb": notebook}, "nb_execution_in_temp = True\n")
+    project = make_project(
+        {"nb.ipynb": notebook}, "nb_execution_in_temp = True\nnbcache_artefact_max_size = 0\n"
+    )
     build = project.build()
     assert build.returncode == 0, build.stderr
     assert "cwd []" in build.html("nb")
     assert not (project.root / "out.txt").exists()
+    project.edit("conf.py", "nbcache_artefact_max_size = 0", "")
+    project.edit("nb.ipynb", "open('out.txt', 'w')", "open('out.txt', 'w').write('made')")
+    assert project.build().executed == ["nb.ipynb"]
+    assert (project.root / "out.txt").read_text() == "made", "written in temp, restored here"
 
 
 def test_execution_metadata_allows_errors(make_project: ProjectFactory) -> None:

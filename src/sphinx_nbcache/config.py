@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 DEFAULT_CACHE_DIR = ".nbcache"
+DEFAULT_ARTEFACT_MAX_SIZE = 10 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +59,18 @@ def _check_names(value: Any) -> str | None:
     if isinstance(value, list | tuple) and all(isinstance(name, str) for name in value):
         return None
     return f"must be a list of environment variable names, not {value!r}"
+
+
+def _check_size(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"must be a number of bytes (int, 0 to capture nothing), not {value!r}"
+    return None
+
+
+def _check_globs(value: Any) -> str | None:
+    if isinstance(value, list | tuple) and all(isinstance(glob, str) for glob in value):
+        return None
+    return f"must be a list of glob patterns, not {value!r}"
 
 
 def _check_bool(value: Any) -> str | None:
@@ -119,6 +132,31 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         _check_names,
     ),
     ConfigValue(
+        "nbcache_artefact_max_size",
+        DEFAULT_ARTEFACT_MAX_SIZE,
+        "",
+        (int,),
+        "Files up to this many bytes that a notebook writes in its folder are cached with "
+        "its outputs and restored on a hit; 0 captures none.",
+        _check_size,
+    ),
+    ConfigValue(
+        "nbcache_artefact_include",
+        ["*"],
+        "",
+        (list, tuple),
+        "Glob patterns (relative to the notebook's folder) of the files to capture.",
+        _check_globs,
+    ),
+    ConfigValue(
+        "nbcache_artefact_exclude",
+        [],
+        "",
+        (list, tuple),
+        "Glob patterns of files not to capture, even when included.",
+        _check_globs,
+    ),
+    ConfigValue(
         "nbcache_report",
         None,
         "",
@@ -155,6 +193,9 @@ class Settings:
     dependencies: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """(notebook glob, file globs) pairs from ``nbcache_dependencies``."""
     env_vars: tuple[str, ...] = ()
+    artefact_max_size: int = DEFAULT_ARTEFACT_MAX_SIZE
+    artefact_include: tuple[str, ...] = ("*",)
+    artefact_exclude: tuple[str, ...] = ()
 
 
 def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -207,6 +248,9 @@ def build_settings(
             for pattern, globs in (values.get("nbcache_dependencies") or {}).items()
         ),
         env_vars=tuple(values.get("nbcache_env_vars") or ()),
+        artefact_max_size=values.get("nbcache_artefact_max_size", DEFAULT_ARTEFACT_MAX_SIZE),
+        artefact_include=tuple(values.get("nbcache_artefact_include", ["*"])),
+        artefact_exclude=tuple(values.get("nbcache_artefact_exclude", [])),
     )
 
 

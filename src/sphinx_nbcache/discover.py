@@ -10,6 +10,8 @@ notebook's namespace.
 from __future__ import annotations
 
 import ast
+import base64
+import fnmatch
 import hashlib
 import json
 import os
@@ -103,7 +105,7 @@ def relevant(paths: Iterable[str], root: Path, ignore: Iterable[str]) -> list[st
     return sorted(found)
 
 
-def parse_collected(reply: dict[str, Any]) -> dict[str, list[str]] | None:
+def parse_collected(reply: dict[str, Any]) -> dict[str, Any] | None:
     """The collection request's answer, from its ``user_expressions``; None if missing."""
     value = reply.get("content", {}).get("user_expressions", {}).get("discovered", {})
     if value.get("status") != "ok":
@@ -121,7 +123,7 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
-def dependencies(collected: dict[str, list[str]], root: Path) -> dict[str, str]:
+def dependencies(collected: dict[str, Any], root: Path) -> dict[str, str]:
     """Project-relative path -> sha256 of every module and file the notebook read."""
     inputs = relevant(
         [*collected.get("modules", []), *collected.get("read", [])],
@@ -168,3 +170,53 @@ def changed_environment(recorded: dict[str, Any], installed: dict[str, Any]) -> 
 def _normal(name: str) -> str:
     """Distribution names compare case- and separator-insensitively (PEP 503)."""
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def capture_artefacts(
+    written: Iterable[str],
+    folder: Path,
+    max_size: int,
+    include: Iterable[str],
+    exclude: Iterable[str],
+) -> dict[str, dict[str, str]]:
+    """Files the notebook wrote inside ``folder`` (its working directory) and that still
+    exist, by path relative to it: their sha256 and base64 content. Files over
+    ``max_size`` bytes, or not matching ``include`` or matching ``exclude``, are left out."""
+    include, exclude = list(include), list(exclude)
+    folder = folder.resolve()
+    captured = {}
+    for path in sorted({os.path.realpath(p) for p in written}):
+        file = Path(path)
+        try:
+            relative = file.relative_to(folder).as_posix()
+        except ValueError:
+            continue
+        if not file.is_file() or file.stat().st_size > max_size:
+            continue
+        if not any(fnmatch.fnmatchcase(relative, p) for p in include):
+            continue
+        if any(fnmatch.fnmatchcase(relative, p) for p in exclude):
+            continue
+        data = file.read_bytes()
+        captured[relative] = {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "base64": base64.b64encode(data).decode("ascii"),
+        }
+    return captured
+
+
+def restore_artefacts(artefacts: dict[str, dict[str, str]], folder: Path) -> list[str]:
+    """Write back the artefacts that are missing or differ under ``folder``; the paths
+    written. Paths that would leave ``folder`` are ignored."""
+    restored = []
+    folder = folder.resolve()
+    for relative, artefact in sorted(artefacts.items()):
+        target = (folder / relative).resolve()
+        if not target.is_relative_to(folder):
+            continue
+        if target.is_file() and file_digest(target) == artefact["sha256"]:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(base64.b64decode(artefact["base64"]))
+        restored.append(relative)
+    return restored

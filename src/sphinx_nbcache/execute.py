@@ -58,6 +58,11 @@ class ExecutionJob:
     cell_metadata_key: str = "mystnb"
     discover_root: str | None = None
     """Record the files under this folder that the notebook reads (Python kernels)."""
+    artefact_max_size: int = 0
+    """Bytes; files the notebook writes in its folder up to this size come back from the
+    cache (0: none)."""
+    artefact_include: tuple[str, ...] = ("*",)
+    artefact_exclude: tuple[str, ...] = ()
 
 
 CELL_TIMEOUT = "CellTimeoutError"
@@ -117,6 +122,8 @@ class ExecutionResult:
     """Project-relative path -> sha256 of each local module and file the notebook read."""
     environment: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The kernel's Python version and the versions of the packages the notebook imported."""
+    artefacts: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    """Files the notebook wrote in its folder, by path relative to it: sha256 and base64."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -345,6 +352,7 @@ async def execute_job(job: ExecutionJob, pool: Pool, watcher: Watcher) -> Execut
             else {}
         ),
         environment=discover.environment(collected) if collected is not None else {},
+        artefacts=collected.get("artefacts", {}) if collected is not None else {},
     )
 
 
@@ -354,7 +362,7 @@ async def _execute_once(
     pool: Pool,
     clock: CellClock,
     watcher: Watcher,
-) -> tuple[CellError | None, float, dict[str, list[str]] | None]:
+) -> tuple[CellError | None, float, dict[str, Any] | None]:
     """One kernel's run of the notebook: the error if any, seconds spent, and what the
     notebook read (None unless discovery ran)."""
     kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
@@ -363,7 +371,7 @@ async def _execute_once(
     )
     error: CellError | None = None
     runtime = 0.0
-    collected = None
+    collected: dict[str, Any] | None = None
     discovering = False
     with (
         tempfile.TemporaryDirectory(prefix="nbcache-") as tmp,
@@ -411,6 +419,14 @@ async def _execute_once(
             if discovering and not cancelled and (error is None or error.kind == "cell"):
                 collected = await _collect(client)
             await _shutdown(manager, client)
+            if collected is not None and job.artefact_max_size > 0:
+                collected["artefacts"] = discover.capture_artefacts(
+                    collected.get("written", []),
+                    Path(job.cwd or tmp),
+                    job.artefact_max_size,
+                    job.artefact_include,
+                    job.artefact_exclude,
+                )
         if error is not None and error.kind == "kernel":
             error = dataclasses.replace(error, traceback=error.traceback + _tail(kernel_log))
     return error, runtime, collected
@@ -445,7 +461,7 @@ async def _hidden_request(
     return None
 
 
-async def _collect(client: NotebookClient) -> dict[str, list[str]] | None:
+async def _collect(client: NotebookClient) -> dict[str, Any] | None:
     expressions = {"discovered": discover.COLLECT_EXPRESSION}
     try:
         reply = await _hidden_request(client, "", expressions)

@@ -109,6 +109,9 @@ def make_job(planned: PlannedNotebook, settings: Settings) -> ExecutionJob:
         allow_errors=options.allow_errors,
         notebook_timeout=settings.notebook_timeout,
         cell_metadata_key=options.cell_metadata_key,
+        artefact_max_size=settings.artefact_max_size,
+        artefact_include=settings.artefact_include,
+        artefact_exclude=settings.artefact_exclude,
         discover_root=(
             str(settings.project_root)
             if settings.project_root is not None and _is_python(planned.notebook.notebook)

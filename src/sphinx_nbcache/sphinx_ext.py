@@ -31,6 +31,7 @@ from sphinx_nbcache.config import (
     from_command_line,
     validate,
 )
+from sphinx_nbcache.discover import restore_artefacts
 from sphinx_nbcache.execute import ExecutionResult, describe_pool, make_pool
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
@@ -191,6 +192,11 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         self, state: BuildState, planned: PlannedNotebook, document: nodes.document
     ) -> None:
         result, origin = self._outputs(state, planned)
+        restored = restore_artefacts(result.artefacts, Path(planned.notebook.path).parent)
+        if restored:
+            LOGGER.info(
+                "nbcache: %s: restored %s from the cache", planned.source, ", ".join(restored)
+            )
         self._render(merge_outputs(planned.notebook.notebook, result), planned.notebook, document)
         self._record(document.settings.env, planned, result, origin)
 
