@@ -200,3 +200,17 @@ def test_a_saved_figure_comes_back_from_the_cache_in_a_fresh_copy(
     ).read_bytes()
     assert "saved.png" in build.html("fig")
     assert list((build.outdir / "_images").glob("saved*.png"))
+
+
+def test_declared_files_are_copied_into_a_temporary_working_folder(
+    make_project: ProjectFactory,
+) -> None:
+    notebook = ipynb(
+        code("import os\nprint(sorted(os.listdir('.')), open('inputs/a.txt').read())"),
+        metadata={"nbcache": {"dependencies": ["inputs/*.txt"]}},
+    )
+    project = make_project({"nb.ipynb": notebook}, "nb_execution_in_temp = True\n")
+    project.write("inputs/a.txt", "declared input")
+    build = project.build()
+    assert build.warnings == []
+    assert "['inputs'] declared input" in build.html("nb")

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import queue
+import shutil
 import signal
 import tempfile
 import time
@@ -63,6 +64,8 @@ class ExecutionJob:
     cache (0: none)."""
     artefact_include: tuple[str, ...] = ("*",)
     artefact_exclude: tuple[str, ...] = ()
+    copy_in: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Files to copy into a temporary working folder first: relative path -> source."""
 
 
 CELL_TIMEOUT = "CellTimeoutError"
@@ -386,6 +389,11 @@ async def _execute_once(
             on_cell_executed=clock.on_cell_executed,
             timeout_func=clock.timeout_for,
         )
+        if job.cwd is None:
+            for relative, origin in job.copy_in.items():
+                target = Path(tmp, relative)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, target)
         try:
             async with pool.ahead():
                 begin = time.perf_counter()

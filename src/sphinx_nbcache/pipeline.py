@@ -53,6 +53,8 @@ class PlannedNotebook:
     key: str
     declared: dict[str, Any] = dataclasses.field(default_factory=dict)
     """What the project declares it depends on, as it is now (part of the key)."""
+    declared_files: tuple[Path, ...] = ()
+    """The declared files themselves, to copy into a temporary working folder."""
 
     @property
     def material(self) -> dict[str, Any]:
@@ -60,16 +62,19 @@ class PlannedNotebook:
 
 
 def plan(
-    source: str, notebook: SourceNotebook, declared: dict[str, Any] | None = None
+    source: str,
+    notebook: SourceNotebook,
+    declared: dict[str, Any] | None = None,
+    declared_files: tuple[Path, ...] = (),
 ) -> PlannedNotebook:
     declared = declared or {}
     key = notebook_key(notebook.notebook, notebook.options, declared)
-    return PlannedNotebook(source, notebook, key, declared)
+    return PlannedNotebook(source, notebook, key, declared, declared_files)
 
 
 def declared_inputs(
     settings: Settings, srcdir: Path, source: str, metadata: dict[str, Any]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], tuple[Path, ...]]:
     """The files and environment variables declared for the notebook at ``source``
     (relative to ``srcdir``): ``nbcache_dependencies`` globs whose notebook pattern
     matches, globs in the notebook's own ``nbcache: {dependencies: [...]}`` metadata
@@ -85,17 +90,18 @@ def declared_inputs(
     own_globs = own.get("dependencies", []) if isinstance(own, dict) else []
     folder = (srcdir / source).parent
     patterns += [(folder, glob) for glob in own_globs if isinstance(glob, str)]
-    files = {}
+    files, paths = {}, []
     for base, glob in patterns:
         for path in sorted(base.glob(glob)):
             if path.is_file():
                 files[Path(os.path.relpath(path, srcdir)).as_posix()] = file_digest(path)
+                paths.append(path)
     declared: dict[str, Any] = {}
     if files:
         declared["files"] = dict(sorted(files.items()))
     if settings.env_vars:
         declared["env"] = {name: os.environ.get(name) for name in sorted(settings.env_vars)}
-    return declared
+    return declared, tuple(paths)
 
 
 def make_job(planned: PlannedNotebook, settings: Settings) -> ExecutionJob:
@@ -112,12 +118,26 @@ def make_job(planned: PlannedNotebook, settings: Settings) -> ExecutionJob:
         artefact_max_size=settings.artefact_max_size,
         artefact_include=settings.artefact_include,
         artefact_exclude=settings.artefact_exclude,
+        copy_in=_copy_in(planned) if options.in_temp else {},
         discover_root=(
             str(settings.project_root)
             if settings.project_root is not None and _is_python(planned.notebook.notebook)
             else None
         ),
     )
+
+
+def _copy_in(planned: PlannedNotebook) -> dict[str, str]:
+    """Declared files in the notebook's folder, by path relative to it: a temporary working
+    folder gets them, so the notebook finds them where it would without it."""
+    folder = Path(planned.notebook.path).parent.resolve()
+    found = {}
+    for path in planned.declared_files:
+        try:
+            found[path.resolve().relative_to(folder).as_posix()] = str(path)
+        except ValueError:
+            continue
+    return found
 
 
 @functools.cache

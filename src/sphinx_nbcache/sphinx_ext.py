@@ -125,10 +125,12 @@ def build_state(app: Sphinx) -> BuildState:
 def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook) -> PlannedNotebook:
     source = str(env.doc2path(docname, False))
     settings = build_state(get_env_app(env)).settings
-    declared = declared_inputs(settings, Path(env.srcdir), source, dict(notebook.notebook.metadata))
+    declared, files = declared_inputs(
+        settings, Path(env.srcdir), source, dict(notebook.notebook.metadata)
+    )
     for path in declared.get("files", {}):  # kept when noted while the page is read
         env.note_dependency(str(Path(env.srcdir, path)), docname=docname)
-    return plan(source, notebook, declared)
+    return plan(source, notebook, declared, files)
 
 
 def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
