@@ -30,8 +30,9 @@ import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
-from make_book import make_book
+from make_book import code_cells, make_book
 
 HERE = Path(__file__).resolve().parent
 BOOKS = HERE / "_books"
@@ -381,6 +382,8 @@ def run(args: argparse.Namespace) -> list[str]:
             ratio(big_floor, big_off),
         ],
     ]
+    print(f"C: {DISCOVERY_NOTEBOOKS} notebooks x {args.work:g} s, without and with discovery")
+    plain, discovering = discovery_overhead(args.work, args.repeat)
     load_after = os.getloadavg()[0]
     speedup = times_m.cold / times_n.cold
     speedup_fixed = times_m.cold / times_f.cold
@@ -423,7 +426,97 @@ def run(args: argparse.Namespace) -> list[str]:
         + ("met." if overhead <= WARM_OVERHEAD_TARGET else "NOT met.")
         + f" Warm / outputs in the files = {big_warm / big_floor:.2f}: what the cache itself"
         " costs, since pages with outputs take longer to write than pages without.",
+        "",
+        f"## C. Discovery: {DISCOVERY_NOTEBOOKS} notebooks x {args.work:g} s, each reading a"
+        " data file, executed by sphinx-nbcache's pool",
+        "",
+        *table(
+            ["execution", "seconds", "ratio"],
+            [
+                ["without discovery", f"{plain:.2f}", "1.00"],
+                [
+                    "with discovery (what each notebook read)",
+                    f"{discovering:.2f}",
+                    ratio(discovering, plain),
+                ],
+            ],
+        ),
+        "",
+        f"With / without = {discovering / plain:.2f} (target <= {DISCOVERY_TARGET:.2f}): "
+        + ("met." if discovering / plain <= DISCOVERY_TARGET else "NOT met."),
     ]
+
+
+DISCOVERY_NOTEBOOKS = 8
+DISCOVERY_TARGET = 1.05
+
+
+class _Quiet:
+    """A watcher that only counts failures: section C times the executor alone."""
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def started(self, job: Any, clock: Any) -> None:
+        pass
+
+    def finished(self, result: Any) -> None:
+        if not result.succeeded:
+            self.failed.append(f"{result.source}: {result.error}")
+
+    def tick(self, pool: Any) -> None:
+        pass
+
+
+def discovery_overhead(work: float, repeat: int) -> tuple[float, float]:
+    """Seconds to execute the same notebooks through sphinx-nbcache's executor without and
+    with discovery of what they read (best of ``repeat``, interleaved)."""
+    import nbformat
+
+    from sphinx_nbcache.execute import ExecutionJob, LocalExecutor, make_pool
+
+    folder = BOOKS / "c-discovery"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data.txt").write_text("read by every notebook\n")
+
+    def jobs(discover: bool, run: int) -> list[ExecutionJob]:
+        made = []
+        for i in range(DISCOVERY_NOTEBOOKS):
+            sources = ["print(open('data.txt').read())", *code_cells(i, CELLS, work)]
+            notebook = nbformat.v4.new_notebook(
+                cells=[nbformat.v4.new_code_cell(source) for source in sources],
+                metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+            )
+            made.append(
+                ExecutionJob(
+                    key=f"{discover}-{run}-{i}",
+                    source=f"nb{i}.ipynb",
+                    notebook_json=nbformat.writes(notebook),
+                    cwd=str(folder),
+                    timeout=BUILD_TIMEOUT,
+                    allow_errors=False,
+                    discover_root=str(folder) if discover else None,
+                )
+            )
+        return made
+
+    LocalExecutor(make_pool(None)).run(jobs(False, -1), _Quiet())  # warm up the disk cache
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for run in range(repeat):
+        for discover in (False, True) if run % 2 == 0 else (True, False):
+            watcher = _Quiet()
+            begin = time.perf_counter()
+            results = LocalExecutor(make_pool(None)).run(jobs(discover, run), watcher)
+            times[discover].append(time.perf_counter() - begin)
+            if watcher.failed:
+                raise BenchError("discovery run failed: " + "; ".join(watcher.failed))
+            if discover and not all(
+                r.dependencies == {"data.txt": r.dependencies.get("data.txt")}
+                and r.dependencies.get("data.txt")
+                for r in results
+            ):
+                raise BenchError("discovery did not record data.txt")
+    return min(times[False]), min(times[True])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

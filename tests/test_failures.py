@@ -333,11 +333,16 @@ def _kernel_pids(parent: int) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
+    """Running, that is: a zombie (exited, not yet reaped by whoever adopted it) is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

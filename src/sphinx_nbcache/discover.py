@@ -45,26 +45,17 @@ def _setup():
 
     def collect():
         import json, platform
-        from importlib import metadata
         modules, tops = [], set()
         for name in set(sys.modules) - state.before:
             file = getattr(sys.modules.get(name), "__file__", None)
             if isinstance(file, str):
                 modules.append(os.path.abspath(file))
                 tops.add(name.partition(".")[0])
-        packages = {}
-        owners = metadata.packages_distributions()
-        for top in tops:
-            for dist in owners.get(top, []):
-                try:
-                    packages[dist] = metadata.version(dist)
-                except Exception:
-                    pass
         return json.dumps({
             "modules": sorted(modules),
             "read": sorted(state.read),
             "written": sorted(state.written),
-            "packages": packages,
+            "imported": sorted(tops),
             "python": platform.python_version(),
         })
 
@@ -137,19 +128,38 @@ ENVIRONMENT_SCRIPT = (
     "import json, platform\n"
     "from importlib import metadata\n"
     "print(json.dumps({'python': platform.python_version(), 'packages': "
-    "{d.metadata['Name']: d.version for d in metadata.distributions()}}))"
+    "{d.metadata['Name']: d.version for d in metadata.distributions()}, "
+    "'owners': metadata.packages_distributions()}))"
 )
-"""Run by a kernel's own Python: what is installed where the notebook would execute."""
+"""Run by a kernel's own Python: what is installed where the notebook would execute, and
+which distribution provides each top-level module."""
 
 
 def environment(collected: dict[str, Any]) -> dict[str, Any]:
-    """The Python version and the distributions (name -> version) of the third-party
-    modules the notebook imported; local modules are tracked as files instead."""
-    packages = collected.get("packages")
+    """What the kernel reported: its Python version and the top-level modules the notebook
+    imported. :func:`with_packages` turns the modules into distributions and versions,
+    once per build rather than in every kernel."""
+    imported = collected.get("imported")
     python = collected.get("python")
-    if not isinstance(packages, dict) or not isinstance(python, str):
+    if not isinstance(imported, list) or not isinstance(python, str):
         return {}
-    return {"python": python, "packages": dict(sorted(packages.items()))}
+    return {"python": python, "imported": imported}
+
+
+def with_packages(environment: dict[str, Any], installed: dict[str, Any]) -> dict[str, Any]:
+    """Replace the imported module names by the distributions (name -> version) providing
+    them in the ``installed`` environment; local modules are tracked as files instead."""
+    if "imported" not in environment:
+        return environment
+    owners = installed.get("owners", {})
+    versions = {_normal(name): version for name, version in installed.get("packages", {}).items()}
+    packages = {}
+    for top in environment["imported"]:
+        for dist in owners.get(top, []):
+            version = versions.get(_normal(dist))
+            if version is not None:
+                packages[dist] = version
+    return {"python": environment["python"], "packages": dict(sorted(packages.items()))}
 
 
 def changed_environment(recorded: dict[str, Any], installed: dict[str, Any]) -> str | None:

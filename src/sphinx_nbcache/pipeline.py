@@ -73,13 +73,19 @@ def plan(
 
 
 def declared_inputs(
-    settings: Settings, srcdir: Path, source: str, metadata: dict[str, Any]
+    settings: Settings,
+    srcdir: Path,
+    source: str,
+    metadata: dict[str, Any],
+    digests: dict[str, str | None] | None = None,
 ) -> tuple[dict[str, Any], tuple[Path, ...]]:
     """The files and environment variables declared for the notebook at ``source``
     (relative to ``srcdir``): ``nbcache_dependencies`` globs whose notebook pattern
     matches, globs in the notebook's own ``nbcache: {dependencies: [...]}`` metadata
     (relative to its folder), and ``nbcache_env_vars``. Files by sha256 of their content,
-    under paths relative to ``srcdir``."""
+    under paths relative to ``srcdir``; ``digests`` remembers them across notebooks, so
+    that a file shared by many is read once per build."""
+    digests = {} if digests is None else digests
     patterns = [
         (srcdir, glob)
         for notebooks, globs in settings.dependencies
@@ -94,7 +100,10 @@ def declared_inputs(
     for base, glob in patterns:
         for path in sorted(base.glob(glob)):
             if path.is_file():
-                files[Path(os.path.relpath(path, srcdir)).as_posix()] = file_digest(path)
+                absolute = str(path.resolve())
+                if digests.get(absolute) is None:
+                    digests[absolute] = file_digest(path)
+                files[Path(os.path.relpath(path, srcdir)).as_posix()] = digests[absolute]
                 paths.append(path)
     declared: dict[str, Any] = {}
     if files:
@@ -166,6 +175,7 @@ def kernel_environment(kernel: str) -> dict[str, Any]:
         return {
             "python": platform.python_version(),
             "packages": {d.metadata["Name"]: d.version for d in metadata.distributions()},
+            "owners": metadata.packages_distributions(),
         }
     try:
         done = subprocess.run(
@@ -202,6 +212,8 @@ class Pipeline:
         self.explain = explain or (lambda message, source: None)
         self._digests: dict[str, str | None] = {}
         """sha256 of each dependency, read once per build."""
+        self.declared_digests: dict[str, str | None] = {}
+        """sha256 of each declared file by absolute path, read once per build."""
         self._environments: dict[str, dict[str, Any]] = {}
         """What is installed for each kernel, looked at once per build."""
 
@@ -251,10 +263,14 @@ class Pipeline:
         if not result.environment.get("packages") and kernel_interpreter(kernel) is None:
             installed = {"python": platform.python_version(), "packages": {}}
         else:
-            if kernel not in self._environments:
-                self._environments[kernel] = kernel_environment(kernel)
-            installed = self._environments[kernel]
+            installed = self.installed(kernel)
         return discover.changed_environment(result.environment, installed) if installed else None
+
+    def installed(self, kernel: str) -> dict[str, Any]:
+        """What is installed where ``kernel`` runs, looked at once per build."""
+        if kernel not in self._environments:
+            self._environments[kernel] = kernel_environment(kernel)
+        return self._environments[kernel]
 
     def _more_time_now(self, planned: PlannedNotebook, result: ExecutionResult) -> bool:
         """A timed-out result is stale once its limit is raised: time limits are not in
@@ -315,8 +331,14 @@ class _Storing:
         self.watcher.started(job, clock)
 
     def finished(self, result: ExecutionResult) -> None:
+        planned = self.planned[result.key]
+        if "imported" in result.environment:  # module names -> distributions, in this process
+            kernel = planned.notebook.notebook.metadata.get("kernelspec", {}).get("name", "")
+            installed = self.pipeline.installed(kernel)
+            environment = discover.with_packages(result.environment, installed)
+            result = dataclasses.replace(result, environment=environment)
         self.results[result.key] = result
-        self.pipeline.store_result(result, self.planned[result.key].material)
+        self.pipeline.store_result(result, planned.material)
         self.watcher.finished(result)
 
     def tick(self, pool: Pool) -> None:

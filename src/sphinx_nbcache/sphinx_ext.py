@@ -124,9 +124,13 @@ def build_state(app: Sphinx) -> BuildState:
 
 def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook) -> PlannedNotebook:
     source = str(env.doc2path(docname, False))
-    settings = build_state(get_env_app(env)).settings
+    state = build_state(get_env_app(env))
     declared, files = declared_inputs(
-        settings, Path(env.srcdir), source, dict(notebook.notebook.metadata)
+        state.settings,
+        Path(env.srcdir),
+        source,
+        dict(notebook.notebook.metadata),
+        state.pipeline.declared_digests,
     )
     for path in declared.get("files", {}):  # kept when noted while the page is read
         env.note_dependency(str(Path(env.srcdir, path)), docname=docname)
