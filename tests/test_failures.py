@@ -152,15 +152,20 @@ def test_bad_config_values_fail_at_config_inited_one_line_each(
 ) -> None:
     project: Project = make_project(
         {"good.ipynb": GOOD},
-        "nbcache_workers = 0\nnbcache_retry_failed = 'yes'\nnbcache_path = 3\n",
+        "nbcache_workers = 0\nnbcache_retry_failed = 'yes'\nnbcache_path = 3\n"
+        "nbcache_env_vars = 'HOME'\nnbcache_artefact_max_size = -1\n",
     )
     build = project.build()
     assert build.returncode == 2
     assert "nbcache_workers must be a positive integer or None" in build.stderr
     assert "nbcache_retry_failed must be True or False, not 'yes'" in build.stderr
     assert "nbcache_path must be a path" in build.stderr
-    assert "3 invalid nbcache configuration value(s)" in build.stderr
-    assert build.stderr.count("[nbcache.config]") == 3
+    assert "nbcache_env_vars must be a list of environment variable names, not 'HOME'" in (
+        build.stderr
+    )
+    assert "nbcache_artefact_max_size must be a number of bytes" in build.stderr
+    assert "5 invalid nbcache configuration value(s)" in build.stderr
+    assert build.stderr.count("[nbcache.config]") == 5
     assert not (project.root / ".nbcache").exists()
 
 

@@ -55,22 +55,19 @@ def _check_dependencies(value: Any) -> str | None:
     return f"must map notebook globs to lists of file globs, not {value!r}"
 
 
-def _check_names(value: Any) -> str | None:
-    if isinstance(value, list | tuple) and all(isinstance(name, str) for name in value):
-        return None
-    return f"must be a list of environment variable names, not {value!r}"
-
-
 def _check_size(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return f"must be a number of bytes (int, 0 to capture nothing), not {value!r}"
     return None
 
 
-def _check_globs(value: Any) -> str | None:
-    if isinstance(value, list | tuple) and all(isinstance(glob, str) for glob in value):
-        return None
-    return f"must be a list of glob patterns, not {value!r}"
+def _list_of(what: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+            return None
+        return f"must be a list of {what}, not {value!r}"
+
+    return check
 
 
 def _check_bool(value: Any) -> str | None:
@@ -129,7 +126,7 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         "env",
         (list, tuple),
         "Environment variables whose values are part of every notebook's cache key.",
-        _check_names,
+        _list_of("environment variable names"),
     ),
     ConfigValue(
         "nbcache_artefact_max_size",
@@ -146,7 +143,7 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         "",
         (list, tuple),
         "Glob patterns (relative to the notebook's folder) of the files to capture.",
-        _check_globs,
+        _list_of("glob patterns"),
     ),
     ConfigValue(
         "nbcache_artefact_exclude",
@@ -154,7 +151,7 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         "",
         (list, tuple),
         "Glob patterns of files not to capture, even when included.",
-        _check_globs,
+        _list_of("glob patterns"),
     ),
     ConfigValue(
         "nbcache_report",
