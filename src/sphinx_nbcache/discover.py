@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -152,32 +152,34 @@ def with_packages(environment: dict[str, Any], installed: dict[str, Any]) -> dic
     if "imported" not in environment:
         return environment
     owners = installed.get("owners", {})
-    versions = {_normal(name): version for name, version in installed.get("packages", {}).items()}
+    versions = {normal(name): version for name, version in installed.get("packages", {}).items()}
     packages = {}
     for top in environment["imported"]:
         for dist in owners.get(top, []):
-            version = versions.get(_normal(dist))
+            version = versions.get(normal(dist))
             if version is not None:
                 packages[dist] = version
     return {"python": environment["python"], "packages": dict(sorted(packages.items()))}
 
 
-def changed_environment(recorded: dict[str, Any], installed: dict[str, Any]) -> str | None:
-    """How the kernel's environment differs from the recorded one, for the packages the
-    notebook used; None if it does not."""
+def changed_environment(
+    recorded: dict[str, Any], python: str, version_of: Callable[[str], str | None]
+) -> str | None:
+    """How the kernel's environment (its ``python`` version, and ``version_of`` each
+    distribution) differs from the recorded one, for the packages the notebook used; None
+    if it does not."""
     if not recorded:
         return None
-    if recorded.get("python") != installed.get("python"):
-        return f"Python {recorded.get('python')} -> {installed.get('python')}"
-    now = {_normal(name): version for name, version in installed.get("packages", {}).items()}
+    if recorded.get("python") != python:
+        return f"Python {recorded.get('python')} -> {python}"
     for name, version in recorded.get("packages", {}).items():
-        current = now.get(_normal(name))
+        current = version_of(name)
         if current != version:
             return f"{name} {version} -> {current or 'not installed'}"
     return None
 
 
-def _normal(name: str) -> str:
+def normal(name: str) -> str:
     """Distribution names compare case- and separator-insensitively (PEP 503)."""
     return re.sub(r"[-_.]+", "-", name).lower()
 

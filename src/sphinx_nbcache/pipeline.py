@@ -57,6 +57,10 @@ class PlannedNotebook:
     """The declared files themselves, to copy into a temporary working folder."""
 
     @property
+    def kernel(self) -> str:
+        return str(self.notebook.notebook.metadata.get("kernelspec", {}).get("name", ""))
+
+    @property
     def material(self) -> dict[str, Any]:
         return key_material(self.notebook.notebook, self.notebook.options, self.declared)
 
@@ -166,6 +170,15 @@ def kernel_interpreter(kernel: str) -> str | None:
     return python
 
 
+@functools.cache
+def installed_version(distribution: str) -> str | None:
+    """A distribution's version in this interpreter, asked once per build per name."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def kernel_environment(kernel: str) -> dict[str, Any]:
     """Python version and installed distributions where ``kernel`` runs: read in this
     process when the kernel uses this interpreter, else by running the kernel's
@@ -259,12 +272,19 @@ class Pipeline:
         the environment its kernel runs in; None if nothing changed or it cannot be told."""
         if not result.environment:
             return None
-        kernel = planned.notebook.notebook.metadata.get("kernelspec", {}).get("name", "")
-        if not result.environment.get("packages") and kernel_interpreter(kernel) is None:
-            installed = {"python": platform.python_version(), "packages": {}}
-        else:
-            installed = self.installed(kernel)
-        return discover.changed_environment(result.environment, installed) if installed else None
+        if kernel_interpreter(planned.kernel) is None:
+            return discover.changed_environment(
+                result.environment, platform.python_version(), installed_version
+            )
+        installed = self.installed(planned.kernel)
+        if not installed:
+            return None
+        versions = {discover.normal(name): v for name, v in installed["packages"].items()}
+        return discover.changed_environment(
+            result.environment,
+            installed["python"],
+            lambda name: versions.get(discover.normal(name)),
+        )
 
     def installed(self, kernel: str) -> dict[str, Any]:
         """What is installed where ``kernel`` runs, looked at once per build."""
@@ -333,8 +353,7 @@ class _Storing:
     def finished(self, result: ExecutionResult) -> None:
         planned = self.planned[result.key]
         if "imported" in result.environment:  # module names -> distributions, in this process
-            kernel = planned.notebook.notebook.metadata.get("kernelspec", {}).get("name", "")
-            installed = self.pipeline.installed(kernel)
+            installed = self.pipeline.installed(planned.kernel)
             environment = discover.with_packages(result.environment, installed)
             result = dataclasses.replace(result, environment=environment)
         self.results[result.key] = result
