@@ -30,20 +30,17 @@ def _check_path(value: Any) -> str | None:
     return f"must be a path (str or os.PathLike) or None, not {type(value).__name__}"
 
 
-def _check_workers(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return f"must be a positive integer or None (adapt to the machine), not {value!r}"
-    return None
+def _optional_positive(meaning: str) -> Callable[[Any], str | None]:
+    """A positive int, or None for ``meaning``."""
 
-
-def _check_seconds(value: Any) -> str | None:
-    if value is None:
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"must be a positive integer or None ({meaning}), not {value!r}"
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return f"must be a positive number of seconds (int) or None, not {value!r}"
-    return None
+
+    return check
 
 
 def _check_dependencies(value: Any) -> str | None:
@@ -93,7 +90,7 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         (int, type(None)),
         "How many notebooks execute at once (one kernel each). None adapts to the machine: "
         "one per CPU, more while CPUs are idle.",
-        _check_workers,
+        _optional_positive("adapt to the machine"),
     ),
     ConfigValue(
         "nbcache_retry_failed",
@@ -109,7 +106,7 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         "",
         (int, type(None)),
         "Seconds all cells of one notebook may take together; None means no limit.",
-        _check_seconds,
+        _optional_positive("no limit"),
     ),
     ConfigValue(
         "nbcache_dependencies",

@@ -184,7 +184,6 @@ class Pool:
         self.ahead_ceiling = max(self.floor, ahead_ceiling)
         self.limit = self.floor
         self.ahead_limit = self.floor
-        self.peak = 0
         self.cpu_average = 0.0
         self.running = 0
         self.starting = 0
@@ -238,7 +237,6 @@ class Pool:
         finally:
             self.ready -= 1
         self.running += 1
-        self.peak = max(self.peak, self.running)
 
     def release(self) -> None:
         self.running -= 1
