@@ -115,7 +115,8 @@ class Project:
         return path
 
     def kernels(self) -> list[int]:
-        """Kernel processes still running in this project's folder (Linux: /proc)."""
+        """Kernel processes (and kernel fork servers, whose command line forked kernels
+        keep) still running in this project's folder (Linux: /proc)."""
         found = []
         for proc in Path("/proc").iterdir():
             try:
@@ -123,7 +124,8 @@ class Project:
                 args = (proc / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"ipykernel" in args and cwd.is_relative_to(self.root.resolve()):
+            kernel = b"ipykernel" in args or b"_forkserver.py" in args
+            if kernel and cwd.is_relative_to(self.root.resolve()):
                 found.append(int(proc.name))
         return found
 
@@ -137,7 +139,8 @@ class Project:
         self, *args: str, out: str = "_build/html", env: dict[str, str] | None = None
     ) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "sphinx", "-b", "html", *args, str(self.root), out],
+            # a CI runner may set FORCE_COLOR; tests read the log as plain text
+            [sys.executable, "-m", "sphinx", "-b", "html", "--no-color", *args, self.root, out],
             cwd=self.root,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -153,7 +153,8 @@ def test_bad_config_values_fail_at_config_inited_one_line_each(
     project: Project = make_project(
         {"good.ipynb": GOOD},
         "nbcache_workers = 0\nnbcache_retry_failed = 'yes'\nnbcache_path = 3\n"
-        "nbcache_env_vars = 'HOME'\nnbcache_artefact_max_size = -1\n",
+        "nbcache_env_vars = 'HOME'\nnbcache_artefact_max_size = -1\n"
+        "nbcache_kernel_preload = ['numpy', 'not a module']\n",
     )
     build = project.build()
     assert build.returncode == 2
@@ -164,8 +165,9 @@ def test_bad_config_values_fail_at_config_inited_one_line_each(
         build.stderr
     )
     assert "nbcache_artefact_max_size must be a number of bytes" in build.stderr
-    assert "5 invalid nbcache configuration value(s)" in build.stderr
-    assert build.stderr.count("[nbcache.config]") == 5
+    assert "nbcache_kernel_preload must be None or a list of module names" in build.stderr
+    assert "6 invalid nbcache configuration value(s)" in build.stderr
+    assert build.stderr.count("[nbcache.config]") == 6
     assert not (project.root / ".nbcache").exists()
 
 
@@ -373,7 +375,7 @@ def test_ctrl_c_stops_every_kernel_and_keeps_finished_results(
             process.communicate()
     assert process.returncode != 0, stdout + stderr
     assert "Interrupted" in stderr
-    assert not [pid for pid in kernels if _alive(pid)]
+    assert not [pid for pid in kernels if _alive(pid)], stdout + stderr
     if sys.platform.startswith("linux"):
         assert project.kernels() == []
     store = Store(project.root / ".nbcache")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from sphinx_nbcache.execute import Pool, make_pool
 
@@ -131,3 +132,21 @@ def test_a_raised_limit_lets_waiting_kernels_start_at_once() -> None:
         return seen
 
     assert asyncio.run(main()) == 3
+
+
+def test_a_kernel_whose_job_never_shut_it_down_is_killed_with_the_pool() -> None:
+    """The last line of defence behind Ctrl-C: a real kernel left running is killed."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    pool = Pool(1, 1, 1)
+    manager = AsyncKernelManager()
+    asyncio.run(manager.start_kernel())
+    process = manager.provisioner.process  # type: ignore[union-attr]
+    connection_file = Path(manager.connection_file)
+    assert process.poll() is None
+    assert connection_file.exists()
+    pool.kernels.add(manager)
+    pool.kill_leftovers()
+    assert process.poll() is not None
+    assert not connection_file.exists()
+    assert not pool.kernels

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -67,6 +68,19 @@ def _list_of(what: str) -> Callable[[Any], str | None]:
     return check
 
 
+MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _check_modules(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list | tuple) and all(
+        isinstance(item, str) and MODULE_NAME.fullmatch(item) for item in value
+    ):
+        return None
+    return f"must be None or a list of module names such as 'numpy', not {value!r}"
+
+
 def _check_bool(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
@@ -107,6 +121,15 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         (int, type(None)),
         "Seconds all cells of one notebook may take together; None means no limit.",
         _optional_positive("no limit"),
+    ),
+    ConfigValue(
+        "nbcache_kernel_preload",
+        None,
+        "",
+        (list, tuple, type(None)),
+        "Fork Python kernels from a process that already imported ipykernel and these "
+        "modules, so each notebook skips those imports; None starts every kernel normally.",
+        _check_modules,
     ),
     ConfigValue(
         "nbcache_dependencies",
@@ -190,6 +213,8 @@ class Settings:
     artefact_max_size: int = DEFAULT_ARTEFACT_MAX_SIZE
     artefact_include: tuple[str, ...] = ("*",)
     artefact_exclude: tuple[str, ...] = ()
+    kernel_preload: tuple[str, ...] | None = None
+    """Modules a kernel fork server imports; None: kernels start normally."""
 
 
 def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -245,6 +270,11 @@ def build_settings(
         artefact_max_size=values.get("nbcache_artefact_max_size", DEFAULT_ARTEFACT_MAX_SIZE),
         artefact_include=tuple(values.get("nbcache_artefact_include", ["*"])),
         artefact_exclude=tuple(values.get("nbcache_artefact_exclude", [])),
+        kernel_preload=(
+            None
+            if values.get("nbcache_kernel_preload") is None
+            else tuple(values["nbcache_kernel_preload"])
+        ),
     )
 
 

@@ -17,6 +17,7 @@ import signal
 import tempfile
 import time
 import traceback
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,12 +31,16 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError
 from traitlets.config import Config
 
 from sphinx_nbcache import discover
+from sphinx_nbcache.preload import ForkedProvisioner, Preloader
 
 KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
 """CurveZMQ-encrypted kernel channels when the kernelspec supports them (ipykernel does):
 nothing readable on the wire, and ipykernel stops warning about plain TCP in the build log."""
 
 KERNEL_START_ATTEMPTS = 3
+
+KILL_WAIT = 10.0
+"""Seconds to wait for a killed kernel process to be gone."""
 
 NOTEBOOK_METADATA_FROM_EXECUTION = ("language_info", "widgets")
 """Notebook metadata that executing writes, kept with the outputs."""
@@ -192,6 +197,8 @@ class Pool:
         """Booted kernels waiting for an execution slot."""
         self.queued = 0
         """Notebooks waiting to start a kernel."""
+        self.kernels: set[AsyncKernelManager] = set()
+        """Managers whose kernel may still have a process, until their job shut it down."""
         self._waiters: list[asyncio.Future[None]] = []
 
     @property
@@ -241,6 +248,17 @@ class Pool:
     def release(self) -> None:
         self.running -= 1
         self._wake()
+
+    def kill_leftovers(self) -> None:
+        """Kill any kernel process a job could not shut down (an interrupted shutdown, say),
+        so that none outlives the run whatever happened to the event loop."""
+        for manager in self.kernels:
+            process = getattr(manager.provisioner, "process", None)
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait(timeout=KILL_WAIT)
+            manager.cleanup_connection_file()
+        self.kernels.clear()
 
     async def _until(self, condition: Callable[[], bool]) -> None:
         while not condition():
@@ -317,8 +335,11 @@ class Watcher(Protocol):
 TICK_EVERY = 1.0
 
 
-async def execute_job(job: ExecutionJob, pool: Pool, watcher: Watcher) -> ExecutionResult:
-    """Execute one notebook in its own kernel; every failure becomes a failed result.
+async def execute_job(
+    job: ExecutionJob, pool: Pool, watcher: Watcher, preloader: Preloader | None = None
+) -> ExecutionResult:
+    """Execute one notebook in its own kernel (forked by ``preloader`` when given); every
+    failure becomes a failed result.
 
     A kernel that dies before running a cell is started again: concurrent start-ups can race
     for a TCP port ("Address already in use"), which says nothing about the notebook.
@@ -327,7 +348,9 @@ async def execute_job(job: ExecutionJob, pool: Pool, watcher: Watcher) -> Execut
     code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
     clock = CellClock(job)
     for _ in range(KERNEL_START_ATTEMPTS):
-        error, runtime, collected = await _execute_once(notebook, job, pool, clock, watcher)
+        error, runtime, collected = await _execute_once(
+            notebook, job, pool, clock, watcher, preloader
+        )
         _raise_if_cancelled()
         if error is None or clock.current is not None or error.name == "NoSuchKernel":
             break
@@ -363,6 +386,7 @@ async def _execute_once(
     pool: Pool,
     clock: CellClock,
     watcher: Watcher,
+    preloader: Preloader | None,
 ) -> tuple[CellError | None, float, dict[str, Any] | None]:
     """One kernel's run of the notebook: the error if any, seconds spent, and what the
     notebook read (None unless discovery ran)."""
@@ -370,13 +394,14 @@ async def _execute_once(
     manager = AsyncKernelManager(
         config=KERNEL_CONFIG, **({"kernel_name": kernel_name} if kernel_name else {})
     )
+    pool.kernels.add(manager)
     error: CellError | None = None
     runtime = 0.0
     collected: dict[str, Any] | None = None
     discovering = False
     with (
         tempfile.TemporaryDirectory(prefix="nbcache-") as tmp,
-        tempfile.TemporaryFile() as kernel_log,
+        tempfile.NamedTemporaryFile(prefix="nbcache-kernel-", suffix=".log") as kernel_log,
     ):
         client = NotebookClient(
             notebook,
@@ -395,6 +420,8 @@ async def _execute_once(
         try:
             async with pool.ahead():
                 begin = time.perf_counter()
+                if preloader is not None:
+                    _fork_through(manager, preloader)
                 # nbclient's own start: an in-memory IPython history, as under myst-nb,
                 # so that concurrent kernels never share (and lock) one history database
                 await client.async_start_new_kernel(
@@ -425,6 +452,7 @@ async def _execute_once(
             if discovering and not cancelled and (error is None or error.kind == "cell"):
                 collected = await _collect(client)
             await _shutdown(manager, client)
+            pool.kernels.discard(manager)
             if collected is not None and job.artefact_max_size > 0:
                 collected["artefacts"] = discover.capture_artefacts(
                     collected.get("written", []),
@@ -495,6 +523,17 @@ def _raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def _fork_through(manager: AsyncKernelManager, preloader: Preloader) -> None:
+    """Give the manager a provisioner that launches through the preloader's fork server
+    (jupyter_client keeps a provisioner that is already set)."""
+    manager.kernel_id = manager.kernel_id or str(uuid.uuid4())
+    provisioner = ForkedProvisioner(
+        kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager
+    )
+    provisioner.preloader = preloader
+    manager.provisioner = provisioner
 
 
 async def _shutdown(manager: AsyncKernelManager, client: NotebookClient) -> None:
@@ -581,10 +620,19 @@ def describe_pool(pool: Pool) -> str:
 
 
 class LocalExecutor:
-    """Runs jobs concurrently in this process, in a :class:`Pool` of kernels."""
+    """Runs jobs concurrently in this process, in a :class:`Pool` of kernels, forked from
+    pre-imported servers when ``preload`` names the modules to import (an empty list:
+    ipykernel alone)."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        preload: Sequence[str] | None = None,
+        warn: Callable[[str], None] = lambda message: None,
+    ) -> None:
         self.pool = pool
+        self.preload = preload
+        self.warn = warn
 
     def run(self, jobs: Sequence[ExecutionJob], watcher: Watcher) -> list[ExecutionResult]:
         """Execute every job, telling ``watcher`` as each starts and finishes.
@@ -593,14 +641,20 @@ class LocalExecutor:
         """
         if not jobs:
             return []
-        with asyncio.Runner(loop_factory=_KernelLoop) as runner:
-            return runner.run(self._run_all(jobs, watcher))
+        preloader = None if self.preload is None else Preloader(self.preload, self.warn)
+        try:
+            with asyncio.Runner(loop_factory=_KernelLoop) as runner:
+                return runner.run(self._run_all(jobs, watcher, preloader))
+        finally:
+            self.pool.kill_leftovers()
+            if preloader is not None:
+                preloader.close()
 
     async def _run_all(
-        self, jobs: Sequence[ExecutionJob], watcher: Watcher
+        self, jobs: Sequence[ExecutionJob], watcher: Watcher, preloader: Preloader | None
     ) -> list[ExecutionResult]:
         async def run_one(job: ExecutionJob) -> ExecutionResult:
-            result = await execute_job(job, self.pool, watcher)
+            result = await execute_job(job, self.pool, watcher, preloader)
             _raise_if_cancelled()
             watcher.finished(result)
             return result

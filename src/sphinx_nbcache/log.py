@@ -28,6 +28,9 @@ class Subtype(enum.Enum):
     """A cache entry could not be read or validated and was treated as a miss."""
     store = "store"
     """A result could not be written to the cache."""
+    preload = "preload"
+    """Kernels could not be forked as ``nbcache_kernel_preload`` asks, or a module to
+    preload could not be imported; kernels then start normally."""
 
 
 def warn(msg: str, subtype: Subtype, location: Any = None) -> None:

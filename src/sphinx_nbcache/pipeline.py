@@ -320,7 +320,12 @@ class Pipeline:
         planned = {p.key: p for p in notebooks}
         jobs = {key: make_job(p, self.settings) for key, p in planned.items()}
         storing = _Storing(self, watcher, planned)
-        LocalExecutor(make_pool(self.settings.workers)).run(list(jobs.values()), storing)
+        executor = LocalExecutor(
+            make_pool(self.settings.workers),
+            self.settings.kernel_preload,
+            lambda message: self.warn(message, "preload", ""),
+        )
+        executor.run(list(jobs.values()), storing)
         return storing.results
 
     def store_result(self, result: ExecutionResult, material: dict[str, Any] | None = None) -> None:

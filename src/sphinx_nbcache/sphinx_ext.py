@@ -109,7 +109,7 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
     settings = build_settings(values, Path(app.confdir), Path(app.srcdir))
 
     def warn_at_source(message: str, subtype: str, source: str) -> None:
-        warn(message, Subtype(subtype), location=app.env.path2doc(source))
+        warn(message, Subtype(subtype), location=app.env.path2doc(source) if source else None)
 
     def explain_at_source(message: str, source: str) -> None:
         LOGGER.info("nbcache: %s: %s", source, message)

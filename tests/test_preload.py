@@ -1,0 +1,130 @@
+"""``nbcache_kernel_preload``: kernels forked from a process that imported modules once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import Project, ProjectFactory, code, ipynb
+from sphinx_nbcache.store import Store
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs os.fork()")
+
+EXAMPLE_BOOK = Path(__file__).resolve().parents[1] / "example_book"
+PRELOAD = 'nbcache_kernel_preload = ["numpy", "pandas", "matplotlib.pyplot"]\n'
+
+
+def stored_outputs(project: Path) -> dict[str, tuple[object, ...]]:
+    """Every notebook's outputs, execution counts and metadata, as the cache holds them."""
+    store = Store(project / ".nbcache")
+    found = {}
+    for key in store.all_keys():
+        result = store.get(key)
+        assert result is not None and result.succeeded, key
+        found[result.source] = (result.outputs, result.execution_counts, result.metadata)
+    return found
+
+
+def test_preloaded_kernels_give_the_example_book_the_same_outputs(tmp_path: Path) -> None:
+    builds = {}
+    for name, extra in (("normal", "nbcache_kernel_preload = None\n"), ("preloaded", PRELOAD)):
+        root = tmp_path / name
+        shutil.copytree(EXAMPLE_BOOK, root, ignore=shutil.ignore_patterns("_build", ".nbcache"))
+        with (root / "conf.py").open("a") as conf:
+            conf.write(extra)
+        build = Project(root).build()
+        assert build.returncode == 0, build.stderr
+        assert not build.warnings, build.warnings
+        builds[name] = stored_outputs(root)
+    assert len(builds["normal"]) == 6
+    assert builds["preloaded"] == builds["normal"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_kernels_are_forked_and_a_module_that_fails_to_import_only_warns(
+    make_project: ProjectFactory,
+) -> None:
+    files = {
+        name: ipynb(code(f"# {name}\nprint(open('/proc/self/comm').read().strip())"))
+        for name in ("a.ipynb", "b.ipynb")
+    }
+    conf = 'nbcache_kernel_preload = ["numpy", "no_such_module_here"]\n'
+    project = make_project(files, conf)
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    (warning,) = build.warnings
+    assert "nbcache_kernel_preload: cannot import no_such_module_here in " in warning
+    assert "ModuleNotFoundError" in warning
+    assert warning.endswith("[nbcache.preload]")
+    assert build.executed == ["a.ipynb", "b.ipynb"]
+    for page in ("a", "b"):
+        assert "nbcache-kernel" in build.html(page)
+    assert project.kernels() == []
+
+
+def test_numpy_random_numbers_differ_between_forked_kernels(make_project: ProjectFactory) -> None:
+    files = {
+        name: ipynb(code(f"# {name}\nimport numpy\nprint('draw', numpy.random.randint(10**9))"))
+        for name in ("a.ipynb", "b.ipynb")
+    }
+    project = make_project(files, PRELOAD)
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    draws = {page: build.html(page).split("draw ")[1].split()[0] for page in ("a", "b")}
+    assert draws["a"] != draws["b"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_forked_kernels_fail_time_out_and_stop_like_normal_ones(
+    make_project: ProjectFactory,
+) -> None:
+    files = {
+        "good.ipynb": ipynb(code("print('good notebook ran')")),
+        "exits.ipynb": ipynb(code("import os\nos._exit(1)")),
+        "slow.ipynb": ipynb(
+            code("x = 1"),
+            code("import time\ntime.sleep(60)"),
+            metadata={"execution": {"timeout": 2}},
+        ),
+    }
+    project = make_project(files, 'nbcache_kernel_preload = []\nnbcache_report = "r.json"\n')
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    report = json.loads((build.outdir / "r.json").read_text())
+    assert {n["source"]: n["status"] for n in report["notebooks"]} == {
+        "good.ipynb": "succeeded",
+        "exits.ipynb": "kernel-error",
+        "slow.ipynb": "timeout",
+    }
+    assert "good notebook ran" in build.html("good")
+    assert project.kernels() == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_ctrl_c_leaves_no_forked_kernel_or_server(make_project: ProjectFactory) -> None:
+    files = {
+        "fast.ipynb": ipynb(code("print('good notebook ran')")),
+        "slow1.ipynb": ipynb(code("import time\ntime.sleep(120)")),
+        "slow2.ipynb": ipynb(code("import time\ntime.sleep(121)")),
+    }
+    project = make_project(files, "nbcache_kernel_preload = []\n")
+    process = project.start(env={"PYTHONUNBUFFERED": "1"})
+    assert process.stdout is not None
+    try:
+        for line in process.stdout:
+            if "fast.ipynb executed" in line:
+                break
+        assert len(project.kernels()) == 3  # the server and the two slow kernels
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode != 0, stdout + stderr
+    assert project.kernels() == []
