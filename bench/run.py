@@ -6,10 +6,17 @@ one ``python -m sphinx -q -b html SRC OUT`` subprocess of this interpreter, so i
 start-up, kernels and HTML writing all count, as they do for a user.
 
 A. ``--notebooks`` notebooks with ``--work`` seconds of kernel work each, one copy of the book
-   per tool: *cold* (empty cache, fresh ``_build``), *warm* (cache kept, fresh ``_build``) and
-   *edit* (one notebook's code changed, incremental rebuild of the warm ``_build``).
-B. ``--big`` notebooks with little work: sphinx-nbcache *warm* against myst-nb with
-   ``nb_execution_mode = "off"``, i.e. what serving everything from the cache costs.
+   per tool: *cold* (empty cache, fresh ``_build``; myst-nb also with ``-j 2``), *warm*
+   (cache kept, fresh ``_build``) and *edit* (one notebook's code changed, incremental
+   rebuild of the warm ``_build``).
+B. ``--big`` notebooks with little work: *cold* builds, where kernel start-up is all the
+   cost (myst-nb, sphinx-nbcache, sphinx-nbcache with forked kernels); sphinx-nbcache
+   *warm* against myst-nb with ``nb_execution_mode = "off"``, i.e. what serving everything
+   from the cache costs; *no-op* rebuilds of both tools; the sphinx-build process's peak
+   memory for each.
+C. Discovery: the executor alone, with and without recording what each notebook reads.
+D. ``--plots`` notebooks importing numpy, pandas and matplotlib and drawing one plot, cold:
+   myst-nb, sphinx-nbcache, and sphinx-nbcache with those modules preloaded.
 
 Every build's return code is checked and every page is checked for the outputs it must (or,
 with execution off, must not) show, so a silently failed notebook cannot pass for a fast one.
@@ -32,7 +39,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from make_book import code_cells, make_book
+from make_book import code_cells, make_book, write_ipynb
 
 HERE = Path(__file__).resolve().parent
 BOOKS = HERE / "_books"
@@ -49,7 +56,13 @@ EDIT_BASE = 1000
 """Edits set notebook 0's constant to ``EDIT_BASE + repetition``: a new value each time, so
 every edit is a real cache miss for both tools."""
 SPEEDUP_TARGET = 3.0
+SERIAL_TARGET = 4.0
+PARALLEL_TARGET = 2.0
 WARM_OVERHEAD_TARGET = 1.10
+WARM_SCALE_TARGET = 1.05
+TINY_TARGET = 3.0
+PRELOAD_TARGET = 2.0
+PLOT_MODULES = ["numpy", "pandas", "matplotlib.pyplot"]
 VERSIONS = ("sphinx", "myst-nb", "myst-parser", "jupyter-cache", "nbclient", "ipykernel")
 
 
@@ -66,6 +79,13 @@ class Book:
     constants: dict[str, int]
     executes: bool
     """False for ``nb_execution_mode = "off"``: pages must then show no outputs."""
+    build_args: tuple[str, ...] = ()
+    """Extra ``sphinx-build`` options, such as ``-j 2``."""
+    peak_mb: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Highest resident memory of the sphinx-build process (not its kernels), per kind
+    of build."""
+    images: bool = False
+    """Pages must also show a plot."""
 
     @property
     def build_dir(self) -> Path:
@@ -103,6 +123,7 @@ def generate(
     extension: str,
     mode: str,
     extra_conf: Sequence[str] = (),
+    formats: Sequence[str] = FORMATS,
 ) -> Book:
     """Write a book whose myst-nb cache lives beside conf.py, outside ``_build``.
 
@@ -115,12 +136,39 @@ def generate(
         cells=size.cells,
         extension=extension,
         mode=mode,
-        formats=FORMATS,
+        formats=formats,
     )
     lines = [f"nb_execution_cache_path = {str(src / '.jupyter_cache')!r}", *extra_conf]
     with (src / "conf.py").open("a") as conf:
         conf.write("\n".join(lines) + "\n")
     return Book(label, src, {name: index for index, name in enumerate(names)}, mode != "off")
+
+
+def plot_book(
+    label: str, src: Path, notebooks: int, *, extension: str, extra_conf: Sequence[str] = ()
+) -> Book:
+    """Notebooks that import numpy, pandas and matplotlib, make a DataFrame and draw one
+    plot: what many docs notebooks do, and where kernel start-up is mostly imports."""
+    book = generate(
+        label,
+        src,
+        Size(notebooks, 0, 0),
+        extension=extension,
+        mode="cache",
+        extra_conf=extra_conf,
+        formats=("ipynb",),
+    )
+    for name, i in book.constants.items():
+        cells = [
+            "import matplotlib.pyplot as plt\nimport numpy as np\nimport pandas as pd",
+            f"N{i} = {i}\nx = np.linspace(0, 2 * np.pi, 200)\n"
+            f"frame = pd.DataFrame({{'x': x, 'y': np.sin(x + N{i})}})\nframe.describe()",
+            "frame.plot(x='x', y='y')\nplt.show()",
+            f"{{'notebook': N{i}, 'squares': [k * k for k in range(5)]}}",
+        ]
+        write_ipynb(src / f"{name}.ipynb", i, cells)
+    book.images = True
+    return book
 
 
 def outputs_book(executed: Book, src: Path) -> Book:
@@ -145,11 +193,12 @@ def sphinx_build(book: Book, what: str) -> float:
     """Seconds of one checked ``sphinx-build -q -b html`` run; raises on any failure."""
     command = [
         sys.executable,
-        "-m",
-        "sphinx",
+        "-c",
+        PEAK_WRAPPER,
         "-q",
         "-b",
         "html",
+        *book.build_args,
         str(book.src),
         str(book.html_dir),
     ]
@@ -168,10 +217,26 @@ def sphinx_build(book: Book, what: str) -> float:
             f"--- stdout\n{_tail(proc.stdout)}\n--- stderr\n{_tail(proc.stderr)}"
         )
     check_pages(book, proc.stderr)
+    peaks = [
+        float(line.split()[1]) / 1024 for line in proc.stderr.splitlines() if line.startswith(PEAK)
+    ]
+    if peaks:
+        book.peak_mb[what] = max(book.peak_mb.get(what, 0.0), peaks[-1])
     warnings = sphinx_warnings(proc.stderr)
     note = f"  ({len(warnings)} Sphinx warning(s), first: {warnings[0]})" if warnings else ""
     print(f"{seconds:7.2f} s{note}", flush=True)
     return seconds
+
+
+PEAK = "nbcache-bench-peak-kb"
+PEAK_WRAPPER = (
+    "import resource, sys\n"
+    "from sphinx.cmd.build import main\n"
+    "code = main(sys.argv[1:])\n"
+    f"print('{PEAK}', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+"""``python -m sphinx`` that also prints its own peak resident memory (Linux: KiB)."""
 
 
 def _tail(text: str, lines: int = 40) -> str:
@@ -194,10 +259,13 @@ def check_pages(book: Book, stderr: str) -> None:
         if not page.is_file():
             raise BenchError(f"{book.label}: {page} was not written\n{_tail(stderr)}")
         last_output = f"{{'notebook': {constant}, 'squares': [0, 1, 4, 9, 16]}}"
-        shows = f"</span>{last_output}" in page.read_text(encoding="utf-8")
+        html = page.read_text(encoding="utf-8")
+        shows = f"</span>{last_output}" in html
         if shows != book.executes:
             expected = f"the last cell's output {last_output}" if book.executes else "no outputs"
             raise BenchError(f"{book.label}: {page} does not show {expected}\n{_tail(stderr)}")
+        if book.images and "<img " not in html:
+            raise BenchError(f"{book.label}: {page} shows no plot\n{_tail(stderr)}")
 
 
 def edit_constant(book: Book, name: str, value: int) -> None:
@@ -287,7 +355,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--notebooks", type=int, help="notebooks in A (default 12, quick 4)")
     parser.add_argument("--work", type=float, help="seconds of work per notebook in A (1, 0.3)")
-    parser.add_argument("--big", type=int, help="notebooks in B (default 100, quick 20)")
+    parser.add_argument("--big", type=int, help="notebooks in B (default 200, quick 20)")
+    parser.add_argument("--plots", type=int, help="notebooks in D (default 20, quick 4)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; min is kept")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
@@ -299,8 +368,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     quick = args.quick
     args.notebooks = args.notebooks if args.notebooks is not None else (4 if quick else 12)
     args.work = args.work if args.work is not None else (0.3 if quick else 1.0)
-    args.big = args.big if args.big is not None else (20 if quick else 100)
-    for name in ("notebooks", "big", "repeat"):
+    args.big = args.big if args.big is not None else (20 if quick else 200)
+    args.plots = args.plots if args.plots is not None else (4 if quick else 20)
+    for name in ("notebooks", "big", "plots", "repeat"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.work < 0:
@@ -317,115 +387,33 @@ def run(args: argparse.Namespace) -> list[str]:
     load_before = os.getloadavg()[0]
     extra = [] if args.nbcache_workers is None else [f"nbcache_workers = {args.nbcache_workers}"]
     pool = nbcache_pool(args.nbcache_workers)
-    size_a = Size(args.notebooks, args.work, CELLS)
-    size_b = Size(args.big, BIG_WORK, BIG_CELLS)
+    cpus = os.cpu_count() or 1
 
     print(f"A: {args.notebooks} notebooks x {args.work:g} s of work, best of {args.repeat}")
-    mystnb = generate("myst-nb", BOOKS / "a-mystnb", size_a, extension="myst_nb", mode="cache")
-    nbcache = generate(
-        "nbcache",
-        BOOKS / "a-nbcache",
-        size_a,
-        extension="sphinx_nbcache",
-        mode="cache",
-        extra_conf=extra,
-    )
-    fixed_workers = os.cpu_count() or 1
-    fixed = generate(
-        f"nbcache x{fixed_workers}",
-        BOOKS / "a-nbcache-fixed",
-        size_a,
-        extension="sphinx_nbcache",
-        mode="cache",
-        extra_conf=[f"nbcache_workers = {fixed_workers}"],
-    )
-    times_m = bench_tool(mystnb, args.repeat)
-    times_n = bench_tool(nbcache, args.repeat)
-    times_f = bench_tool(fixed, args.repeat)
-
+    lines_a = section_a(args, extra, cpus)
     print(f"B: {args.big} notebooks x {BIG_WORK:g} s of work, best of {args.repeat}")
-    big = generate(
-        "big nbcache",
-        BOOKS / "b-nbcache",
-        size_b,
-        extension="sphinx_nbcache",
-        mode="cache",
-        extra_conf=extra,
-    )
-    off = generate("big off", BOOKS / "b-off", size_b, extension="myst_nb", mode="off")
-    big_cold = best_of(args.repeat, big, "cold", big.wipe_caches)
-    warm_times, off_times = [], []
-    for _ in range(args.repeat):  # interleaved, so that drift hits both alike
-        big.wipe_build()
-        warm_times.append(sphinx_build(big, "warm"))
-        off.wipe_build()
-        off_times.append(sphinx_build(off, "off"))
-    big_warm, big_off = min(warm_times), min(off_times)
-    floor = outputs_book(big, BOOKS / "b-floor")
-    big_floor = best_of(args.repeat, floor, "floor", floor.wipe_build)
-
-    rows_a = [
-        [what, f"{m:.2f}", f"{n:.2f}", ratio(m, n), f"{f:.2f}", ratio(m, f)]
-        for what, m, n, f in (
-            ("cold (empty cache, fresh _build)", times_m.cold, times_n.cold, times_f.cold),
-            ("warm (cache kept, fresh _build)", times_m.warm, times_n.warm, times_f.warm),
-            ("edit (1 notebook changed, incremental)", times_m.edit, times_n.edit, times_f.edit),
-        )
-    ]
-    rows_b = [
-        ["sphinx-nbcache cold (fills the cache)", f"{big_cold:.2f}", ratio(big_cold, big_off)],
-        ["sphinx-nbcache warm (fresh _build)", f"{big_warm:.2f}", ratio(big_warm, big_off)],
-        ['myst-nb nb_execution_mode = "off"', f"{big_off:.2f}", "1.00"],
-        [
-            "myst-nb off, outputs in the files",
-            f"{big_floor:.2f}",
-            ratio(big_floor, big_off),
-        ],
-    ]
+    lines_b = section_b(args, extra, cpus)
     print(f"C: {DISCOVERY_NOTEBOOKS} notebooks x {args.work:g} s, without and with discovery")
     plain, discovering = discovery_overhead(args.work, args.repeat)
+    print(f"D: {args.plots} plotting notebooks, best of {args.repeat}")
+    lines_d = section_d(args, extra)
     load_after = os.getloadavg()[0]
-    speedup = times_m.cold / times_n.cold
-    speedup_fixed = times_m.cold / times_f.cold
-    overhead = big_warm / big_off
     versions = ", ".join(f"{name} {package_version(name)}" for name in VERSIONS)
     pool_why = "nbcache_workers set" if args.nbcache_workers else "the default"
     return [
         "# sphinx-nbcache benchmark",
         "",
-        f"- machine: Python {platform.python_version()}, {os.cpu_count()} CPU(s), 1-minute load"
+        f"- machine: Python {platform.python_version()}, {cpus} CPU(s), 1-minute load"
         f" average {load_before:.2f} before and {load_after:.2f} after (other work skews it all)",
         f"- versions: {versions}, sphinx-nbcache {package_version('sphinx-nbcache')}",
         f"- sphinx-nbcache ran {pool} ({pool_why})",
-        f"- each number: wall-clock seconds of `sphinx-build -q -b html`, best of {args.repeat}",
+        f"- each number: wall-clock seconds of `sphinx-build -q -b html`, best of {args.repeat};"
+        " memory: the highest resident memory of the sphinx-build process itself (kernels are"
+        " processes of their own)",
         "",
-        f"## A. {args.notebooks} notebooks x {args.work:g} s of work ({', '.join(FORMATS)})",
+        *lines_a,
         "",
-        *table(
-            [
-                "build",
-                "myst-nb cache (s)",
-                "nbcache (s)",
-                "ratio",
-                f"nbcache, fixed {fixed_workers} workers (s)",
-                "ratio",
-            ],
-            rows_a,
-        ),
-        "",
-        f"Ratios are myst-nb / sphinx-nbcache. Cold speed-up {speedup:.2f}x"
-        f" (target >= {SPEEDUP_TARGET:g}x): "
-        + ("met" if speedup >= SPEEDUP_TARGET else "NOT met")
-        + f"; {speedup_fixed:.2f}x with a fixed {fixed_workers} workers (one per CPU).",
-        "",
-        f"## B. {args.big} notebooks x {BIG_WORK:g} s of work ({BIG_CELLS} cells each)",
-        "",
-        *table(["build", "seconds", "ratio to off"], rows_b),
-        "",
-        f"Warm / off = {overhead:.2f} (target <= {WARM_OVERHEAD_TARGET:.2f}): "
-        + ("met." if overhead <= WARM_OVERHEAD_TARGET else "NOT met.")
-        + f" Warm / outputs in the files = {big_warm / big_floor:.2f}: what the cache itself"
-        " costs, since pages with outputs take longer to write than pages without.",
+        *lines_b,
         "",
         f"## C. Discovery: {DISCOVERY_NOTEBOOKS} notebooks x {args.work:g} s, each reading a"
         " data file, executed by sphinx-nbcache's pool",
@@ -443,7 +431,226 @@ def run(args: argparse.Namespace) -> list[str]:
         ),
         "",
         f"With / without = {discovering / plain:.2f} (target <= {DISCOVERY_TARGET:.2f}): "
-        + ("met." if discovering / plain <= DISCOVERY_TARGET else "NOT met."),
+        + verdict(discovering / plain <= DISCOVERY_TARGET),
+        "",
+        *lines_d,
+    ]
+
+
+def verdict(met: bool) -> str:
+    return "met." if met else "NOT met."
+
+
+def section_a(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str]:
+    """Notebooks with real work: myst-nb serial and ``-j 2`` against sphinx-nbcache."""
+    size = Size(args.notebooks, args.work, CELLS)
+    mystnb = generate("myst-nb", BOOKS / "a-mystnb", size, extension="myst_nb", mode="cache")
+    nbcache = generate(
+        "nbcache",
+        BOOKS / "a-nbcache",
+        size,
+        extension="sphinx_nbcache",
+        mode="cache",
+        extra_conf=extra,
+    )
+    fixed = generate(
+        f"nbcache x{cpus}",
+        BOOKS / "a-nbcache-fixed",
+        size,
+        extension="sphinx_nbcache",
+        mode="cache",
+        extra_conf=[f"nbcache_workers = {cpus}"],
+    )
+    times_m = bench_tool(mystnb, args.repeat)
+    parallel = dataclasses.replace(mystnb, label="myst-nb -j 2", build_args=("-j", "2"))
+    cold_j2 = best_of(args.repeat, parallel, "cold", parallel.wipe_caches)
+    times_n = bench_tool(nbcache, args.repeat)
+    times_f = bench_tool(fixed, args.repeat)
+    cpu_work = args.notebooks * args.work / 2  # half of each notebook's work is a sleep
+    lower = max(cpu_work / cpus, args.work) + times_n.warm
+    rows = [
+        [what, f"{m:.2f}", f"{n:.2f}", ratio(m, n), f"{f:.2f}", ratio(m, f)]
+        for what, m, n, f in (
+            ("cold (empty cache, fresh _build)", times_m.cold, times_n.cold, times_f.cold),
+            ("warm (cache kept, fresh _build)", times_m.warm, times_n.warm, times_f.warm),
+            ("edit (1 notebook changed, incremental)", times_m.edit, times_n.edit, times_f.edit),
+        )
+    ]
+    rows.insert(
+        1,
+        [
+            "cold, myst-nb with -j 2",
+            f"{cold_j2:.2f}",
+            f"{times_n.cold:.2f}",
+            ratio(cold_j2, times_n.cold),
+            f"{times_f.cold:.2f}",
+            ratio(cold_j2, times_f.cold),
+        ],
+    )
+    serial, against_j2 = times_m.cold / times_n.cold, cold_j2 / times_n.cold
+    return [
+        f"## A. {args.notebooks} notebooks x {args.work:g} s of work ({', '.join(FORMATS)})",
+        "",
+        *table(
+            [
+                "build",
+                "myst-nb cache (s)",
+                "nbcache (s)",
+                "ratio",
+                f"nbcache, fixed {cpus} workers (s)",
+                "ratio",
+            ],
+            rows,
+        ),
+        "",
+        f"Ratios are myst-nb / sphinx-nbcache. Cold: {serial:.2f}x myst-nb serial (target"
+        f" >= {SPEEDUP_TARGET:g}x: {verdict(serial >= SPEEDUP_TARGET)[:-1]}; at scale >="
+        f" {SERIAL_TARGET:g}x: {verdict(serial >= SERIAL_TARGET)[:-1]}), {against_j2:.2f}x"
+        f" myst-nb -j 2 (target >= {PARALLEL_TARGET:g}x: {verdict(against_j2 >= PARALLEL_TARGET)}"
+        f" Lower bound {lower:.2f} s: the notebooks' CPU work ({cpu_work:g} s) over {cpus}"
+        f" CPUs, or one notebook's {args.work:g} s if longer, plus the warm build.",
+    ]
+
+
+def section_b(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str]:
+    """Many tiny notebooks: kernel start-up cold, and the cost of the cache when warm."""
+    size = Size(args.big, BIG_WORK, BIG_CELLS)
+    mystnb = generate("tiny myst-nb", BOOKS / "b-mystnb", size, extension="myst_nb", mode="cache")
+    big = generate(
+        "tiny nbcache",
+        BOOKS / "b-nbcache",
+        size,
+        extension="sphinx_nbcache",
+        mode="cache",
+        extra_conf=extra,
+    )
+    forked = generate(
+        "tiny forked",
+        BOOKS / "b-forked",
+        size,
+        extension="sphinx_nbcache",
+        mode="cache",
+        extra_conf=[*extra, "nbcache_kernel_preload = []"],
+    )
+    off = generate("tiny off", BOOKS / "b-off", size, extension="myst_nb", mode="off")
+    cold_m = best_of(args.repeat, mystnb, "cold", mystnb.wipe_caches)
+    noop_m = best_of(args.repeat, mystnb, "no-op", lambda: None)
+    cold_n = best_of(args.repeat, big, "cold", big.wipe_caches)
+    cold_f = best_of(args.repeat, forked, "cold", forked.wipe_caches)
+    warm_times, off_times = [], []
+    for _ in range(args.repeat):  # interleaved, so that drift hits both alike
+        big.wipe_build()
+        warm_times.append(sphinx_build(big, "warm"))
+        off.wipe_build()
+        off_times.append(sphinx_build(off, "off"))
+    warm, off_time = min(warm_times), min(off_times)
+    noop_n = best_of(args.repeat, big, "no-op", lambda: None)
+    floor = outputs_book(big, BOOKS / "b-floor")
+    floor_time = best_of(args.repeat, floor, "floor", floor.wipe_build)
+
+    def memory(book: Book, what: str) -> str:
+        return f"{book.peak_mb[what]:.0f}" if what in book.peak_mb else "n/a"
+
+    rows = [
+        ["myst-nb cache, cold", f"{cold_m:.2f}", ratio(cold_m, off_time), memory(mystnb, "cold")],
+        ["sphinx-nbcache cold", f"{cold_n:.2f}", ratio(cold_n, off_time), memory(big, "cold")],
+        [
+            "sphinx-nbcache cold, kernels forked (nbcache_kernel_preload = [])",
+            f"{cold_f:.2f}",
+            ratio(cold_f, off_time),
+            memory(forked, "cold"),
+        ],
+        [
+            "sphinx-nbcache warm (fresh _build)",
+            f"{warm:.2f}",
+            ratio(warm, off_time),
+            memory(big, "warm"),
+        ],
+        ['myst-nb nb_execution_mode = "off"', f"{off_time:.2f}", "1.00", memory(off, "off")],
+        [
+            "myst-nb off, outputs in the files",
+            f"{floor_time:.2f}",
+            ratio(floor_time, off_time),
+            memory(floor, "floor"),
+        ],
+        [
+            "myst-nb cache, no-op rebuild",
+            f"{noop_m:.2f}",
+            ratio(noop_m, off_time),
+            memory(mystnb, "no-op"),
+        ],
+        [
+            "sphinx-nbcache no-op rebuild",
+            f"{noop_n:.2f}",
+            ratio(noop_n, off_time),
+            memory(big, "no-op"),
+        ],
+    ]
+    overhead = warm / off_time
+    cold_speedup = cold_m / min(cold_n, cold_f)
+    noop = noop_n / noop_m
+    lower = args.big * BIG_WORK / 2 / cpus + warm
+    return [
+        f"## B. {args.big} notebooks x {BIG_WORK:g} s of work ({BIG_CELLS} cells each)",
+        "",
+        *table(["build", "seconds", "ratio to off", "memory (MB)"], rows),
+        "",
+        f"Cold: {cold_m / cold_n:.2f}x myst-nb, {cold_m / cold_f:.2f}x with forked kernels"
+        f" (target >= {TINY_TARGET:g}x: {verdict(cold_speedup >= TINY_TARGET)}"
+        f" Lower bound {lower:.2f} s (the notebooks' CPU work over {cpus} CPUs plus the warm"
+        f" build). Warm / off = {overhead:.2f} (target <= {WARM_OVERHEAD_TARGET:.2f}:"
+        f" {verdict(overhead <= WARM_OVERHEAD_TARGET)[:-1]}; at scale <= {WARM_SCALE_TARGET:.2f}:"
+        f" {verdict(overhead <= WARM_SCALE_TARGET)}"
+        f" Warm / outputs in the files = {warm / floor_time:.2f}: what the cache itself costs,"
+        " since pages with outputs take longer to write than pages without. No-op rebuild /"
+        f" myst-nb's = {noop:.2f} (target <= {WARM_SCALE_TARGET:.2f}: "
+        + verdict(noop <= WARM_SCALE_TARGET),
+    ]
+
+
+def section_d(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """Notebooks whose start-up is mostly imports: normal kernels against preloaded ones."""
+    mystnb = plot_book("plots myst-nb", BOOKS / "d-mystnb", args.plots, extension="myst_nb")
+    normal = plot_book(
+        "plots nbcache",
+        BOOKS / "d-nbcache",
+        args.plots,
+        extension="sphinx_nbcache",
+        extra_conf=extra,
+    )
+    preloaded = plot_book(
+        "plots preload",
+        BOOKS / "d-preload",
+        args.plots,
+        extension="sphinx_nbcache",
+        extra_conf=[*extra, f"nbcache_kernel_preload = {PLOT_MODULES!r}"],
+    )
+    cold = {
+        book.label: best_of(args.repeat, book, "cold", book.wipe_caches)
+        for book in (mystnb, normal, preloaded)
+    }
+    gain = cold[normal.label] / cold[preloaded.label]
+    rows = [
+        ["myst-nb cache", f"{cold[mystnb.label]:.2f}", "1.00"],
+        [
+            "sphinx-nbcache",
+            f"{cold[normal.label]:.2f}",
+            ratio(cold[mystnb.label], cold[normal.label]),
+        ],
+        [
+            f"sphinx-nbcache, nbcache_kernel_preload = {PLOT_MODULES}",
+            f"{cold[preloaded.label]:.2f}",
+            ratio(cold[mystnb.label], cold[preloaded.label]),
+        ],
+    ]
+    return [
+        f"## D. {args.plots} notebooks importing numpy, pandas and matplotlib, one plot each"
+        " (cold)",
+        "",
+        *table(["build", "seconds", "speed-up over myst-nb"], rows),
+        "",
+        f"Preloaded / normal kernels: {gain:.2f}x faster (target >= {PRELOAD_TARGET:g}x: "
+        + verdict(gain >= PRELOAD_TARGET),
     ]
 
 

@@ -11,7 +11,10 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 from conftest import Project, ProjectFactory, code, ipynb, myst_notebook
+from sphinx_nbcache.pipeline import ENVIRONMENTS_FILE, kernel_environment
 from sphinx_nbcache.store import Store
 
 CONF = 'exclude_patterns.append("lib")\n'
@@ -214,3 +217,28 @@ def test_declared_files_are_copied_into_a_temporary_working_folder(
     build = project.build()
     assert build.warnings == []
     assert "['inputs'] declared input" in build.html("nb")
+
+
+def test_installed_packages_are_listed_again_only_when_the_environment_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    cache = tmp_path / "cache"
+    first = kernel_environment("python3", cache)
+    assert first["packages"]["diskcache"] == version("diskcache")
+    remembered = cache / ENVIRONMENTS_FILE
+    written = remembered.stat().st_mtime_ns
+    assert kernel_environment("python3", cache) == first
+    assert remembered.stat().st_mtime_ns == written, "unchanged: nothing listed or written"
+
+    info = site / "nbcache_fake_pkg-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: nbcache-fake-pkg\nVersion: 1.2.3\n"
+    )
+    (info / "top_level.txt").write_text("nbcache_fake_pkg\n")
+    changed = kernel_environment("python3", cache)
+    assert changed["packages"]["nbcache-fake-pkg"] == "1.2.3"
+    assert changed["owners"]["nbcache_fake_pkg"] == ["nbcache-fake-pkg"]

@@ -171,11 +171,13 @@ def test_bad_config_values_fail_at_config_inited_one_line_each(
     assert not (project.root / ".nbcache").exists()
 
 
-def test_workers_can_be_set_on_the_command_line(make_project: ProjectFactory) -> None:
+def test_settings_can_be_given_on_the_command_line(make_project: ProjectFactory) -> None:
     project = make_project({"good.ipynb": GOOD})
-    build = project.build("-D", "nbcache_workers=3")
+    build = project.build("-D", "nbcache_workers=3", "-D", "nbcache_kernel_preload=json,csv")
     assert build.returncode == 0, build.stderr
+    assert not build.warnings
     assert "3 at a time" in build.stdout
+    assert "good notebook ran" in build.html("good")
 
 
 LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -16,6 +16,7 @@ because the kernel's Python need not have sphinx-nbcache installed.
 """
 
 import contextlib
+import gc
 import importlib
 import importlib.util
 import json
@@ -26,6 +27,10 @@ import sys
 import traceback
 from pathlib import Path
 from typing import Any
+
+KERNEL_MODULES = ("ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger")
+"""What every ipykernel imports while it initialises (the debugger alone, through debugpy,
+takes most of a kernel's start-up): imported once here instead."""
 
 KERNEL_NAME = b"nbcache-kernel"
 """The process name a forked kernel shows in ``ps`` (its command line is the server's)."""
@@ -38,14 +43,18 @@ def main(preload: list[str]) -> None:
     if not os.environ.get("MPLBACKEND"):
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     failed: dict[str, str] = {}
-    for name in ["ipykernel.kernelapp", *preload]:
+    for name in ["ipykernel.kernelapp", *KERNEL_MODULES, *preload]:
         try:
             importlib.import_module(name)
         except BaseException as exc:  # a module may raise anything, SystemExit included
-            failed[name] = f"{type(exc).__name__}: {exc}"
+            if name not in KERNEL_MODULES:  # those only save time, in the versions that have them
+                failed[name] = f"{type(exc).__name__}: {exc}"
     if "ipykernel.kernelapp" in failed:
         send({"event": "ready", "failed": failed})
         return
+    # forked kernels share the imported objects' memory until they write to it; a garbage
+    # collection that walks all of them would write everywhere, so it skips them
+    gc.freeze()
     spec = importlib.util.find_spec("ipykernel_launcher")
     launcher = spec.origin if spec is not None and spec.origin else "ipykernel_launcher"
     serve(launcher, failed)

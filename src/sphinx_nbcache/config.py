@@ -101,7 +101,7 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         "nbcache_workers",
         None,
         "",
-        (int, type(None)),
+        (int, str, type(None)),  # str: from -D, converted before checks
         "How many notebooks execute at once (one kernel each). None adapts to the machine: "
         "one per CPU, more while CPUs are idle.",
         _optional_positive("adapt to the machine"),
@@ -118,7 +118,7 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         "nbcache_notebook_timeout",
         None,
         "",
-        (int, type(None)),
+        (int, str, type(None)),
         "Seconds all cells of one notebook may take together; None means no limit.",
         _optional_positive("no limit"),
     ),
@@ -126,7 +126,7 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         "nbcache_kernel_preload",
         None,
         "",
-        (list, tuple, type(None)),
+        (list, tuple, str, type(None)),
         "Fork Python kernels from a process that already imported ipykernel and these "
         "modules, so each notebook skips those imports; None starts every kernel normally.",
         _check_modules,
@@ -218,12 +218,16 @@ class Settings:
 
 
 def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn ``-D nbcache_workers=4`` (a string, since the default is None) into an int."""
+    """Turn ``-D nbcache_workers=4`` into an int and ``-D nbcache_kernel_preload=numpy,pandas``
+    into a list: values whose default is None reach us from ``-D`` as plain strings."""
     result = dict(values)
     for name in ("nbcache_workers", "nbcache_notebook_timeout"):
         value = result.get(name)
         if isinstance(value, str) and value.strip().isdigit():
             result[name] = int(value)
+    preload = result.get("nbcache_kernel_preload")
+    if isinstance(preload, str):
+        result["nbcache_kernel_preload"] = [m.strip() for m in preload.split(",") if m.strip()]
     return result
 
 

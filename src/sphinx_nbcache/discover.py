@@ -124,17 +124,6 @@ def dependencies(collected: dict[str, Any], root: Path) -> dict[str, str]:
     return {path: file_digest(root / path) for path in inputs}
 
 
-ENVIRONMENT_SCRIPT = (
-    "import json, platform\n"
-    "from importlib import metadata\n"
-    "print(json.dumps({'python': platform.python_version(), 'packages': "
-    "{d.metadata['Name']: d.version for d in metadata.distributions()}, "
-    "'owners': metadata.packages_distributions()}))"
-)
-"""Run by a kernel's own Python: what is installed where the notebook would execute, and
-which distribution provides each top-level module."""
-
-
 def environment(collected: dict[str, Any]) -> dict[str, Any]:
     """What the kernel reported: its Python version and the top-level modules the notebook
     imported. :func:`with_packages` turns the modules into distributions and versions,

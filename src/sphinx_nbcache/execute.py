@@ -25,6 +25,7 @@ from typing import IO, Any, Protocol
 
 import nbformat
 import psutil
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
@@ -336,9 +337,9 @@ TICK_EVERY = 1.0
 
 
 async def execute_job(
-    job: ExecutionJob, pool: Pool, watcher: Watcher, preloader: Preloader | None = None
+    job: ExecutionJob, pool: Pool, watcher: Watcher, starter: KernelStarter | None = None
 ) -> ExecutionResult:
-    """Execute one notebook in its own kernel (forked by ``preloader`` when given); every
+    """Execute one notebook in its own kernel, started by ``starter``; every
     failure becomes a failed result.
 
     A kernel that dies before running a cell is started again: concurrent start-ups can race
@@ -349,7 +350,7 @@ async def execute_job(
     clock = CellClock(job)
     for _ in range(KERNEL_START_ATTEMPTS):
         error, runtime, collected = await _execute_once(
-            notebook, job, pool, clock, watcher, preloader
+            notebook, job, pool, clock, watcher, starter or KernelStarter()
         )
         _raise_if_cancelled()
         if error is None or clock.current is not None or error.name == "NoSuchKernel":
@@ -386,14 +387,12 @@ async def _execute_once(
     pool: Pool,
     clock: CellClock,
     watcher: Watcher,
-    preloader: Preloader | None,
+    starter: KernelStarter,
 ) -> tuple[CellError | None, float, dict[str, Any] | None]:
     """One kernel's run of the notebook: the error if any, seconds spent, and what the
     notebook read (None unless discovery ran)."""
     kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
-    manager = AsyncKernelManager(
-        config=KERNEL_CONFIG, **({"kernel_name": kernel_name} if kernel_name else {})
-    )
+    manager = starter.manager(kernel_name)
     pool.kernels.add(manager)
     error: CellError | None = None
     runtime = 0.0
@@ -420,8 +419,7 @@ async def _execute_once(
         try:
             async with pool.ahead():
                 begin = time.perf_counter()
-                if preloader is not None:
-                    _fork_through(manager, preloader)
+                starter.prepare(manager)
                 # nbclient's own start: an in-memory IPython history, as under myst-nb,
                 # so that concurrent kernels never share (and lock) one history database
                 await client.async_start_new_kernel(
@@ -525,15 +523,47 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-def _fork_through(manager: AsyncKernelManager, preloader: Preloader) -> None:
-    """Give the manager a provisioner that launches through the preloader's fork server
-    (jupyter_client keeps a provisioner that is already set)."""
-    manager.kernel_id = manager.kernel_id or str(uuid.uuid4())
-    provisioner = ForkedProvisioner(
-        kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager
-    )
-    provisioner.preloader = preloader
-    manager.provisioner = provisioner
+class _RunKernelSpecs(KernelSpecManager):
+    """Kernelspecs looked up once per run: each lookup searches every Jupyter data folder,
+    a few milliseconds that every notebook would pay again."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._found: dict[str, KernelSpec] = {}
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        if kernel_name not in self._found:
+            self._found[kernel_name] = super().get_kernel_spec(kernel_name)
+        return self._found[kernel_name]
+
+
+class KernelStarter:
+    """How the kernels of one run start: kernelspecs looked up once, and forked from
+    ``preloader``'s servers when it is given."""
+
+    def __init__(self, preloader: Preloader | None = None) -> None:
+        self.preloader = preloader
+        self.specs = _RunKernelSpecs()
+
+    def manager(self, kernel_name: str | None) -> AsyncKernelManager:
+        return AsyncKernelManager(
+            config=KERNEL_CONFIG,
+            kernel_spec_manager=self.specs,
+            **({"kernel_name": kernel_name} if kernel_name else {}),
+        )
+
+    def prepare(self, manager: AsyncKernelManager) -> None:
+        """Just before the kernel starts (a missing kernel raises ``NoSuchKernel`` here):
+        a provisioner that launches through a fork server, which jupyter_client keeps
+        since one is already set."""
+        if self.preloader is None:
+            return
+        manager.kernel_id = manager.kernel_id or str(uuid.uuid4())
+        provisioner = ForkedProvisioner(
+            kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager
+        )
+        provisioner.preloader = self.preloader
+        manager.provisioner = provisioner
 
 
 async def _shutdown(manager: AsyncKernelManager, client: NotebookClient) -> None:
@@ -642,19 +672,20 @@ class LocalExecutor:
         if not jobs:
             return []
         preloader = None if self.preload is None else Preloader(self.preload, self.warn)
+        starter = KernelStarter(preloader)
         try:
             with asyncio.Runner(loop_factory=_KernelLoop) as runner:
-                return runner.run(self._run_all(jobs, watcher, preloader))
+                return runner.run(self._run_all(jobs, watcher, starter))
         finally:
             self.pool.kill_leftovers()
             if preloader is not None:
                 preloader.close()
 
     async def _run_all(
-        self, jobs: Sequence[ExecutionJob], watcher: Watcher, preloader: Preloader | None
+        self, jobs: Sequence[ExecutionJob], watcher: Watcher, starter: KernelStarter
     ) -> list[ExecutionResult]:
         async def run_one(job: ExecutionJob) -> ExecutionResult:
-            result = await execute_job(job, self.pool, watcher, preloader)
+            result = await execute_job(job, self.pool, watcher, starter)
             _raise_if_cancelled()
             watcher.finished(result)
             return result

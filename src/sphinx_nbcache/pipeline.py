@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import nbformat
 
-from sphinx_nbcache import discover
+from sphinx_nbcache import _environment, discover
 from sphinx_nbcache.config import Settings
 from sphinx_nbcache.discover import file_digest
 from sphinx_nbcache.execute import (
@@ -179,29 +180,63 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
-def kernel_environment(kernel: str) -> dict[str, Any]:
+ENVIRONMENTS_FILE = "environments.json"
+"""Beside the cache entries: the last :mod:`_environment` report per interpreter."""
+
+ENVIRONMENT_SCRIPT = Path(_environment.__file__)
+
+
+def kernel_environment(kernel: str, cache_path: Path) -> dict[str, Any]:
     """Python version and installed distributions where ``kernel`` runs: read in this
     process when the kernel uses this interpreter, else by running the kernel's
-    interpreter once; empty when that cannot be done."""
+    interpreter once; reused from the last build while the environment's fingerprint is
+    unchanged; empty when it cannot be told."""
     python = kernel_interpreter(kernel)
+    remembered_file = cache_path / ENVIRONMENTS_FILE
+    remembered = _read_json(remembered_file)
+    known = remembered.get(python or sys.executable)
+    fingerprint = known.get("fingerprint", "") if isinstance(known, dict) else ""
     if python is None:
-        return {
-            "python": platform.python_version(),
-            "packages": {d.metadata["Name"]: d.version for d in metadata.distributions()},
-            "owners": metadata.packages_distributions(),
-        }
-    try:
-        done = subprocess.run(
-            [python, "-c", discover.ENVIRONMENT_SCRIPT],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        found: dict[str, Any] = json.loads(done.stdout)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return {}
+        found = _environment.report(fingerprint)
+    else:
+        try:
+            done = subprocess.run(
+                [python, str(ENVIRONMENT_SCRIPT), fingerprint],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            )
+            found = json.loads(done.stdout)
+        except (OSError, subprocess.SubprocessError, ValueError):
+            return {}
+    if set(found) == {"fingerprint"} and isinstance(known, dict):
+        return known
+    remembered[python or sys.executable] = found
+    _write_json(remembered_file, remembered)
     return found
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Atomically (a concurrent build reads the old or the new file, never half of one);
+    best effort, since the file only saves time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False
+        ) as file:
+            json.dump(value, file)
+        Path(file.name).replace(path)
+    except OSError:
+        return
 
 
 def _is_python(notebook: nbformat.NotebookNode) -> bool:
@@ -289,7 +324,7 @@ class Pipeline:
     def installed(self, kernel: str) -> dict[str, Any]:
         """What is installed where ``kernel`` runs, looked at once per build."""
         if kernel not in self._environments:
-            self._environments[kernel] = kernel_environment(kernel)
+            self._environments[kernel] = kernel_environment(kernel, self.settings.cache_path)
         return self._environments[kernel]
 
     def _more_time_now(self, planned: PlannedNotebook, result: ExecutionResult) -> bool:
