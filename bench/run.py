@@ -431,14 +431,15 @@ def run(args: argparse.Namespace) -> list[str]:
         ),
         "",
         f"With / without = {discovering / plain:.2f} (target <= {DISCOVERY_TARGET:.2f}): "
-        + verdict(discovering / plain <= DISCOVERY_TARGET),
+        + verdict(discovering / plain <= DISCOVERY_TARGET)
+        + ".",
         "",
         *lines_d,
     ]
 
 
 def verdict(met: bool) -> str:
-    return "met." if met else "NOT met."
+    return "met" if met else "NOT met"
 
 
 def section_a(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str]:
@@ -504,9 +505,9 @@ def section_a(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str
         ),
         "",
         f"Ratios are myst-nb / sphinx-nbcache. Cold: {serial:.2f}x myst-nb serial (target"
-        f" >= {SPEEDUP_TARGET:g}x: {verdict(serial >= SPEEDUP_TARGET)[:-1]}; at scale >="
-        f" {SERIAL_TARGET:g}x: {verdict(serial >= SERIAL_TARGET)[:-1]}), {against_j2:.2f}x"
-        f" myst-nb -j 2 (target >= {PARALLEL_TARGET:g}x: {verdict(against_j2 >= PARALLEL_TARGET)}"
+        f" >= {SPEEDUP_TARGET:g}x: {verdict(serial >= SPEEDUP_TARGET)}; at scale >="
+        f" {SERIAL_TARGET:g}x: {verdict(serial >= SERIAL_TARGET)}), {against_j2:.2f}x"
+        f" myst-nb -j 2 (target >= {PARALLEL_TARGET:g}x: {verdict(against_j2 >= PARALLEL_TARGET)})."
         f" Lower bound {lower:.2f} s: the notebooks' CPU work ({cpu_work:g} s) over {cpus}"
         f" CPUs, or one notebook's {args.work:g} s if longer, plus the warm build.",
     ]
@@ -596,15 +597,16 @@ def section_b(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str
         *table(["build", "seconds", "ratio to off", "memory (MB)"], rows),
         "",
         f"Cold: {cold_m / cold_n:.2f}x myst-nb, {cold_m / cold_f:.2f}x with forked kernels"
-        f" (target >= {TINY_TARGET:g}x: {verdict(cold_speedup >= TINY_TARGET)}"
+        f" (target >= {TINY_TARGET:g}x: {verdict(cold_speedup >= TINY_TARGET)})."
         f" Lower bound {lower:.2f} s (the notebooks' CPU work over {cpus} CPUs plus the warm"
         f" build). Warm / off = {overhead:.2f} (target <= {WARM_OVERHEAD_TARGET:.2f}:"
-        f" {verdict(overhead <= WARM_OVERHEAD_TARGET)[:-1]}; at scale <= {WARM_SCALE_TARGET:.2f}:"
-        f" {verdict(overhead <= WARM_SCALE_TARGET)}"
+        f" {verdict(overhead <= WARM_OVERHEAD_TARGET)}; at scale <= {WARM_SCALE_TARGET:.2f}:"
+        f" {verdict(overhead <= WARM_SCALE_TARGET)})."
         f" Warm / outputs in the files = {warm / floor_time:.2f}: what the cache itself costs,"
         " since pages with outputs take longer to write than pages without. No-op rebuild /"
         f" myst-nb's = {noop:.2f} (target <= {WARM_SCALE_TARGET:.2f}: "
-        + verdict(noop <= WARM_SCALE_TARGET),
+        + verdict(noop <= WARM_SCALE_TARGET)
+        + ").",
     ]
 
 
@@ -650,7 +652,8 @@ def section_d(args: argparse.Namespace, extra: list[str]) -> list[str]:
         *table(["build", "seconds", "speed-up over myst-nb"], rows),
         "",
         f"Preloaded / normal kernels: {gain:.2f}x faster (target >= {PRELOAD_TARGET:g}x: "
-        + verdict(gain >= PRELOAD_TARGET),
+        + verdict(gain >= PRELOAD_TARGET)
+        + ").",
     ]
 
 
