@@ -68,7 +68,8 @@ class BuildState:
     """Results executed during this build, by key."""
     read_ahead: dict[str, tuple[str, SourceNotebook]] = dataclasses.field(default_factory=dict)
     """Source text and notebook of each notebook read before reading, by docname, so that
-    parsing the same text does not read the notebook a second time."""
+    parsing the same text does not read the notebook a second time; each is dropped once
+    its document is parsed."""
     read_docs: set[str] = dataclasses.field(default_factory=set)
 
 
@@ -178,7 +179,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             super().parse(inputstring, document)
             return
         state = build_state(get_env_app(env))
-        text, notebook = state.read_ahead.get(env.docname, (None, None))
+        text, notebook = state.read_ahead.pop(env.docname, (None, None))
         if notebook is None or text != inputstring:
             path = Path(env.doc2path(env.docname))
             try:
