@@ -99,6 +99,8 @@ def test_slots_are_taken_in_order_and_never_exceed_the_limit() -> None:
             most = max(most, pool.running)
             await asyncio.sleep(0.01)
             pool.release()
+            await asyncio.sleep(0.01)  # shutting down
+            pool.stopped()
 
         await asyncio.gather(*(job(i) for i in range(6)))
         return order, most
@@ -120,6 +122,7 @@ def test_a_raised_limit_lets_waiting_kernels_start_at_once() -> None:
             started += 1
             await asyncio.sleep(0.05)
             pool.release()
+            pool.stopped()
 
         tasks = [asyncio.create_task(job()) for _ in range(3)]
         await asyncio.sleep(0.01)
@@ -150,3 +153,45 @@ def test_a_kernel_whose_job_never_shut_it_down_is_killed_with_the_pool() -> None
     assert process.poll() is not None
     assert not connection_file.exists()
     assert not pool.kernels
+
+
+def test_kernels_alive_never_exceed_the_executing_and_the_ready() -> None:
+    """Real kernels: each notebook counts the live kernels of this process as it starts;
+    a finished kernel still shutting down counts too."""
+    import nbformat
+
+    from sphinx_nbcache.execute import ExecutionJob, ExecutionResult, LocalExecutor
+
+    count = (
+        "import os, psutil\n"
+        "kernels = [p for p in psutil.Process(os.getppid()).children()\n"
+        "           if p.status() != psutil.STATUS_ZOMBIE\n"
+        "           and any('ipykernel' in part for part in p.cmdline())]\n"
+        "print(len(kernels))"
+    )
+    jobs = []
+    for i in range(8):
+        notebook = nbformat.v4.new_notebook(
+            cells=[nbformat.v4.new_code_cell(f"# {i}\n{count}")],
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+        )
+        jobs.append(
+            ExecutionJob(f"k{i}", f"nb{i}.ipynb", nbformat.writes(notebook), None, 60, False)
+        )
+
+    class Watcher:
+        def started(self, job: object, clock: object) -> None:
+            pass
+
+        def finished(self, result: ExecutionResult) -> None:
+            pass
+
+        def tick(self, pool: Pool) -> None:
+            pass
+
+    pool = make_pool(1)
+    results = LocalExecutor(pool).run(jobs, Watcher())
+    assert all(result.succeeded for result in results), [r.error for r in results]
+    alive = [int(result.outputs[0][0]["text"]) for result in results]
+    assert 1 <= max(alive) <= pool.limit + pool.ahead_ceiling
+    assert pool.alive == 0

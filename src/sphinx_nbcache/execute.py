@@ -182,6 +182,8 @@ class Pool:
     notebook may execute when booted kernels wait for a slot (up to ``ceiling``, unless the
     number of workers is fixed); when CPUs stay saturated or memory runs short, both go
     back down. Nothing running is ever stopped: the limits only gate what starts next.
+    A kernel whose notebook is done counts until it is gone, so a new one starts only
+    while fewer than ``limit + ahead_limit`` are alive.
     """
 
     def __init__(self, floor: int, ceiling: int, ahead_ceiling: int) -> None:
@@ -198,6 +200,8 @@ class Pool:
         """Booted kernels waiting for an execution slot."""
         self.queued = 0
         """Notebooks waiting to start a kernel."""
+        self.stopping = 0
+        """Kernels whose notebook is done, still answering discovery or shutting down."""
         self.kernels: set[AsyncKernelManager] = set()
         """Managers whose kernel may still have a process, until their job shut it down."""
         self._waiters: list[asyncio.Future[None]] = []
@@ -228,7 +232,11 @@ class Pool:
         """Held from a kernel's start until its notebook has an execution slot."""
         self.queued += 1
         try:
-            await self._until(lambda: self.starting < self.ahead_limit)
+            await self._until(
+                lambda: (
+                    self.starting < self.ahead_limit and self.alive < self.limit + self.ahead_limit
+                )
+            )
         finally:
             self.queued -= 1
         self.starting += 1
@@ -247,8 +255,20 @@ class Pool:
         self.running += 1
 
     def release(self) -> None:
+        """The notebook is done; its kernel counts as alive until :meth:`stopped`."""
         self.running -= 1
+        self.stopping += 1
         self._wake()
+
+    def stopped(self) -> None:
+        self.stopping -= 1
+        self._wake()
+
+    @property
+    def alive(self) -> int:
+        """Kernel processes this pool has started and not yet seen gone: never more than
+        may execute plus may wait ready, when the next one starts."""
+        return self.starting + self.running + self.stopping
 
     def kill_leftovers(self) -> None:
         """Kill any kernel process a job could not shut down (an interrupted shutdown, say),
@@ -397,7 +417,7 @@ async def _execute_once(
     error: CellError | None = None
     runtime = 0.0
     collected: dict[str, Any] | None = None
-    discovering = False
+    discovering = released = False
     with (
         tempfile.TemporaryDirectory(prefix="nbcache-") as tmp,
         tempfile.NamedTemporaryFile(prefix="nbcache-kernel-", suffix=".log") as kernel_log,
@@ -437,6 +457,7 @@ async def _execute_once(
                 await client.async_execute()
             finally:
                 pool.release()
+                released = True
                 runtime += time.perf_counter() - begin
         except CellTimeoutError as exc:
             error = _timeout_error(clock, str(exc))
@@ -451,6 +472,8 @@ async def _execute_once(
                 collected = await _collect(client)
             await _shutdown(manager, client)
             pool.kernels.discard(manager)
+            if released:
+                pool.stopped()
             if collected is not None and job.artefact_max_size > 0:
                 collected["artefacts"] = discover.capture_artefacts(
                     collected.get("written", []),
