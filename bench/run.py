@@ -61,6 +61,7 @@ PARALLEL_TARGET = 2.0
 WARM_OVERHEAD_TARGET = 1.10
 WARM_SCALE_TARGET = 1.05
 TINY_TARGET = 3.0
+WARM_PATH_TARGET_MS = 2.0
 PRELOAD_TARGET = 2.0
 PLOT_MODULES = ["numpy", "pandas", "matplotlib.pyplot"]
 VERSIONS = ("sphinx", "myst-nb", "myst-parser", "jupyter-cache", "nbclient", "ipykernel")
@@ -554,6 +555,7 @@ def section_b(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str
         off_times.append(sphinx_build(off, "off"))
     warm, off_time = min(warm_times), min(off_times)
     noop_n = best_of(args.repeat, big, "no-op", lambda: None)
+    per_notebook = warm_path(big)
     floor = outputs_book(big, BOOKS / "b-floor")
     floor_time = best_of(args.repeat, floor, "floor", floor.wipe_build)
 
@@ -614,8 +616,49 @@ def section_b(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str
         " since pages with outputs take longer to write than pages without. No-op rebuild /"
         f" myst-nb's = {noop:.2f} (target <= {WARM_SCALE_TARGET:.2f}: "
         + verdict(noop <= WARM_SCALE_TARGET)
+        + "). Reading, keying and looking up one notebook, median: "
+        + ", ".join(f"{ms:.2f} ms ({suffix})" for suffix, ms in per_notebook.items())
+        + f" (target < {WARM_PATH_TARGET_MS:g} ms: "
+        + verdict(max(per_notebook.values()) < WARM_PATH_TARGET_MS)
         + ").",
     ]
+
+
+def warm_path(book: Book) -> dict[str, float]:
+    """Median milliseconds to read one notebook of ``book``, compute its key and look it up
+    in the warm cache, by format: what a warm build pays per notebook before rendering,
+    timed in this process without Sphinx around it."""
+    import statistics
+
+    from myst_nb.core.config import NbParserConfig
+    from myst_parser.config.main import MdParserConfig
+
+    from sphinx_nbcache.config import build_settings
+    from sphinx_nbcache.pipeline import Pipeline, declared_inputs, plan
+    from sphinx_nbcache.read import read_notebook
+    from sphinx_nbcache.store import Store
+
+    settings = build_settings({}, book.src, book.src)
+    pipeline = Pipeline(settings, Store(settings.cache_path), lambda *args: None)
+    md_config = MdParserConfig()
+    nb_config = NbParserConfig(execution_mode="cache", execution_timeout=300)
+    times: dict[str, list[float]] = {}
+    for path in sorted(book.src.glob("nb*.*")):
+        begin = time.perf_counter()
+        notebook = read_notebook(path, path.read_text(encoding="utf-8"), md_config, nb_config)
+        if notebook is None:
+            raise BenchError(f"{path} is not a notebook")
+        metadata = dict(notebook.notebook.metadata)
+        declared, files = declared_inputs(
+            settings, book.src, path.name, metadata, pipeline.declared_digests
+        )
+        found = pipeline.lookup(plan(path.name, notebook, declared, files))
+        elapsed = time.perf_counter() - begin
+        if found is None:
+            raise BenchError(f"{path}: no usable cache entry for the warm-path timing")
+        times.setdefault(path.suffix, []).append(elapsed * 1000)
+    pipeline.store.close()
+    return {suffix: statistics.median(found) for suffix, found in sorted(times.items())}
 
 
 def section_d(args: argparse.Namespace, extra: list[str]) -> list[str]:
