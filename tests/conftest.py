@@ -12,7 +12,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -155,6 +155,30 @@ class Project:
         process = self.start(*args, out=out, env=env)
         stdout, stderr = process.communicate(timeout=300)
         return Build(process.returncode, stdout, stderr, self.root / out)
+
+
+R = TypeVar("R")
+
+
+def build_interrupted(
+    project: Project, after: str, at_interrupt: Callable[[int], R]
+) -> tuple[Build, R]:
+    """Start a build and press Ctrl-C once a line of its output contains ``after``;
+    ``at_interrupt(pid)`` runs just before, and its value comes back with the build."""
+    process = project.start(env={"PYTHONUNBUFFERED": "1"})
+    assert process.stdout is not None
+    try:
+        for line in process.stdout:
+            if after in line:
+                break
+        seen = at_interrupt(process.pid)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return Build(process.returncode, stdout, stderr, project.root / "_build/html"), seen
 
 
 def _answer_ctrl_c() -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import Project, ProjectFactory, code, ipynb, myst_notebook
+from conftest import Project, ProjectFactory, build_interrupted, code, ipynb, myst_notebook
 from sphinx_nbcache.store import Store
 
 RETRY = "nbcache_retry_failed = True\n"
@@ -361,23 +360,11 @@ def test_ctrl_c_stops_every_kernel_and_keeps_finished_results(
     slow1 = ipynb(code("import time\ntime.sleep(120)"))
     slow2 = ipynb(code("import time\ntime.sleep(121)"))
     project = make_project({"fast.ipynb": GOOD, "slow1.ipynb": slow1, "slow2.ipynb": slow2})
-    process = project.start(env={"PYTHONUNBUFFERED": "1"})
-    assert process.stdout is not None
-    try:
-        for line in process.stdout:
-            if "fast.ipynb executed" in line:
-                break
-        kernels = _kernel_pids(process.pid)
-        assert len(kernels) == 2  # the two slow notebooks
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode != 0, stdout + stderr
-    assert "Interrupted" in stderr
-    assert not [pid for pid in kernels if _alive(pid)], stdout + stderr
+    build, kernels = build_interrupted(project, "fast.ipynb executed", _kernel_pids)
+    assert len(kernels) == 2  # the two slow notebooks
+    assert build.returncode != 0, build.stdout + build.stderr
+    assert "Interrupted" in build.stderr
+    assert not [pid for pid in kernels if _alive(pid)], build.stdout + build.stderr
     if sys.platform.startswith("linux"):
         assert project.kernels() == []
     store = Store(project.root / ".nbcache")

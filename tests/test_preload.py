@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import Project, ProjectFactory, code, ipynb
+from conftest import Project, ProjectFactory, build_interrupted, code, ipynb
 from sphinx_nbcache.store import Store
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs os.fork()")
@@ -113,18 +112,7 @@ def test_ctrl_c_leaves_no_forked_kernel_or_server(make_project: ProjectFactory) 
         "slow2.ipynb": ipynb(code("import time\ntime.sleep(121)")),
     }
     project = make_project(files, "nbcache_kernel_preload = []\n")
-    process = project.start(env={"PYTHONUNBUFFERED": "1"})
-    assert process.stdout is not None
-    try:
-        for line in process.stdout:
-            if "fast.ipynb executed" in line:
-                break
-        assert len(project.kernels()) == 3  # the server and the two slow kernels
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode != 0, stdout + stderr
+    build, alive = build_interrupted(project, "fast.ipynb executed", lambda pid: project.kernels())
+    assert len(alive) == 3  # the server and the two slow kernels
+    assert build.returncode != 0, build.stdout + build.stderr
     assert project.kernels() == []
