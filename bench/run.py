@@ -443,34 +443,25 @@ def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
 
+FORKED = "nbcache_kernel_preload = []"
+"""conf.py line that forks kernels from a server instead of starting each one."""
+
+
+def nbcache_book(label: str, src: Path, size: Size, extra_conf: Sequence[str]) -> Book:
+    return generate(
+        label, src, size, extension="sphinx_nbcache", mode="cache", extra_conf=extra_conf
+    )
+
+
 def section_a(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str]:
     """Notebooks with real work: myst-nb serial and ``-j 2`` against sphinx-nbcache."""
     size = Size(args.notebooks, args.work, CELLS)
     mystnb = generate("myst-nb", BOOKS / "a-mystnb", size, extension="myst_nb", mode="cache")
-    nbcache = generate(
-        "nbcache",
-        BOOKS / "a-nbcache",
-        size,
-        extension="sphinx_nbcache",
-        mode="cache",
-        extra_conf=extra,
+    nbcache = nbcache_book("nbcache", BOOKS / "a-nbcache", size, extra)
+    fixed = nbcache_book(
+        f"nbcache x{cpus}", BOOKS / "a-nbcache-fixed", size, [f"nbcache_workers = {cpus}"]
     )
-    fixed = generate(
-        f"nbcache x{cpus}",
-        BOOKS / "a-nbcache-fixed",
-        size,
-        extension="sphinx_nbcache",
-        mode="cache",
-        extra_conf=[f"nbcache_workers = {cpus}"],
-    )
-    forked = generate(
-        "nbcache forked",
-        BOOKS / "a-nbcache-forked",
-        size,
-        extension="sphinx_nbcache",
-        mode="cache",
-        extra_conf=[*extra, "nbcache_kernel_preload = []"],
-    )
+    forked = nbcache_book("nbcache forked", BOOKS / "a-nbcache-forked", size, [*extra, FORKED])
     times_m = bench_tool(mystnb, args.repeat)
     parallel = dataclasses.replace(mystnb, label="myst-nb -j 2", build_args=("-j", "2"))
     cold_j2 = best_of(args.repeat, parallel, "cold", parallel.wipe_caches)
@@ -526,22 +517,8 @@ def section_b(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str
     """Many tiny notebooks: kernel start-up cold, and the cost of the cache when warm."""
     size = Size(args.big, BIG_WORK, BIG_CELLS)
     mystnb = generate("tiny myst-nb", BOOKS / "b-mystnb", size, extension="myst_nb", mode="cache")
-    big = generate(
-        "tiny nbcache",
-        BOOKS / "b-nbcache",
-        size,
-        extension="sphinx_nbcache",
-        mode="cache",
-        extra_conf=extra,
-    )
-    forked = generate(
-        "tiny forked",
-        BOOKS / "b-forked",
-        size,
-        extension="sphinx_nbcache",
-        mode="cache",
-        extra_conf=[*extra, "nbcache_kernel_preload = []"],
-    )
+    big = nbcache_book("tiny nbcache", BOOKS / "b-nbcache", size, extra)
+    forked = nbcache_book("tiny forked", BOOKS / "b-forked", size, [*extra, FORKED])
     off = generate("tiny off", BOOKS / "b-off", size, extension="myst_nb", mode="off")
     cold_m = best_of(args.repeat, mystnb, "cold", mystnb.wipe_caches)
     noop_m = best_of(args.repeat, mystnb, "no-op", lambda: None)

@@ -190,6 +190,8 @@ class Preloader:
         self.modules = list(modules)
         self.warn = warn
         self._servers: dict[str, ForkServer | None] = {}
+        self._reported: set[str] = set()
+        """Interpreters whose failed imports were already warned about."""
 
     async def server_for(self, cmd: Sequence[str], env: Mapping[str, str]) -> ForkServer | None:
         """The server that can fork this kernel command, or None to start it normally."""
@@ -214,10 +216,10 @@ class Preloader:
             self._servers[python] = None
             server.close()
             return None
-        if server.failed:
-            for module, error in server.failed.items():
+        if python not in self._reported:
+            self._reported.add(python)
+            for module, error in (server.failed or {}).items():
                 self.warn(f"nbcache_kernel_preload: cannot import {module} in {python}: {error}")
-            server.failed = {}
         return server
 
     def close(self) -> None:
