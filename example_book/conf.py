@@ -9,8 +9,8 @@ extensions = ["sphinx_nbcache"]  # loads myst_nb, which loads myst_parser
 nb_execution_mode = "cache"
 nb_execution_timeout = 60
 
-# Kernels are forked from a process that imported these once, instead of each notebook
-# importing them itself (see "nbcache_kernel_preload" in the docs).
+# Kernels are forked from a process that imported ipykernel and these once, instead of
+# each notebook importing them itself (see "nbcache_kernel_preload" in the docs).
 nbcache_kernel_preload = ["numpy", "pandas", "matplotlib.pyplot"]
 
 # Jupytext "percent" scripts are notebooks too.

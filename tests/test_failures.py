@@ -153,7 +153,7 @@ def test_bad_config_values_fail_at_config_inited_one_line_each(
         {"good.ipynb": GOOD},
         "nbcache_workers = 0\nnbcache_retry_failed = 'yes'\nnbcache_path = 3\n"
         "nbcache_env_vars = 'HOME'\nnbcache_artefact_max_size = -1\n"
-        "nbcache_kernel_preload = ['numpy', 'not a module']\n",
+        "nbcache_kernel_preload = ['numpy', 'not a module']\nnbcache_fork_kernels = False\n",
     )
     build = project.build()
     assert build.returncode == 2
@@ -164,9 +164,10 @@ def test_bad_config_values_fail_at_config_inited_one_line_each(
         build.stderr
     )
     assert "nbcache_artefact_max_size must be a number of bytes" in build.stderr
-    assert "nbcache_kernel_preload must be None or a list of module names" in build.stderr
-    assert "6 invalid nbcache configuration value(s)" in build.stderr
-    assert build.stderr.count("[nbcache.config]") == 6
+    assert "nbcache_kernel_preload must be a list of module names" in build.stderr
+    assert "nbcache_kernel_preload needs nbcache_fork_kernels = True" in build.stderr
+    assert "7 invalid nbcache configuration value(s)" in build.stderr
+    assert build.stderr.count("[nbcache.config]") == 7
     assert not (project.root / ".nbcache").exists()
 
 
@@ -335,9 +336,16 @@ def test_kernel_that_dies_while_starting_is_started_again(
 
 
 def _kernel_pids(parent: int) -> list[int]:
+    """The build's kernel fork server and the kernels it forked (whose command line is the
+    server's), or kernels the build started itself."""
     table = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
-    rows = (line.split(None, 2) for line in table.stdout.splitlines())
-    return [int(pid) for pid, ppid, args in rows if int(ppid) == parent and "ipykernel" in args]
+    rows = [line.split(None, 2) for line in table.stdout.splitlines()]
+    mine = {
+        int(pid)
+        for pid, ppid, args in rows
+        if int(ppid) == parent and ("ipykernel" in args or "_forkserver.py" in args)
+    }
+    return sorted(mine | {int(pid) for pid, ppid, _ in rows if int(ppid) in mine})
 
 
 def _alive(pid: int) -> bool:
@@ -361,7 +369,7 @@ def test_ctrl_c_stops_every_kernel_and_keeps_finished_results(
     slow2 = ipynb(code("import time\ntime.sleep(121)"))
     project = make_project({"fast.ipynb": GOOD, "slow1.ipynb": slow1, "slow2.ipynb": slow2})
     build, kernels = build_interrupted(project, "fast.ipynb executed", _kernel_pids)
-    assert len(kernels) == 2  # the two slow notebooks
+    assert len(kernels) == 3  # the fork server and the two slow notebooks' kernels
     assert build.returncode != 0, build.stdout + build.stderr
     assert "Interrupted" in build.stderr
     assert not [pid for pid in kernels if _alive(pid)], build.stdout + build.stderr

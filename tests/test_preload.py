@@ -1,4 +1,6 @@
-"""``nbcache_kernel_preload``: kernels forked from a process that imported modules once."""
+"""Forked kernels (the default) and ``nbcache_kernel_preload``: kernels forked from a
+process that imported ipykernel, and the listed modules, once; and normal kernels when
+``nbcache_fork_kernels = False``."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs os.fork()
 
 EXAMPLE_BOOK = Path(__file__).resolve().parents[1] / "example_book"
 PRELOAD = 'nbcache_kernel_preload = ["numpy", "pandas", "matplotlib.pyplot"]\n'
+NORMAL = "nbcache_fork_kernels = False\nnbcache_kernel_preload = []\n"
 
 
 def stored_outputs(project: Path) -> dict[str, tuple[object, ...]]:
@@ -29,9 +32,12 @@ def stored_outputs(project: Path) -> dict[str, tuple[object, ...]]:
     return found
 
 
-def test_preloaded_kernels_give_the_example_book_the_same_outputs(tmp_path: Path) -> None:
+def test_forked_and_preloaded_kernels_give_the_example_book_the_same_outputs(
+    tmp_path: Path,
+) -> None:
     builds = {}
-    for name, extra in (("normal", "nbcache_kernel_preload = None\n"), ("preloaded", PRELOAD)):
+    settings = (("normal", NORMAL), ("forked", "nbcache_kernel_preload = []\n"), ("preloaded", ""))
+    for name, extra in settings:  # the example book preloads numpy, pandas and matplotlib
         root = tmp_path / name
         shutil.copytree(EXAMPLE_BOOK, root, ignore=shutil.ignore_patterns("_build", ".nbcache"))
         with (root / "conf.py").open("a") as conf:
@@ -41,6 +47,7 @@ def test_preloaded_kernels_give_the_example_book_the_same_outputs(tmp_path: Path
         assert not build.warnings, build.warnings
         builds[name] = stored_outputs(root)
     assert len(builds["normal"]) == 6
+    assert builds["forked"] == builds["normal"]
     assert builds["preloaded"] == builds["normal"]
 
 
@@ -79,11 +86,11 @@ def test_numpy_random_numbers_differ_between_forked_kernels(make_project: Projec
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
-def test_forked_kernels_fail_time_out_and_stop_like_normal_ones(
+def test_normal_kernels_fail_time_out_and_stop_like_forked_ones(
     make_project: ProjectFactory,
 ) -> None:
     files = {
-        "good.ipynb": ipynb(code("print('good notebook ran')")),
+        "good.ipynb": ipynb(code("print('ran in', open('/proc/self/comm').read().strip())")),
         "exits.ipynb": ipynb(code("import os\nos._exit(1)")),
         "slow.ipynb": ipynb(
             code("x = 1"),
@@ -91,7 +98,7 @@ def test_forked_kernels_fail_time_out_and_stop_like_normal_ones(
             metadata={"execution": {"timeout": 2}},
         ),
     }
-    project = make_project(files, 'nbcache_kernel_preload = []\nnbcache_report = "r.json"\n')
+    project = make_project(files, NORMAL + 'nbcache_report = "r.json"\n')
     build = project.build()
     assert build.returncode == 0, build.stderr
     report = json.loads((build.outdir / "r.json").read_text())
@@ -100,19 +107,56 @@ def test_forked_kernels_fail_time_out_and_stop_like_normal_ones(
         "exits.ipynb": "kernel-error",
         "slow.ipynb": "timeout",
     }
-    assert "good notebook ran" in build.html("good")
+    assert "ran in python" in build.html("good")
     assert project.kernels() == []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
-def test_ctrl_c_leaves_no_forked_kernel_or_server(make_project: ProjectFactory) -> None:
+def test_ctrl_c_leaves_no_normal_kernel_behind(make_project: ProjectFactory) -> None:
     files = {
         "fast.ipynb": ipynb(code("print('good notebook ran')")),
         "slow1.ipynb": ipynb(code("import time\ntime.sleep(120)")),
         "slow2.ipynb": ipynb(code("import time\ntime.sleep(121)")),
     }
-    project = make_project(files, "nbcache_kernel_preload = []\n")
+    project = make_project(files, NORMAL)
     build, alive = build_interrupted(project, "fast.ipynb executed", lambda pid: project.kernels())
-    assert len(alive) == 3  # the server and the two slow kernels
+    assert len(alive) == 2  # the two slow kernels
     assert build.returncode != 0, build.stdout + build.stderr
     assert project.kernels() == []
+
+
+def test_kernels_with_their_own_pythonpath_fork_from_a_server_of_their_own(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    """A kernelspec's PYTHONPATH is read when the interpreter starts, so a kernel with one
+    cannot come from the server of a kernel without it."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "only_here.py").write_text("WHERE = 'found on the extra path'\n")
+    spec = tmp_path / "jupyter" / "kernels" / "withpath"
+    spec.mkdir(parents=True)
+    spec.joinpath("kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "With a path",
+                "language": "python",
+                "env": {"PYTHONPATH": str(extra)},
+            }
+        )
+    )
+    probe = "import importlib.util\nprint('extra path:', importlib.util.find_spec('only_here'))"
+    files = {
+        "a.ipynb": ipynb(code(probe)),
+        "b.ipynb": ipynb(
+            code("import only_here\nprint(only_here.WHERE)"),
+            metadata={"kernelspec": {"name": "withpath", "display_name": "With a path"}},
+        ),
+    }
+    project = make_project(files)
+    build = project.build(env={"JUPYTER_PATH": str(tmp_path / "jupyter")})
+    assert build.returncode == 0, build.stderr
+    assert build.warnings == []
+    assert build.executed == ["a.ipynb", "b.ipynb"]
+    assert "extra path: None" in build.html("a")
+    assert "found on the extra path" in build.html("b")

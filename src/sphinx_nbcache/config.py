@@ -72,13 +72,11 @@ MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 def _check_modules(value: Any) -> str | None:
-    if value is None:
-        return None
     if isinstance(value, list | tuple) and all(
         isinstance(item, str) and MODULE_NAME.fullmatch(item) for item in value
     ):
         return None
-    return f"must be None or a list of module names such as 'numpy', not {value!r}"
+    return f"must be a list of module names such as 'numpy', not {value!r}"
 
 
 def _check_bool(value: Any) -> str | None:
@@ -123,12 +121,20 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         _optional_positive("no limit"),
     ),
     ConfigValue(
-        "nbcache_kernel_preload",
-        None,
+        "nbcache_fork_kernels",
+        True,
         "",
-        (list, tuple, str, type(None)),
-        "Fork Python kernels from a process that already imported ipykernel and these "
-        "modules, so each notebook skips those imports; None starts every kernel normally.",
+        (bool,),
+        "Fork Python kernels from a server that imported ipykernel once, instead of "
+        "starting a new interpreter for every notebook.",
+        _check_bool,
+    ),
+    ConfigValue(
+        "nbcache_kernel_preload",
+        [],
+        "",
+        (list, tuple, str),
+        "Modules the kernel fork server imports once, so that no notebook imports them itself.",
         _check_modules,
     ),
     ConfigValue(
@@ -213,13 +219,15 @@ class Settings:
     artefact_max_size: int = DEFAULT_ARTEFACT_MAX_SIZE
     artefact_include: tuple[str, ...] = ("*",)
     artefact_exclude: tuple[str, ...] = ()
-    kernel_preload: tuple[str, ...] | None = None
-    """Modules a kernel fork server imports; None: kernels start normally."""
+    kernel_preload: tuple[str, ...] | None = ()
+    """Modules the kernel fork server imports besides ipykernel; None: kernels start
+    normally (``nbcache_fork_kernels = False``)."""
 
 
 def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn ``-D nbcache_workers=4`` into an int and ``-D nbcache_kernel_preload=numpy,pandas``
-    into a list: values whose default is None reach us from ``-D`` as plain strings."""
+    """Turn ``-D nbcache_workers=4`` into an int and ``-D nbcache_kernel_preload=numpy, pandas``
+    into a list of names: ``-D`` gives values whose default is None as plain strings, and
+    lists as the unstripped pieces between commas."""
     result = dict(values)
     for name in ("nbcache_workers", "nbcache_notebook_timeout"):
         value = result.get(name)
@@ -227,7 +235,9 @@ def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
             result[name] = int(value)
     preload = result.get("nbcache_kernel_preload")
     if isinstance(preload, str):
-        result["nbcache_kernel_preload"] = [m.strip() for m in preload.split(",") if m.strip()]
+        preload = preload.split(",")
+    if isinstance(preload, list) and all(isinstance(m, str) for m in preload):
+        result["nbcache_kernel_preload"] = [m.strip() for m in preload if m.strip()]
     return result
 
 
@@ -238,6 +248,11 @@ def validate(values: Mapping[str, Any]) -> list[str]:
         message = spec.check(values.get(spec.name, spec.default))
         if message:
             problems.append(f"{spec.name} {message}")
+    if values.get("nbcache_kernel_preload") and values.get("nbcache_fork_kernels") is False:
+        problems.append(
+            "nbcache_kernel_preload needs nbcache_fork_kernels = True: "
+            "modules are preloaded in the server kernels are forked from"
+        )
     return problems
 
 
@@ -275,9 +290,9 @@ def build_settings(
         artefact_include=tuple(values.get("nbcache_artefact_include", ["*"])),
         artefact_exclude=tuple(values.get("nbcache_artefact_exclude", [])),
         kernel_preload=(
-            None
-            if values.get("nbcache_kernel_preload") is None
-            else tuple(values["nbcache_kernel_preload"])
+            tuple(values.get("nbcache_kernel_preload", ()))
+            if values.get("nbcache_fork_kernels", True)
+            else None
         ),
     )
 

@@ -183,41 +183,51 @@ def _exists(pid: int) -> bool:
     return True
 
 
+def _startup(python: str, env: Mapping[str, str]) -> tuple[str, ...]:
+    """What fixes an interpreter's state before its first line runs: the executable and the
+    ``PYTHON*`` variables (``PYTHONPATH``, ``PYTHONHASHSEED``...). Kernels differing in
+    these need servers of their own; the rest of the environment is set in each child."""
+    return (python, *sorted(f"{k}={v}" for k, v in env.items() if k.startswith("PYTHON")))
+
+
 class Preloader:
-    """The fork servers of one run, one per kernel interpreter, started on first use."""
+    """The fork servers of one run, one per kernel interpreter and start-up environment,
+    each started on first use."""
 
     def __init__(self, modules: Sequence[str], warn: Callable[[str], None]) -> None:
         self.modules = list(modules)
         self.warn = warn
-        self._servers: dict[str, ForkServer | None] = {}
-        self._reported: set[str] = set()
-        """Interpreters whose failed imports were already warned about."""
+        self._servers: dict[tuple[str, ...], ForkServer | None] = {}
+        self._reported: set[tuple[str, ...]] = set()
+        """Servers whose failed imports were already warned about."""
 
     async def server_for(self, cmd: Sequence[str], env: Mapping[str, str]) -> ForkServer | None:
         """The server that can fork this kernel command, or None to start it normally."""
         if list(cmd[1:3]) != LAUNCHER:
             return None
         python = cmd[0]
-        if python not in self._servers:
+        startup = _startup(python, env)
+        if startup not in self._servers:
             if not can_fork():
-                self._servers[python] = None
-                self.warn("nbcache_kernel_preload needs os.fork(); kernels start normally")
+                self._servers[startup] = None
+                if self.modules:  # forking by default only saves time; preloading was asked for
+                    self.warn("nbcache_kernel_preload needs os.fork(); kernels start normally")
             else:
-                self._servers[python] = ForkServer(python, self.modules, env)
-        server = self._servers[python]
+                self._servers[startup] = ForkServer(python, self.modules, env)
+        server = self._servers[startup]
         if server is None:
             return None
         if not await server.ready():
-            if self._servers.get(python) is not server:
+            if self._servers.get(startup) is not server:
                 return None  # another kernel's start found it unusable and said so
             self.warn(
                 f"cannot fork kernels from {python} ({server.problem()}); kernels start normally"
             )
-            self._servers[python] = None
+            self._servers[startup] = None
             server.close()
             return None
-        if python not in self._reported:
-            self._reported.add(python)
+        if startup not in self._reported:
+            self._reported.add(startup)
             for module, error in (server.failed or {}).items():
                 self.warn(f"nbcache_kernel_preload: cannot import {module} in {python}: {error}")
         return server
