@@ -30,10 +30,10 @@ def test_fixed_workers_never_move_but_kernels_started_ahead_may() -> None:
     assert pool.ahead_limit == 6, "at most as many again as may execute"
 
 
-def test_unset_workers_adapt_between_one_and_two_per_cpu() -> None:
+def test_unset_workers_adapt_between_one_and_three_per_cpu() -> None:
     pool = make_pool(None)
     assert pool.adaptive
-    assert pool.ceiling == pool.ahead_ceiling == 2 * pool.floor
+    assert pool.ceiling == pool.ahead_ceiling == 3 * pool.floor
 
 
 def test_idle_cpus_with_kernels_waiting_to_start_start_more() -> None:

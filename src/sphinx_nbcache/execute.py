@@ -161,11 +161,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-AUTO_CEILING_PER_CPU = 2
+AUTO_CEILING_PER_CPU = 3
 """An adaptive pool lets at most this many notebooks per CPU execute at once."""
 ADAPT_EVERY = 0.5
 """Seconds between two looks at the machine's load."""
-CPU_IDLE_BELOW = 70.0
+CPU_IDLE_BELOW = 80.0
 """Percent of all CPUs in use below which one more notebook may start."""
 CPU_BUSY_ABOVE = 95.0
 MEMORY_FREE_AT_LEAST = 0.2
