@@ -18,6 +18,8 @@ C. Discovery: the executor alone, with and without recording what each notebook 
 D. ``--plots`` notebooks importing numpy, pandas and matplotlib and drawing one plot, cold:
    myst-nb, sphinx-nbcache with normal and with forked kernels, and with those modules
    preloaded.
+E. The A book executed on a local Dask cluster (``LocalCluster`` of 2 worker processes,
+   one thread each) against the local pool: the overhead of going through Dask.
 
 Every build's return code is checked and every page is checked for the outputs it must (or,
 with execution off, must not) show, so a silently failed notebook cannot pass for a fast one.
@@ -399,6 +401,8 @@ def run(args: argparse.Namespace) -> list[str]:
     plain, discovering = discovery_overhead(args.work, args.repeat)
     print(f"D: {args.plots} plotting notebooks, best of {args.repeat}")
     lines_d = section_d(args, extra)
+    print(f"E: {args.notebooks} notebooks on a local Dask cluster, best of {args.repeat}")
+    lines_e = section_e(args, extra)
     load_after = os.getloadavg()[0]
     versions = ", ".join(f"{name} {package_version(name)}" for name in VERSIONS)
     pool_why = "nbcache_workers set" if args.nbcache_workers else "the default"
@@ -437,6 +441,8 @@ def run(args: argparse.Namespace) -> list[str]:
         + ".",
         "",
         *lines_d,
+        "",
+        *lines_e,
     ]
 
 
@@ -695,6 +701,60 @@ def section_d(args: argparse.Namespace, extra: list[str]) -> list[str]:
         f"Preloaded / without preload: {gain:.2f}x faster (target >= {PRELOAD_TARGET:g}x: "
         + verdict(gain >= PRELOAD_TARGET)
         + ").",
+    ]
+
+
+DASK_WORKERS = 2
+
+
+def section_e(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """The A book through Dask: a local cluster, as a real one but without the network."""
+    from distributed import LocalCluster
+
+    size = Size(args.notebooks, args.work, CELLS)
+    same = [f"nbcache_workers = {DASK_WORKERS}", NORMAL]
+    local = nbcache_book("e local", BOOKS / "e-local", size, extra)
+    matched = nbcache_book("e local matched", BOOKS / "e-local-matched", size, same)
+    with LocalCluster(
+        n_workers=DASK_WORKERS,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        dask_conf = [
+            'nbcache_executor = "dask"',
+            f'nbcache_dask_scheduler = "{cluster.scheduler_address}"',
+        ]
+        on_dask = nbcache_book("e dask", BOOKS / "e-dask", size, dask_conf)
+        cold = {
+            book.label: best_of(args.repeat, book, "cold", book.wipe_caches)
+            for book in (local, matched, on_dask)
+        }
+    overhead = cold[on_dask.label] / cold[matched.label]
+    rows = [
+        ["local pool (the default)", f"{cold[local.label]:.2f}", "1.00"],
+        [
+            f"local pool, {DASK_WORKERS} at a time, normal kernels",
+            f"{cold[matched.label]:.2f}",
+            ratio(cold[matched.label], cold[local.label]),
+        ],
+        [
+            f"Dask LocalCluster, {DASK_WORKERS} workers x 1 thread",
+            f"{cold[on_dask.label]:.2f}",
+            ratio(cold[on_dask.label], cold[local.label]),
+        ],
+    ]
+    return [
+        f"## E. {args.notebooks} notebooks x {args.work:g} s of work on a local Dask cluster"
+        " (cold)",
+        "",
+        *table(["executor", "seconds", "ratio to the default"], rows),
+        "",
+        f"Dask / local pool with the same {DASK_WORKERS} notebooks at a time and normally"
+        f" started kernels: {overhead:.2f}, what going through Dask costs. The default"
+        " local pool also forks its kernels and runs more notebooks at once while CPUs are"
+        " idle.",
     ]
 
 

@@ -157,6 +157,20 @@ class Project:
         return Build(process.returncode, stdout, stderr, self.root / out)
 
 
+def nbcache(
+    project: Project, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The ``nbcache`` command, run in the project's folder."""
+    return subprocess.run(
+        [sys.executable, "-m", "sphinx_nbcache", *args],
+        cwd=cwd or project.root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
 R = TypeVar("R")
 
 

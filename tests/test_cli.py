@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 
-from conftest import Project, ProjectFactory, code, ipynb, myst_notebook
+from conftest import Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
 from sphinx_nbcache.cli import build_parser
 
 GOOD = ipynb(code("print('from the good notebook')"))
@@ -27,18 +27,6 @@ TEXT = myst_notebook(
 )
 BAD = ipynb(code("raise RuntimeError('broken on purpose')"))
 DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
-
-
-def nbcache(
-    project: Project, *args: str, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sphinx_nbcache", *args],
-        cwd=cwd or project.root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def states(project: Project) -> dict[str, str]:

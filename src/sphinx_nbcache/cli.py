@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import nbformat
 
 from sphinx_nbcache import __version__
-from sphinx_nbcache.execute import ExecutionResult
+from sphinx_nbcache.execute import ExecutionResult, ExecutorError
 from sphinx_nbcache.key import explain_difference
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook
@@ -299,6 +299,10 @@ def cmd_execute(args: argparse.Namespace) -> int:
         overrides["nbcache_workers"] = args.workers
     if args.timeout is not None:
         overrides["nb_execution_timeout"] = args.timeout
+    if args.executor is not None:
+        overrides["nbcache_executor"] = args.executor
+    if args.scheduler is not None:
+        overrides["nbcache_dask_scheduler"] = args.scheduler
     with open_project(args, overrides) as project:
         notebooks = project.notebooks(args.paths)
         retry = project.pipeline.settings.retry_failed
@@ -316,9 +320,14 @@ def cmd_execute(args: argparse.Namespace) -> int:
         if not todo:
             print(f"nothing to execute: {len(notebooks)} notebook(s) up to date")
             return 0
-        print(f"executing {len(todo)} notebook(s)", flush=True)
-        _show_progress(project.app)
-        results = project.pipeline.execute(todo, Progress(len(todo), live=on_terminal()))
+        try:
+            executor = project.pipeline.executor()
+            print(f"executing {len(todo)} notebook(s), {executor.describe()}", flush=True)
+            _show_progress(project.app)
+            progress = Progress(len(todo), live=on_terminal())
+            results = project.pipeline.execute(todo, progress, executor)
+        except ExecutorError as exc:
+            raise CliError(str(exc)) from None
     failed = [r for r in results.values() if not r.succeeded]
     print(f"{len(results) - len(failed)} succeeded, {len(failed)} failed")
     return 1 if failed else 0
@@ -344,6 +353,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         **_status_json(notebook),
         "cells": [] if result is None else _cells(notebook, result),
         "traceback": result.error.traceback if result and result.error else None,
+        "worker": result.worker if result is not None else "",
     }
     if args.json:
         print(json.dumps(data, indent=2))
@@ -353,7 +363,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     if data["key"]:
         print(f"key:      {data['key']}")
     if result is not None:
-        print(f"executed: {result.finished}, {result.runtime:.2f} s")
+        where = f" on {result.worker}" if result.worker else ""
+        print(f"executed: {result.finished}, {result.runtime:.2f} s{where}")
         rows = [
             (str(c["index"]), "" if c["seconds"] is None else f"{c['seconds']:.2f}")
             for c in data["cells"]
@@ -512,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("--force", action="store_true", help="execute even up-to-date ones")
     execute.add_argument("--workers", type=int, metavar="N", help="notebooks at once")
     execute.add_argument("--timeout", type=int, metavar="SECONDS", help="seconds per cell")
+    execute.add_argument(
+        "--executor", choices=("local", "dask"), help="where notebooks run (nbcache_executor)"
+    )
+    execute.add_argument(
+        "--scheduler", metavar="ADDRESS", help="Dask scheduler address (nbcache_dask_scheduler)"
+    )
     execute.set_defaults(run=cmd_execute)
     show = command("show", "One notebook's cache entry: key, when, runtimes, error.", True)
     show.add_argument("path", metavar="PATH")

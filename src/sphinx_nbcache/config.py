@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -11,6 +12,7 @@ from typing import Any, Literal
 
 DEFAULT_CACHE_DIR = ".nbcache"
 DEFAULT_ARTEFACT_MAX_SIZE = 10 * 1024 * 1024
+DEFAULT_SHIP_MAX_SIZE = 100 * 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +79,21 @@ def _check_modules(value: Any) -> str | None:
     ):
         return None
     return f"must be a list of module names such as 'numpy', not {value!r}"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value in choices:
+            return None
+        return f"must be one of {', '.join(map(repr, choices))}, not {value!r}"
+
+    return check
+
+
+def _check_address(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip()):
+        return None
+    return f"must be a scheduler address such as 'tcp://10.0.0.5:8786', or None, not {value!r}"
 
 
 def _check_bool(value: Any) -> str | None:
@@ -180,6 +197,41 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         _list_of("glob patterns"),
     ),
     ConfigValue(
+        "nbcache_executor",
+        "local",
+        "",
+        (str,),
+        "Where notebooks execute: 'local' (a pool of kernels on this machine) or 'dask' "
+        "(the workers of a Dask cluster).",
+        _one_of("local", "dask"),
+    ),
+    ConfigValue(
+        "nbcache_dask_scheduler",
+        None,
+        "",
+        (str, type(None)),
+        "The Dask scheduler's address; None takes Dask's own setting (scheduler-address, "
+        "or DASK_SCHEDULER_ADDRESS).",
+        _check_address,
+    ),
+    ConfigValue(
+        "nbcache_dask_files",
+        "shared",
+        "",
+        (str,),
+        "'shared': workers see the project at the same path; 'ship': each job sends the "
+        "notebook's folder and its declared dependencies along.",
+        _one_of("shared", "ship"),
+    ),
+    ConfigValue(
+        "nbcache_dask_ship_max_size",
+        DEFAULT_SHIP_MAX_SIZE,
+        "",
+        (int,),
+        "Bytes one job may ship to a Dask worker; a notebook needing more fails with a warning.",
+        _check_size,
+    ),
+    ConfigValue(
         "nbcache_report",
         None,
         "",
@@ -222,6 +274,10 @@ class Settings:
     kernel_preload: tuple[str, ...] | None = ()
     """Modules the kernel fork server imports besides ipykernel; None: kernels start
     normally (``nbcache_fork_kernels = False``)."""
+    executor: str = "local"
+    dask_scheduler: str | None = None
+    dask_files: str = "shared"
+    dask_ship_max_size: int = DEFAULT_SHIP_MAX_SIZE
 
 
 def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,6 +304,14 @@ def validate(values: Mapping[str, Any]) -> list[str]:
         message = spec.check(values.get(spec.name, spec.default))
         if message:
             problems.append(f"{spec.name} {message}")
+    if values.get("nbcache_executor") == "dask":
+        try:
+            importlib.import_module("distributed")
+        except ImportError as exc:
+            problems.append(
+                f"nbcache_executor = 'dask' needs Dask's distributed package ({exc}): "
+                "pip install 'sphinx-nbcache[dask]'"
+            )
     if values.get("nbcache_kernel_preload") and values.get("nbcache_fork_kernels") is False:
         problems.append(
             "nbcache_kernel_preload needs nbcache_fork_kernels = True: "
@@ -294,6 +358,10 @@ def build_settings(
             if values.get("nbcache_fork_kernels", True)
             else None
         ),
+        executor=values.get("nbcache_executor", "local"),
+        dask_scheduler=values.get("nbcache_dask_scheduler"),
+        dask_files=values.get("nbcache_dask_files", "shared"),
+        dask_ship_max_size=values.get("nbcache_dask_ship_max_size", DEFAULT_SHIP_MAX_SIZE),
     )
 
 

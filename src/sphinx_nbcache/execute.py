@@ -72,6 +72,18 @@ class ExecutionJob:
     artefact_exclude: tuple[str, ...] = ()
     copy_in: dict[str, str] = dataclasses.field(default_factory=dict)
     """Files to copy into a temporary working folder first: relative path -> source."""
+    inputs: tuple[str, ...] = ()
+    """Files declared as the notebook's dependencies (absolute paths), wherever they are:
+    what an executor on another machine must send along."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExecutionJob:
+        tuples = ("artefact_include", "artefact_exclude", "inputs")
+        fields: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+        return cls(**fields)
 
 
 CELL_TIMEOUT = "CellTimeoutError"
@@ -133,6 +145,8 @@ class ExecutionResult:
     """The kernel's Python version and the versions of the packages the notebook imported."""
     artefacts: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     """Files the notebook wrote in its folder, by path relative to it: sha256 and base64."""
+    worker: str = ""
+    """The Dask worker that executed the notebook; empty for this machine's pool."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -159,6 +173,26 @@ class ExecutionResult:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def unrun_result(job: ExecutionJob, name: str, message: str, worker: str = "") -> ExecutionResult:
+    """The result of a notebook no kernel ran to the end, for a reason outside the notebook
+    (nothing to run it on, its worker lost): no outputs, not worth storing."""
+    notebook = nbformat.reads(job.notebook_json, as_version=4)
+    cells = sum(1 for cell in notebook.cells if cell.cell_type == "code")
+    return ExecutionResult(
+        key=job.key,
+        source=job.source,
+        succeeded=False,
+        error=CellError(name, message, f"{name}: {message}", None),
+        outputs=[[] for _ in range(cells)],
+        execution_counts=[None] * cells,
+        metadata={},
+        runtime=0.0,
+        cell_times=[None] * cells,
+        finished=_now(),
+        worker=worker,
+    )
 
 
 AUTO_CEILING_PER_CPU = 3
@@ -316,6 +350,8 @@ class CellClock:
         self.first_start: float | None = None
         self.limit: tuple[str, int] | None = None
         """(error name, seconds) of the limit in force for the current cell."""
+        self.worker = ""
+        """Where the notebook runs, when not on this machine."""
 
     def on_cell_start(self, cell: Any, cell_index: int) -> None:
         self.current = cell_index
@@ -672,20 +708,43 @@ def describe_pool(pool: Pool) -> str:
     return f"{pool.floor} at a time"
 
 
+class ExecutorError(Exception):
+    """An executor cannot run anything at all (its scheduler is out of reach): one line
+    for the user, and the build stops."""
+
+
+class Executor(Protocol):
+    """Runs jobs and tells a watcher; :class:`LocalExecutor` here, or on a Dask cluster."""
+
+    def describe(self) -> str:
+        """Where and how many at once, for the build log."""
+        ...
+
+    def run(self, jobs: Sequence[ExecutionJob], watcher: Watcher) -> list[ExecutionResult]:
+        """Execute every job; returns once nothing it started is still running."""
+        ...
+
+
 class LocalExecutor:
     """Runs jobs concurrently in this process, in a :class:`Pool` of kernels, forked from
     pre-imported servers when ``preload`` names the modules to import (an empty list:
-    ipykernel alone)."""
+    ipykernel alone). ``stop``, asked every :data:`TICK_EVERY` seconds, cancels the run
+    as Ctrl-C does once it says so."""
 
     def __init__(
         self,
         pool: Pool,
         preload: Sequence[str] | None = None,
         warn: Callable[[str], None] = lambda message: None,
+        stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.pool = pool
         self.preload = preload
         self.warn = warn
+        self.stop = stop
+
+    def describe(self) -> str:
+        return describe_pool(self.pool)
 
     def run(self, jobs: Sequence[ExecutionJob], watcher: Watcher) -> list[ExecutionResult]:
         """Execute every job, telling ``watcher`` as each starts and finishes.
@@ -713,9 +772,13 @@ class LocalExecutor:
             watcher.finished(result)
             return result
 
+        main = asyncio.current_task()
+
         async def tick() -> None:
             while True:
                 await asyncio.sleep(TICK_EVERY)
+                if self.stop() and main is not None:
+                    main.cancel()
                 watcher.tick(self.pool)
 
         helpers = [asyncio.create_task(tick()), asyncio.create_task(_keep_adapting(self.pool))]

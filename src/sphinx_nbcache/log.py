@@ -28,6 +28,8 @@ class Subtype(enum.Enum):
     """A cache entry could not be read or validated and was treated as a miss."""
     store = "store"
     """A result could not be written to the cache."""
+    executor = "executor"
+    """The executor cannot run anything (a Dask scheduler out of reach): the build stops."""
     preload = "preload"
     """Kernels could not be forked as ``nbcache_kernel_preload`` asks, or a module to
     preload could not be imported; kernels then start normally."""

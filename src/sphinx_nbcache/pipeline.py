@@ -29,6 +29,7 @@ from sphinx_nbcache.execute import (
     CellClock,
     ExecutionJob,
     ExecutionResult,
+    Executor,
     LocalExecutor,
     Pool,
     Watcher,
@@ -133,6 +134,7 @@ def make_job(planned: PlannedNotebook, settings: Settings) -> ExecutionJob:
         artefact_include=settings.artefact_include,
         artefact_exclude=settings.artefact_exclude,
         copy_in=_copy_in(planned) if options.in_temp else {},
+        inputs=tuple(str(path) for path in planned.declared_files),
         discover_root=(
             str(settings.project_root)
             if settings.project_root is not None and _is_python(planned.notebook.notebook)
@@ -344,7 +346,10 @@ class Pipeline:
         return now is None or now > error.timeout
 
     def execute(
-        self, notebooks: Iterable[PlannedNotebook], watcher: Watcher
+        self,
+        notebooks: Iterable[PlannedNotebook],
+        watcher: Watcher,
+        executor: Executor | None = None,
     ) -> dict[str, ExecutionResult]:
         """Execute each distinct key once, concurrently; results by key.
 
@@ -355,13 +360,21 @@ class Pipeline:
         planned = {p.key: p for p in notebooks}
         jobs = {key: make_job(p, self.settings) for key, p in planned.items()}
         storing = _Storing(self, watcher, planned)
-        executor = LocalExecutor(
+        (executor or self.executor()).run(list(jobs.values()), storing)
+        return storing.results
+
+    def executor(self) -> Executor:
+        """The executor ``nbcache_executor`` names. :raises ExecutorError: when it cannot
+        run anything (a Dask scheduler out of reach)."""
+        if self.settings.executor == "dask":
+            from sphinx_nbcache.dask_executor import DaskExecutor
+
+            return DaskExecutor(self.settings)
+        return LocalExecutor(
             make_pool(self.settings.workers),
             self.settings.kernel_preload,
             lambda message: self.warn(message, "preload", ""),
         )
-        executor.run(list(jobs.values()), storing)
-        return storing.results
 
     def store_result(self, result: ExecutionResult, material: dict[str, Any] | None = None) -> None:
         if result.error is not None and result.error.cell_index is None:

@@ -36,7 +36,7 @@ def on_terminal() -> bool:
 def outcome(result: ExecutionResult) -> str:
     """How a notebook ended, in one line: ``executed in 1.20 s``, ``failed in ...: why``."""
     error = result.error
-    took = f"in {result.runtime:.2f} s"
+    took = f"in {result.runtime:.2f} s" + (f" on {result.worker}" if result.worker else "")
     if error is None:
         return f"executed {took}"
     where = "" if error.cell_index is None else f" (cell {error.cell_index})"
@@ -92,8 +92,9 @@ class Progress:
         now = time.monotonic()
         running = []
         for job, clock, since in self.running.values():
+            where = f"on {clock.worker}, " if clock.worker else ""
             cell = "" if clock.current is None else f"cell {clock.current}, "
-            running.append(f"{job.source} ({cell}{_duration(now - since)})")
+            running.append(f"{job.source} ({where}{cell}{_duration(now - since)})")
         parts = [f"{self.done}/{self.total} done"]
         if running:
             parts.append("running " + ", ".join(running))

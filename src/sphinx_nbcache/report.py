@@ -61,6 +61,7 @@ def build_report(
                 "this_build": docname in read_docs,
                 "runtime": record["runtime"],
                 "finished": record["finished"],
+                "worker": record.get("worker", ""),
                 "error": None
                 if error is None
                 else {**error, "traceback": plain_text(error["traceback"])},

@@ -21,7 +21,7 @@ from sphinx.application import Sphinx
 from sphinx.config import Config
 from sphinx.environment import BuildEnvironment
 from sphinx.environment.collectors import EnvironmentCollector
-from sphinx.errors import ConfigError
+from sphinx.errors import ConfigError, SphinxError
 
 from sphinx_nbcache import __version__
 from sphinx_nbcache.config import (
@@ -32,7 +32,7 @@ from sphinx_nbcache.config import (
     validate,
 )
 from sphinx_nbcache.discover import restore_artefacts
-from sphinx_nbcache.execute import ExecutionResult, describe_pool, make_pool
+from sphinx_nbcache.execute import ExecutionResult, ExecutorError
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, declared_inputs, plan
@@ -164,10 +164,27 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
             misses.append(planned)
     if not misses:
         return
-    pool = describe_pool(make_pool(state.settings.workers))
-    LOGGER.info("nbcache: executing %d notebook(s), %s", len(misses), pool)
     progress = Progress(len(misses), live=on_terminal())
-    state.executed.update(state.pipeline.execute(misses, progress))
+    state.executed.update(execute(state, misses, progress))
+
+
+class NbCacheError(SphinxError):
+    """What stops a build outright, shown without a traceback."""
+
+    category = "nbcache error"
+
+
+def execute(
+    state: BuildState, notebooks: list[PlannedNotebook], progress: Progress
+) -> dict[str, ExecutionResult]:
+    """Run ``notebooks`` through the configured executor, saying where first."""
+    try:
+        executor = state.pipeline.executor()
+        LOGGER.info("nbcache: executing %d notebook(s), %s", len(notebooks), executor.describe())
+        return state.pipeline.execute(notebooks, progress, executor)
+    except ExecutorError as exc:
+        report_error(str(exc), Subtype.executor)
+        raise NbCacheError(str(exc)) from None
 
 
 class NbCacheParser(MystNbParser):  # type: ignore[misc]
@@ -217,7 +234,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         result = None if forced else state.pipeline.lookup(planned)
         if result is not None:
             return result, "cache"
-        executed = state.pipeline.execute([planned], Progress(1, live=False))
+        executed = execute(state, [planned], Progress(1, live=False))
         state.executed.update(executed)
         return executed[planned.key], "executed"
 
@@ -286,6 +303,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             "succeeded": result.succeeded,
             "runtime": result.runtime,
             "finished": result.finished,
+            "worker": result.worker,
             "raise": bool(error) and options.raise_on_error,
             "error": None
             if error is None
