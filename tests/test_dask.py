@@ -242,3 +242,28 @@ def test_dask_without_a_scheduler_or_distributed_says_what_to_do(
     hidden = project.build("-D", "nbcache_executor=dask", env={"PYTHONPATH": str(blocked), **env})
     assert hidden.returncode == 2
     assert "pip install 'sphinx-nbcache[dask]'" in hidden.stderr
+
+
+def test_a_cluster_without_workers_says_so_and_waits_for_one(
+    make_project: ProjectFactory,
+) -> None:
+    with LocalCluster(
+        n_workers=0, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as empty:
+        project = make_project({"good.ipynb": ipynb(code("print('ran once a worker joined')"))})
+        process = project.start(
+            "-D",
+            "nbcache_executor=dask",
+            "-D",
+            f"nbcache_dask_scheduler={empty.scheduler_address}",
+            env={"PYTHONUNBUFFERED": "1"},
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "has no workers yet" in line:
+                break
+        assert line.rstrip().endswith("the notebooks wait until one joins"), line
+        empty.scale(1)
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+    assert "ran once a worker joined" in (project.root / "_build/html/good.html").read_text()

@@ -338,7 +338,7 @@ def test_kernel_that_dies_while_starting_is_started_again(
 def _kernel_pids(parent: int) -> list[int]:
     """The build's kernel fork server and the kernels it forked (whose command line is the
     server's), or kernels the build started itself."""
-    table = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
+    table = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
     rows = [line.split(None, 2) for line in table.stdout.splitlines()]
     mine = {
         int(pid)

@@ -41,6 +41,7 @@ from sphinx_nbcache.execute import (
     _KernelLoop,
     unrun_result,
 )
+from sphinx_nbcache.log import LOGGER
 
 Client = Any
 """``distributed.Client``, which is only partly typed."""
@@ -111,6 +112,12 @@ class DaskExecutor:
         futures: list[Future] = []
         try:
             threads = sum((await client.nthreads()).values())
+            if not threads:  # said at once: warnings wait until Sphinx has read everything
+                LOGGER.info(
+                    "nbcache: the Dask cluster at %s has no workers yet; "
+                    "the notebooks wait until one joins",
+                    self.address,
+                )
             pool = Pool(max(threads, 1), max(threads, 1), 0)
 
             def on_started(event: tuple[float, dict[str, str]]) -> None:

@@ -29,7 +29,8 @@ class Subtype(enum.Enum):
     store = "store"
     """A result could not be written to the cache."""
     executor = "executor"
-    """The executor cannot run anything (a Dask scheduler out of reach): the build stops."""
+    """The executor cannot run anything (a Dask scheduler out of reach): an error, and the
+    build stops."""
     preload = "preload"
     """Kernels could not be forked as ``nbcache_kernel_preload`` asks, or a module to
     preload could not be imported; kernels then start normally."""
