@@ -446,6 +446,10 @@ def run(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def timed_row(what: str, seconds: float, versus: str) -> list[str]:
+    return [what, f"{seconds:.2f}", versus]
+
+
 def verdict(met: bool) -> str:
     return "met" if met else "NOT met"
 
@@ -676,21 +680,14 @@ def section_d(args: argparse.Namespace, extra: list[str]) -> list[str]:
     gain = cold[forked.label] / cold[preloaded.label]
     rows = [
         ["myst-nb cache", f"{cold[mystnb.label]:.2f}", "1.00"],
-        [
-            "sphinx-nbcache, normal kernels (nbcache_fork_kernels = False)",
-            f"{cold[spawned.label]:.2f}",
-            ratio(cold[mystnb.label], cold[spawned.label]),
-        ],
-        [
-            "sphinx-nbcache (forked kernels, nothing preloaded)",
-            f"{cold[forked.label]:.2f}",
-            ratio(cold[mystnb.label], cold[forked.label]),
-        ],
-        [
-            f"sphinx-nbcache, nbcache_kernel_preload = {PLOT_MODULES}",
-            f"{cold[preloaded.label]:.2f}",
-            ratio(cold[mystnb.label], cold[preloaded.label]),
-        ],
+        *(
+            timed_row(what, cold[book.label], ratio(cold[mystnb.label], cold[book.label]))
+            for what, book in (
+                ("sphinx-nbcache, normal kernels (nbcache_fork_kernels = False)", spawned),
+                ("sphinx-nbcache (forked kernels, nothing preloaded)", forked),
+                (f"sphinx-nbcache, nbcache_kernel_preload = {PLOT_MODULES}", preloaded),
+            )
+        ),
     ]
     return [
         f"## D. {args.plots} notebooks importing numpy, pandas and matplotlib, one plot each"
@@ -733,17 +730,12 @@ def section_e(args: argparse.Namespace, extra: list[str]) -> list[str]:
         }
     overhead = cold[on_dask.label] / cold[matched.label]
     rows = [
-        ["local pool (the default)", f"{cold[local.label]:.2f}", "1.00"],
-        [
-            f"local pool, {DASK_WORKERS} at a time, normal kernels",
-            f"{cold[matched.label]:.2f}",
-            ratio(cold[matched.label], cold[local.label]),
-        ],
-        [
-            f"Dask LocalCluster, {DASK_WORKERS} workers x 1 thread",
-            f"{cold[on_dask.label]:.2f}",
-            ratio(cold[on_dask.label], cold[local.label]),
-        ],
+        timed_row(what, cold[book.label], ratio(cold[book.label], cold[local.label]))
+        for what, book in (
+            ("local pool (the default)", local),
+            (f"local pool, {DASK_WORKERS} at a time, normal kernels", matched),
+            (f"Dask LocalCluster, {DASK_WORKERS} workers x 1 thread", on_dask),
+        )
     ]
     return [
         f"## E. {args.notebooks} notebooks x {args.work:g} s of work on a local Dask cluster"
