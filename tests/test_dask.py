@@ -33,7 +33,7 @@ def cluster() -> Iterator[LocalCluster]:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",
         ) as running,
     ):
         yield running
@@ -248,7 +248,7 @@ def test_a_cluster_without_workers_says_so_and_waits_for_one(
     make_project: ProjectFactory,
 ) -> None:
     with LocalCluster(
-        n_workers=0, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        n_workers=0, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0"
     ) as empty:
         project = make_project({"good.ipynb": ipynb(code("print('ran once a worker joined')"))})
         process = project.start(
