@@ -16,6 +16,7 @@ come out the same.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import tempfile
@@ -212,6 +213,8 @@ class Bundles:
         self.settings = settings
         self.client = client
         self._sent: dict[tuple[str, ...], Future] = {}
+        self._folders: dict[str, dict[str, tuple[Path, int]]] = {}
+        """Each notebook folder's files, listed once however many notebooks it holds."""
 
     def root(self, job: ExecutionJob) -> Path:
         """The folder the bundle's paths are relative to: the project root."""
@@ -221,29 +224,26 @@ class Bundles:
         return Path(job.cwd) if job.cwd is not None else Path.cwd()
 
     async def for_job(self, job: ExecutionJob) -> Future:
-        root = self.root(job)
-        files = self.files(job, root)
+        files = self.files(job, self.root(job))
         names = tuple(sorted(files))
         if names not in self._sent:
-            data = pack(files)
+            data = pack({name: path for name, (path, _) in files.items()})
             self._sent[names] = await self.client.scatter(data, hash=True)
         return self._sent[names]
 
-    def files(self, job: ExecutionJob, root: Path) -> dict[str, Path]:
-        """Project-relative path -> file, for everything the job needs on a worker.
+    def files(self, job: ExecutionJob, root: Path) -> dict[str, tuple[Path, int]]:
+        """Project-relative path -> (file, size), for everything the job needs on a worker.
 
         :raises ShipError: when it comes to more than ``nbcache_dask_ship_max_size``.
         """
-        chosen = [Path(path) for path in (*job.inputs, *job.copy_in.values())]
+        found: dict[str, tuple[Path, int]] = {}
         if job.cwd is not None:
-            chosen += _folder_files(Path(job.cwd), self.settings.cache_path)
-        found: dict[str, Path] = {}
-        for path in chosen:
-            try:
-                found[path.resolve().relative_to(root.resolve()).as_posix()] = path
-            except ValueError:
-                continue  # outside the project: a worker could not place it anyway
-        total = sum(path.stat().st_size for path in found.values())
+            if job.cwd not in self._folders:
+                listed = _folder_files(Path(job.cwd), self.settings.cache_path)
+                self._folders[job.cwd] = _placed(listed, root)
+            found.update(self._folders[job.cwd])
+        found.update(_placed((Path(p) for p in (*job.inputs, *job.copy_in.values())), root))
+        total = sum(size for _, size in found.values())
         limit = self.settings.dask_ship_max_size
         if total > limit:
             folder = job.cwd or root
@@ -253,6 +253,20 @@ class Bundles:
                 "workers the project at the same path (nbcache_dask_files = 'shared')"
             )
         return found
+
+
+def _placed(paths: Iterable[Path], root: Path) -> dict[str, tuple[Path, int]]:
+    """Each file by its path relative to ``root``, with its size; files outside ``root``
+    are left out, since a worker could not place them."""
+    base = root.resolve()
+    placed = {}
+    for path in paths:
+        try:
+            relative = path.resolve().relative_to(base).as_posix()
+        except ValueError:
+            continue
+        placed[relative] = (path, path.stat().st_size)
+    return placed
 
 
 def _size(size: int) -> str:
@@ -338,15 +352,15 @@ def run_on_worker(
         results: list[ExecutionResult] = []
         LocalExecutor(Pool(1, 1, 1), stop=cancelled).run([job], _Collect(results))
     (result,) = results
-    if "imported" in result.environment:
+    if "imported" in result.environment:  # module names -> distributions, here
         from sphinx_nbcache.pipeline import kernel_environment
 
         notebook = nbformat.reads(job.notebook_json, as_version=4)
         kernel = str(notebook.metadata.get("kernelspec", {}).get("name", ""))
         installed = kernel_environment(kernel, WORKER_ENVIRONMENTS)
         environment = discover.with_packages(result.environment, installed)
-        return {**result.to_json(), "environment": environment, "worker": worker.address}
-    return {**result.to_json(), "worker": worker.address}
+        result = dataclasses.replace(result, environment=environment)
+    return dataclasses.replace(result, worker=worker.address).to_json()
 
 
 def _current_task_key() -> Any:
