@@ -73,6 +73,42 @@ def test_kernels_are_forked_and_a_module_that_fails_to_import_only_warns(
     assert project.kernels() == []
 
 
+AHEAD = "no cache yet; starting the kernel fork server ahead"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_a_first_build_starts_the_fork_server_ahead_and_never_leaves_it_behind(
+    make_project: ProjectFactory,
+) -> None:
+    comm = "print('ran in', open('/proc/self/comm').read().strip())"
+    project = make_project({"a.ipynb": ipynb(code(comm))})
+    first = project.build("-v")
+    assert first.returncode == 0, first.stderr
+    assert AHEAD in first.stdout
+    assert first.executed == ["a.ipynb"]
+    assert "ran in nbcache-kernel" in first.html("a")
+    again = project.build("-v", "-E", "-D", "nb_execution_mode=force")
+    assert AHEAD not in again.stdout  # the cache is there: edits rarely execute everything
+    assert again.executed == ["a.ipynb"]
+
+    shutil.rmtree(project.root / ".nbcache")  # nothing to execute: stopped once that is known
+    printed = {"output_type": "stream", "name": "stdout", "text": "ran before\n"}
+    project.write("a.ipynb", ipynb(code(comm, outputs=[printed])))
+    nothing = project.build("-v", "-E", "-D", "nb_execution_mode=auto")
+    assert nothing.returncode == 0, nothing.stderr
+    assert AHEAD in nothing.stdout
+    assert nothing.executed == []
+    assert "ran before" in nothing.html("a")
+    assert project.kernels() == []
+
+    with (project.root / "conf.py").open("a") as conf:  # a server still importing these...
+        conf.write(PRELOAD)
+    bad = project.build("-D", "nbcache_workers=many")  # ...when the build stops at config-inited
+    assert bad.returncode == 2
+    assert "nbcache_workers" in bad.stderr
+    assert project.kernels() == []
+
+
 def test_numpy_random_numbers_differ_between_forked_kernels(make_project: ProjectFactory) -> None:
     files = {
         name: ipynb(code(f"# {name}\nimport numpy\nprint('draw', numpy.random.randint(10**9))"))

@@ -728,8 +728,9 @@ class Executor(Protocol):
 class LocalExecutor:
     """Runs jobs concurrently in this process, in a :class:`Pool` of kernels, forked from
     pre-imported servers when ``preload`` names the modules to import (an empty list:
-    ipykernel alone). ``stop``, asked every :data:`TICK_EVERY` seconds, cancels the run
-    as Ctrl-C does once it says so."""
+    ipykernel alone), or from ``preloader``'s, already starting, which the run then owns.
+    ``stop``, asked every :data:`TICK_EVERY` seconds, cancels the run as Ctrl-C does once
+    it says so."""
 
     def __init__(
         self,
@@ -737,11 +738,13 @@ class LocalExecutor:
         preload: Sequence[str] | None = None,
         warn: Callable[[str], None] = lambda message: None,
         stop: Callable[[], bool] = lambda: False,
+        preloader: Preloader | None = None,
     ) -> None:
         self.pool = pool
         self.preload = preload
         self.warn = warn
         self.stop = stop
+        self.preloader = preloader
 
     def describe(self) -> str:
         return describe_pool(self.pool)
@@ -751,9 +754,15 @@ class LocalExecutor:
 
         Returns when every kernel has been shut down, so it is safe to fork afterwards.
         """
+        preloader, self.preloader = self.preloader, None
         if not jobs:
+            if preloader is not None:
+                preloader.close()
             return []
-        preloader = None if self.preload is None else Preloader(self.preload, self.warn)
+        if preloader is not None:
+            preloader.warn = self.warn
+        elif self.preload is not None:
+            preloader = Preloader(self.preload, self.warn)
         starter = KernelStarter(preloader)
         try:
             with asyncio.Runner(loop_factory=_KernelLoop) as runner:

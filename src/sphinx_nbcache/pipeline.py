@@ -37,6 +37,7 @@ from sphinx_nbcache.execute import (
     make_pool,
 )
 from sphinx_nbcache.key import key_material, notebook_key
+from sphinx_nbcache.preload import THIS_PYTHON, Preloader
 from sphinx_nbcache.read import SourceNotebook
 from sphinx_nbcache.store import DamagedEntryError, Store
 
@@ -167,8 +168,9 @@ def kernel_interpreter(kernel: str) -> str | None:
     except Exception:
         return None
     python = argv[0] if argv else ""
-    this = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}
-    if not python or python in this or Path(python).resolve() == Path(sys.executable).resolve():
+    if not python or python in THIS_PYTHON:
+        return None
+    if Path(python).resolve() == Path(sys.executable).resolve():
         return None
     return python
 
@@ -266,6 +268,9 @@ class Pipeline:
         """sha256 of each declared file by absolute path, read once per build."""
         self._environments: dict[str, dict[str, Any]] = {}
         """What is installed for each kernel, looked at once per build."""
+        self.early: Preloader | None = None
+        """Fork servers started ahead (see :mod:`sphinx_nbcache.early`), for the next run of
+        the local executor; :meth:`discard_early` stops them when nothing executes."""
 
     def lookup(self, planned: PlannedNotebook) -> ExecutionResult | None:
         """The reusable stored result, or None when the notebook must execute."""
@@ -370,11 +375,18 @@ class Pipeline:
             from sphinx_nbcache.dask_executor import DaskExecutor
 
             return DaskExecutor(self.settings)
+        early, self.early = self.early, None
         return LocalExecutor(
             make_pool(self.settings.workers),
             self.settings.kernel_preload,
             lambda message: self.warn(message, "preload", ""),
+            preloader=early,
         )
+
+    def discard_early(self) -> None:
+        if self.early is not None:
+            self.early.close()
+            self.early = None
 
     def store_result(self, result: ExecutionResult, material: dict[str, Any] | None = None) -> None:
         if result.error is not None and result.error.cell_index is None:

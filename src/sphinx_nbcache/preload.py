@@ -36,6 +36,10 @@ FORK_TIMEOUT = 30.0
 POLL_EVERY = 0.05
 CLOSE_WAIT = 5.0
 LAUNCHER = ["-m", "ipykernel_launcher"]
+THIS_PYTHON = frozenset(
+    {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}
+)
+"""Kernelspec interpreters jupyter_client replaces with its own ``sys.executable``."""
 UNKNOWN_STATUS = 1
 """The exit status of a kernel whose server died before telling."""
 
@@ -122,8 +126,10 @@ class ForkServer:
         return int(reply["pid"])
 
     def close(self) -> None:
-        """Stop the server (it ends when its stdin closes); its kernels are their
-        managers' to stop."""
+        """Stop the server (it ends when its stdin closes, or at once while it is still
+        importing, when it has no kernels yet); its kernels are their managers' to stop."""
+        if not self._ready.is_set():
+            self.process.kill()
         if self.process.stdin is not None:
             with contextlib.suppress(OSError):
                 self.process.stdin.close()
@@ -190,16 +196,41 @@ def _startup(python: str, env: Mapping[str, str]) -> tuple[str, ...]:
     return (python, *sorted(f"{k}={v}" for k, v in env.items() if k.startswith("PYTHON")))
 
 
+def kernel_command(kernel_name: str) -> tuple[list[str], dict[str, str]] | None:
+    """The command and environment jupyter_client starts ``kernel_name`` with (as far as
+    a fork server cares), or None if there is no such kernel."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(kernel_name)
+    except Exception:
+        return None
+    argv = list(spec.argv)
+    if argv and argv[0] in THIS_PYTHON:
+        argv[0] = sys.executable
+    return argv, {**os.environ, **spec.env}
+
+
 class Preloader:
     """The fork servers of one run, one per kernel interpreter and start-up environment,
-    each started on first use."""
+    each started on first use, or ahead of it by :meth:`start`."""
 
-    def __init__(self, modules: Sequence[str], warn: Callable[[str], None]) -> None:
+    def __init__(
+        self, modules: Sequence[str], warn: Callable[[str], None] = lambda message: None
+    ) -> None:
         self.modules = list(modules)
         self.warn = warn
         self._servers: dict[tuple[str, ...], ForkServer | None] = {}
         self._reported: set[tuple[str, ...]] = set()
         """Servers whose failed imports were already warned about."""
+
+    def start(self, cmd: Sequence[str], env: Mapping[str, str]) -> None:
+        """Start the server for this kernel command now, so that it imports while the
+        build does other work; kernels that turn out to need another server start theirs."""
+        if list(cmd[1:3]) == LAUNCHER and can_fork():
+            startup = _startup(cmd[0], env)
+            if startup not in self._servers:
+                self._servers[startup] = ForkServer(cmd[0], self.modules, env)
 
     async def server_for(self, cmd: Sequence[str], env: Mapping[str, str]) -> ForkServer | None:
         """The server that can fork this kernel command, or None to start it normally."""

@@ -36,6 +36,7 @@ from sphinx_nbcache.execute import ExecutionResult, ExecutorError
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, declared_inputs, plan
+from sphinx_nbcache.preload import Preloader
 from sphinx_nbcache.progress import Progress, on_terminal
 from sphinx_nbcache.read import EXECUTING_MODES, NotebookReadError, SourceNotebook, read_notebook
 from sphinx_nbcache.report import (
@@ -53,6 +54,7 @@ from sphinx_nbcache.report import (
 from sphinx_nbcache.store import Store
 
 STATE_ATTRIBUTE = "_nbcache_build"
+EARLY_ATTRIBUTE = "_nbcache_early"
 ENV_ATTRIBUTE = "nbcache_docs"
 ENV_VALUES_ATTRIBUTE = "nbcache_env_values"
 MERGED_READER = "sphinx_nbcache.read.read_merged_notebook"
@@ -81,7 +83,8 @@ class _NotJupyterCache(logging.Filter):
         return not str(record.msg).startswith("Using jupyter-cache at")
 
 
-def setup_extension(app: Sphinx) -> dict[str, Any]:
+def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, Any]:
+    setattr(app, EARLY_ATTRIBUTE, early)
     logging.getLogger("sphinx.myst_nb.sphinx_ext").addFilter(_NotJupyterCache())
     app.setup_extension("myst_nb")
     for spec in CONFIG_VALUES:
@@ -116,6 +119,12 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
         LOGGER.info("nbcache: %s: %s", source, message)
 
     pipeline = Pipeline(settings, Store(settings.cache_path), warn_at_source, explain_at_source)
+    early: Preloader | None = getattr(app, EARLY_ATTRIBUTE, None)
+    if early is not None:
+        if settings.executor == "local" and settings.kernel_preload == tuple(early.modules):
+            pipeline.early = early
+        else:
+            early.close()
     setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline))
 
 
@@ -163,6 +172,7 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
         if notebook.options.mode == "force" or state.pipeline.lookup(planned) is None:
             misses.append(planned)
     if not misses:
+        state.pipeline.discard_early()
         return
     progress = Progress(len(misses), live=on_terminal())
     state.executed.update(execute(state, misses, progress))
@@ -433,6 +443,7 @@ def on_doctree_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> N
 def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
     """Summary line and reports; a failed notebook under ``raise_on_error`` fails the build."""
     state = build_state(app)
+    state.pipeline.discard_early()
     state.pipeline.store.close()
     if exception is not None:
         return

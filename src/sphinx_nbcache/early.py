@@ -1,0 +1,68 @@
+"""Start the kernel fork server while Sphinx is still loading extensions, on a first build.
+
+A cold build waits for the server to import ipykernel (and ``nbcache_kernel_preload``)
+before its first kernel starts. Started from ``setup()``, those imports run on another CPU
+while Sphinx imports myst-nb and reads the project, and the pool finds the server ready.
+It is only a head start: the settings validated at ``config-inited`` decide whether the
+server is used; if nothing executes, it is stopped, and it never outlives the process.
+"""
+
+from __future__ import annotations
+
+import atexit
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sphinx_nbcache.config import DEFAULT_CACHE_DIR
+
+if TYPE_CHECKING:
+    from sphinx.application import Sphinx
+
+    from sphinx_nbcache.preload import Preloader
+
+EARLY_KERNEL = "python3"
+"""The kernel most notebooks name; a notebook using another starts its own server."""
+
+
+def start_early(app: Sphinx) -> Preloader | None:
+    """A preloader whose server for the default kernel is already starting, when this build
+    will probably execute notebooks: executing modes, local forked kernels, and no cache
+    yet. Reads conf.py's raw values, as they are not validated before ``config-inited``."""
+    values = _raw_values(app)
+    if values is None or not _will_execute(values, Path(app.confdir)):
+        return None
+    from sphinx_nbcache.preload import Preloader, can_fork, kernel_command
+
+    modules = values.get("nbcache_kernel_preload", [])
+    command = kernel_command(EARLY_KERNEL) if can_fork() else None
+    if command is None:
+        return None
+    from sphinx_nbcache.log import LOGGER
+
+    LOGGER.verbose("nbcache: no cache yet; starting the kernel fork server ahead")
+    preloader = Preloader(modules)
+    preloader.start(*command)
+    atexit.register(preloader.close)  # a build that stops early (a bad config value)
+    return preloader
+
+
+def _raw_values(app: Sphinx) -> dict[str, Any] | None:
+    raw = getattr(app.config, "_raw_config", None)
+    overrides = getattr(app.config, "_overrides", None)
+    if not isinstance(raw, dict) or not isinstance(overrides, dict):
+        return None
+    return {**raw, **overrides}
+
+
+def _will_execute(values: dict[str, Any], confdir: Path) -> bool:
+    modules = values.get("nbcache_kernel_preload", [])
+    cache = values.get("nbcache_path") or DEFAULT_CACHE_DIR
+    return (
+        values.get("nb_execution_mode", "auto") in ("auto", "cache", "force")
+        and values.get("nbcache_executor", "local") == "local"
+        and values.get("nbcache_fork_kernels", True) is True
+        and isinstance(modules, list)
+        and all(isinstance(module, str) for module in modules)
+        and isinstance(cache, str | Path)
+        and not (confdir / cache / "cache.db").exists()
+    )
