@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import nbformat
-import psutil
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
@@ -331,6 +330,8 @@ class Pool:
 
 
 async def _keep_adapting(pool: Pool) -> None:
+    import psutil  # here, as builds that execute nothing need not load it
+
     psutil.cpu_percent(interval=None)  # the first reading only starts the interval
     while True:
         await asyncio.sleep(ADAPT_EVERY)
