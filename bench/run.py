@@ -54,6 +54,8 @@ BIG_WORK = 0.05
 """Seconds of kernel work per notebook in B: enough to execute, too little to matter."""
 BIG_CELLS = 2
 BUILD_TIMEOUT = 3600
+NOOP_ROUNDS = 5
+"""No-op rebuilds take a second, so a few more rounds cost little and steady the ratio."""
 """Seconds before a hung build counts as failed (a kernel that never answers, say)."""
 EDIT_BASE = 1000
 """Edits set notebook 0's constant to ``EDIT_BASE + repetition``: a new value each time, so
@@ -285,25 +287,44 @@ def edit_constant(book: Book, name: str, value: int) -> None:
     book.constants[name] = value
 
 
-def best_of(repeat: int, book: Book, what: str, prepare: Callable[[], None]) -> float:
-    """The minimum over ``repeat`` runs: the least disturbed by whatever else the machine did."""
-    times = []
+Run = tuple[Book, str, Callable[[], None]]
+"""One build to time: the book, what kind of build it is, and what to do before it."""
+
+
+def interleaved(repeat: int, runs: Sequence[Run]) -> list[float]:
+    """The minimum over ``repeat`` runs of each build (the least disturbed by whatever else
+    the machine did), taken in rounds that run every build once in turn, so that the
+    machine's drift during the bench hits the builds compared alike."""
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(repeat):
-        prepare()
-        times.append(sphinx_build(book, what))
-    return min(times)
+        for found, (book, what, prepare) in zip(times, runs, strict=True):
+            prepare()
+            found.append(sphinx_build(book, what))
+    return [min(found) for found in times]
+
+
+def unchanged() -> None:
+    """Before a no-op rebuild: nothing."""
+
+
+def cold_runs(*books: Book) -> list[Run]:
+    return [(book, "cold", book.wipe_caches) for book in books]
+
+
+def cold_times(repeat: int, *books: Book) -> dict[str, float]:
+    """Cold builds (empty caches and ``_build``) of ``books``, interleaved, by label."""
+    times = interleaved(repeat, cold_runs(*books))
+    return {book.label: seconds for book, seconds in zip(books, times, strict=True)}
 
 
 @dataclasses.dataclass(frozen=True)
 class ToolTimes:
-    cold: float
     warm: float
     edit: float
 
 
-def bench_tool(book: Book, repeat: int) -> ToolTimes:
-    """cold, then warm (fresh ``_build``) each followed by one edit and incremental rebuild."""
-    cold = best_of(repeat, book, "cold", book.wipe_caches)
+def warm_and_edit(book: Book, repeat: int) -> ToolTimes:
+    """warm (fresh ``_build``, caches kept) each followed by one edit and incremental rebuild."""
     warm_times, edit_times = [], []
     edited = next(iter(book.constants))
     for rep in range(repeat):
@@ -311,7 +332,7 @@ def bench_tool(book: Book, repeat: int) -> ToolTimes:
         warm_times.append(sphinx_build(book, "warm"))
         edit_constant(book, edited, EDIT_BASE + rep)
         edit_times.append(sphinx_build(book, "edit"))
-    return ToolTimes(cold, min(warm_times), min(edit_times))
+    return ToolTimes(min(warm_times), min(edit_times))
 
 
 def ratio(numerator: float, denominator: float) -> str:
@@ -473,13 +494,15 @@ def section_a(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str
         f"nbcache x{cpus}", BOOKS / "a-nbcache-fixed", size, [f"nbcache_workers = {cpus}"]
     )
     normal = nbcache_book("nbcache normal", BOOKS / "a-nbcache-normal", size, [*extra, NORMAL])
-    times_m = bench_tool(mystnb, args.repeat)
     parallel = dataclasses.replace(mystnb, label="myst-nb -j 2", build_args=("-j", "2"))
-    cold_j2 = best_of(args.repeat, parallel, "cold", parallel.wipe_caches)
-    times = [bench_tool(book, args.repeat) for book in (nbcache, normal, fixed)]
-    default, spawned = times[0], times[1]
+    cold_m, cold_j2, *colds = interleaved(
+        args.repeat, cold_runs(mystnb, parallel, nbcache, normal, fixed)
+    )
+    times_m = warm_and_edit(mystnb, args.repeat)
+    times = [warm_and_edit(book, args.repeat) for book in (nbcache, normal, fixed)]
+    default, spawned = colds[0], colds[1]
     cpu_work = args.notebooks * args.work / 2  # half of each notebook's work is a sleep
-    lower = max(cpu_work / cpus, args.work) + default.warm
+    lower = max(cpu_work / cpus, args.work) + times[0].warm
 
     def row(what: str, baseline: float, ours: list[float]) -> list[str]:
         cells = [what, f"{baseline:.2f}"]
@@ -488,12 +511,12 @@ def section_a(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str
         return cells
 
     rows = [
-        row("cold (empty cache, fresh _build)", times_m.cold, [t.cold for t in times]),
-        row("cold, myst-nb with -j 2", cold_j2, [t.cold for t in times]),
+        row("cold (empty cache, fresh _build)", cold_m, colds),
+        row("cold, myst-nb with -j 2", cold_j2, colds),
         row("warm (cache kept, fresh _build)", times_m.warm, [t.warm for t in times]),
         row("edit (1 notebook changed, incremental)", times_m.edit, [t.edit for t in times]),
     ]
-    serial, against_j2 = times_m.cold / default.cold, cold_j2 / default.cold
+    serial, against_j2 = cold_m / default, cold_j2 / default
     return [
         f"## A. {args.notebooks} notebooks x {args.work:g} s of work ({', '.join(FORMATS)})",
         "",
@@ -513,8 +536,8 @@ def section_a(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str
         "",
         "Ratios are myst-nb / sphinx-nbcache; *normal kernels* is `nbcache_fork_kernels ="
         f" False`. Cold, by default: {serial:.2f}x myst-nb serial and {against_j2:.2f}x"
-        f" myst-nb -j 2; with normal kernels: {times_m.cold / spawned.cold:.2f}x and"
-        f" {cold_j2 / spawned.cold:.2f}x. Targets: >="
+        f" myst-nb -j 2; with normal kernels: {cold_m / spawned:.2f}x and"
+        f" {cold_j2 / spawned:.2f}x. Targets: >="
         f" {SPEEDUP_TARGET:g}x serial ({verdict(serial >= SPEEDUP_TARGET)}), at scale >="
         f" {SERIAL_TARGET:g}x serial ({verdict(serial >= SERIAL_TARGET)}) and >="
         f" {PARALLEL_TARGET:g}x -j 2 ({verdict(against_j2 >= PARALLEL_TARGET)})."
@@ -530,21 +553,19 @@ def section_b(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str
     big = nbcache_book("tiny nbcache", BOOKS / "b-nbcache", size, extra)
     normal = nbcache_book("tiny normal", BOOKS / "b-normal", size, [*extra, NORMAL])
     off = generate("tiny off", BOOKS / "b-off", size, extension="myst_nb", mode="off")
-    cold_m = best_of(args.repeat, mystnb, "cold", mystnb.wipe_caches)
-    noop_m = best_of(args.repeat, mystnb, "no-op", lambda: None)
-    cold_n = best_of(args.repeat, big, "cold", big.wipe_caches)
-    cold_s = best_of(args.repeat, normal, "cold", normal.wipe_caches)
-    warm_times, off_times = [], []
-    for _ in range(args.repeat):  # interleaved, so that drift hits both alike
-        big.wipe_build()
-        warm_times.append(sphinx_build(big, "warm"))
-        off.wipe_build()
-        off_times.append(sphinx_build(off, "off"))
-    warm, off_time = min(warm_times), min(off_times)
-    noop_n = best_of(args.repeat, big, "no-op", lambda: None)
-    per_notebook = warm_path(big)
+    cold_m, cold_n, cold_s = interleaved(args.repeat, cold_runs(mystnb, big, normal))
     floor = outputs_book(big, BOOKS / "b-floor")
-    floor_time = best_of(args.repeat, floor, "floor", floor.wipe_build)
+    warm, off_time, floor_time = interleaved(
+        args.repeat,
+        [
+            (book, what, book.wipe_build)
+            for book, what in ((big, "warm"), (off, "off"), (floor, "floor"))
+        ],
+    )
+    noop_m, noop_n = interleaved(
+        max(NOOP_ROUNDS, args.repeat), [(mystnb, "no-op", unchanged), (big, "no-op", unchanged)]
+    )
+    per_notebook = warm_path(big)
 
     def memory(book: Book, what: str) -> str:
         return f"{book.peak_mb[what]:.0f}" if what in book.peak_mb else "n/a"
@@ -673,10 +694,7 @@ def section_d(args: argparse.Namespace, extra: list[str]) -> list[str]:
         extension="sphinx_nbcache",
         extra_conf=[*extra, f"nbcache_kernel_preload = {PLOT_MODULES!r}"],
     )
-    cold = {
-        book.label: best_of(args.repeat, book, "cold", book.wipe_caches)
-        for book in (mystnb, spawned, forked, preloaded)
-    }
+    cold = cold_times(args.repeat, mystnb, spawned, forked, preloaded)
     gain = cold[forked.label] / cold[preloaded.label]
     rows = [
         ["myst-nb cache", f"{cold[mystnb.label]:.2f}", "1.00"],
@@ -724,10 +742,7 @@ def section_e(args: argparse.Namespace, extra: list[str]) -> list[str]:
             f'nbcache_dask_scheduler = "{cluster.scheduler_address}"',
         ]
         on_dask = nbcache_book("e dask", BOOKS / "e-dask", size, dask_conf)
-        cold = {
-            book.label: best_of(args.repeat, book, "cold", book.wipe_caches)
-            for book in (local, matched, on_dask)
-        }
+        cold = cold_times(args.repeat, local, matched, on_dask)
     overhead = cold[on_dask.label] / cold[matched.label]
     rows = [
         timed_row(what, cold[book.label], ratio(cold[book.label], cold[local.label]))
