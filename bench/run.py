@@ -54,9 +54,9 @@ BIG_WORK = 0.05
 """Seconds of kernel work per notebook in B: enough to execute, too little to matter."""
 BIG_CELLS = 2
 BUILD_TIMEOUT = 3600
+"""Seconds before a hung build counts as failed (a kernel that never answers, say)."""
 NOOP_ROUNDS = 5
 """No-op rebuilds take a second, so a few more rounds cost little and steady the ratio."""
-"""Seconds before a hung build counts as failed (a kernel that never answers, say)."""
 EDIT_BASE = 1000
 """Edits set notebook 0's constant to ``EDIT_BASE + repetition``: a new value each time, so
 every edit is a real cache miss for both tools."""
