@@ -13,7 +13,7 @@ import atexit
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sphinx_nbcache.config import DEFAULT_CACHE_DIR
+from sphinx_nbcache.config import DEFAULT_CACHE_DIR, _check_modules, from_command_line
 
 if TYPE_CHECKING:
     from sphinx.application import Sphinx
@@ -51,18 +51,16 @@ def _raw_values(app: Sphinx) -> dict[str, Any] | None:
     overrides = getattr(app.config, "_overrides", None)
     if not isinstance(raw, dict) or not isinstance(overrides, dict):
         return None
-    return {**raw, **overrides}
+    return from_command_line({**raw, **overrides})
 
 
 def _will_execute(values: dict[str, Any], confdir: Path) -> bool:
-    modules = values.get("nbcache_kernel_preload", [])
     cache = values.get("nbcache_path") or DEFAULT_CACHE_DIR
     return (
         values.get("nb_execution_mode", "auto") in ("auto", "cache", "force")
         and values.get("nbcache_executor", "local") == "local"
         and values.get("nbcache_fork_kernels", True) is True
-        and isinstance(modules, list)
-        and all(isinstance(module, str) for module in modules)
+        and _check_modules(values.get("nbcache_kernel_preload", [])) is None
         and isinstance(cache, str | Path)
         and not (confdir / cache / "cache.db").exists()
     )
