@@ -10,6 +10,8 @@ server is used; if nothing executes, it is stopped, and it never outlives the pr
 from __future__ import annotations
 
 import atexit
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +22,6 @@ if TYPE_CHECKING:
 
     from sphinx_nbcache.preload import Preloader
 
-EARLY_KERNEL = "python3"
-"""The kernel most notebooks name; a notebook using another starts its own server."""
 
 
 def start_early(app: Sphinx) -> Preloader | None:
@@ -31,17 +31,18 @@ def start_early(app: Sphinx) -> Preloader | None:
     values = _raw_values(app)
     if values is None or not _will_execute(values, Path(app.confdir)):
         return None
-    from sphinx_nbcache.preload import Preloader, can_fork, kernel_command
+    from sphinx_nbcache.preload import LAUNCHER, Preloader, can_fork
 
-    modules = values.get("nbcache_kernel_preload", [])
-    command = kernel_command(EARLY_KERNEL) if can_fork() else None
-    if command is None:
+    if not can_fork():
         return None
     from sphinx_nbcache.log import LOGGER
 
     LOGGER.verbose("nbcache: no cache yet; starting the kernel fork server ahead")
-    preloader = Preloader(modules)
-    preloader.start(*command)
+    preloader = Preloader(values.get("nbcache_kernel_preload", []))
+    # the interpreter of ipykernel's own "python3" kernelspec: looking the kernelspec up
+    # would first import jupyter_client, a fifth of a second; a kernel that turns out to
+    # be another interpreter gets a server of its own
+    preloader.start([sys.executable, *LAUNCHER], os.environ)
     atexit.register(preloader.close)  # a build that stops early (a bad config value)
     return preloader
 

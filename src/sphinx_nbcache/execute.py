@@ -24,14 +24,16 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import nbformat
+from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 from traitlets.config import Config
 
 from sphinx_nbcache import discover
-from sphinx_nbcache.preload import ForkedProvisioner, Preloader
+from sphinx_nbcache.preload import ForkedProcess, Preloader
 
 KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
 """CurveZMQ-encrypted kernel channels when the kernelspec supports them (ipykernel does):
@@ -482,7 +484,7 @@ async def _execute_once(
                 await client.async_start_new_kernel(
                     cwd=job.cwd or tmp, stdout=kernel_log, stderr=kernel_log
                 )
-                await client.async_start_new_kernel_client()
+                await _start_client(client)
                 runtime = time.perf_counter() - begin
                 await pool.acquire()
             watcher.started(job, clock)
@@ -522,6 +524,37 @@ async def _execute_once(
         if error is not None and error.kind == "kernel":
             error = dataclasses.replace(error, traceback=error.traceback + _tail(kernel_log))
     return error, runtime, collected
+
+
+READY_POLL = 1.0
+"""Seconds to wait for a reply to ``kernel_info`` before asking again."""
+IOPUB_CHECK = 0.2
+"""Seconds to wait for the first IOPub message that shows the channel is connected."""
+
+
+async def _start_client(client: NotebookClient) -> None:
+    """nbclient's start of the kernel client, without jupyter_client's last step: waiting
+    for IOPub to stay silent for 0.2 s. Every kernel would pay that wait, and nbclient
+    skips messages of other requests anyway. A reply to ``kernel_info`` and a message on
+    IOPub show that both channels are connected."""
+    assert client.km is not None
+    kc: Any = client.km.client()  # an AsyncKernelClient: its getters are coroutines
+    client.kc = kc
+    kc.start_channels()
+    deadline = time.monotonic() + client.startup_timeout
+    while True:
+        kc.kernel_info()
+        with contextlib.suppress(queue.Empty):
+            reply = await kc.get_shell_msg(timeout=READY_POLL)
+            if reply["msg_type"] == "kernel_info_reply":
+                await kc.get_iopub_msg(timeout=IOPUB_CHECK)
+                kc._handle_kernel_info_reply(reply)  # the protocol version it speaks
+                break
+        if not await kc.is_alive():
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kernel didn't respond in {client.startup_timeout} seconds")
+    kc.allow_stdin = False
 
 
 DISCOVERY_TIMEOUT = 10.0
@@ -597,6 +630,41 @@ class _RunKernelSpecs(KernelSpecManager):
         return self._found[kernel_name]
 
 
+class ForkedProvisioner(LocalProvisioner):
+    """jupyter_client's local provisioner, launching through a fork server when it can."""
+
+    preloader: Preloader | None = None
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        env = {**kwargs.get("env", os.environ), "JPY_PARENT_PID": str(os.getpid())}
+        server = None if self.preloader is None else await self.preloader.server_for(cmd, env)
+        if server is None:
+            return await super().launch_kernel(cmd, **kwargs)
+        cwd = str(kwargs.get("cwd") or Path.cwd())
+        log = getattr(kwargs.get("stdout"), "name", None)
+        pid = server.spawn(cmd[3:], cwd, env, log if isinstance(log, str) else os.devnull)
+        self.process = ForkedProcess(pid, server)  # type: ignore[assignment]  # Popen-like
+        self.pid = pid
+        self.pgid = pid  # the kernel makes itself a session (and group) leader
+        self.cwd = cwd
+        return self.connection_info
+
+
+SHUTDOWN_POLL = 0.01
+"""Seconds between looks at whether a kernel asked to shut down has exited."""
+
+
+class _KernelManager(AsyncKernelManager):
+    """jupyter_client's manager, looking ten times as often whether a kernel has exited
+    after a shutdown request: a kernel counts against the pool until it is gone, and the
+    run ends with the last one."""
+
+    async def _async_finish_shutdown(
+        self, waittime: float | None = None, pollinterval: float = 0.1, restart: bool = False
+    ) -> None:
+        await super()._async_finish_shutdown(waittime, min(pollinterval, SHUTDOWN_POLL), restart)
+
+
 class KernelStarter:
     """How the kernels of one run start: kernelspecs looked up once, and forked from
     ``preloader``'s servers when it is given."""
@@ -606,7 +674,7 @@ class KernelStarter:
         self.specs = _RunKernelSpecs()
 
     def manager(self, kernel_name: str | None) -> AsyncKernelManager:
-        return AsyncKernelManager(
+        return _KernelManager(
             config=KERNEL_CONFIG,
             kernel_spec_manager=self.specs,
             **({"kernel_name": kernel_name} if kernel_name else {}),

@@ -1,16 +1,18 @@
 """Kernels forked from a process that already imported ipykernel and the modules every
 notebook needs (``nbcache_kernel_preload``), instead of each starting a fresh Python.
 
-A :class:`ForkServer` runs ``_forkserver.py`` under the kernel's own interpreter; a
-:class:`ForkedProvisioner` asks it for each kernel and hands jupyter_client a
+A :class:`ForkServer` runs ``_forkserver.py`` under the kernel's own interpreter; the
+executor's provisioner asks it for each kernel and hands jupyter_client a
 :class:`ForkedProcess` that behaves like the ``Popen`` of a normally started kernel, so
 interrupts, shutdown, kill and dead-kernel detection work unchanged. Kernels that cannot
 be forked (another language, Windows, a server that failed) start normally.
+
+Only the standard library is imported here, so that a server can start before anything
+else loads (see :mod:`sphinx_nbcache.early`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -24,9 +26,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
-
-from jupyter_client.connect import KernelConnectionInfo
-from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 SERVER_SCRIPT = Path(__file__).with_name("_forkserver.py")
 READY_TIMEOUT = 300.0
@@ -88,6 +87,8 @@ class ForkServer:
 
     async def ready(self) -> bool:
         """Whether kernels can be forked, once the server has imported everything."""
+        import asyncio  # here: the module is imported before a server starts, asyncio later
+
         deadline = time.monotonic() + READY_TIMEOUT
         while not self._ready.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(POLL_EVERY)
@@ -268,23 +269,3 @@ class Preloader:
             if server is not None:
                 server.close()
         self._servers.clear()
-
-
-class ForkedProvisioner(LocalProvisioner):
-    """jupyter_client's local provisioner, launching through a fork server when it can."""
-
-    preloader: Preloader | None = None
-
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
-        env = {**kwargs.get("env", os.environ), "JPY_PARENT_PID": str(os.getpid())}
-        server = None if self.preloader is None else await self.preloader.server_for(cmd, env)
-        if server is None:
-            return await super().launch_kernel(cmd, **kwargs)
-        cwd = str(kwargs.get("cwd") or Path.cwd())
-        log = getattr(kwargs.get("stdout"), "name", None)
-        pid = server.spawn(cmd[3:], cwd, env, log if isinstance(log, str) else os.devnull)
-        self.process = ForkedProcess(pid, server)  # type: ignore[assignment]  # Popen-like
-        self.pid = pid
-        self.pgid = pid  # the kernel makes itself a session (and group) leader
-        self.cwd = cwd
-        return self.connection_info
