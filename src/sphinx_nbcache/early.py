@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from sphinx_nbcache.preload import Preloader
 
 
-
 def start_early(app: Sphinx) -> Preloader | None:
     """A preloader whose server for the default kernel is already starting, when this build
     will probably execute notebooks: executing modes, local forked kernels, and no cache

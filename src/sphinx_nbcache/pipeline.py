@@ -14,7 +14,9 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -266,8 +268,8 @@ class Pipeline:
         """sha256 of each dependency, read once per build."""
         self.declared_digests: dict[str, str | None] = {}
         """sha256 of each declared file by absolute path, read once per build."""
-        self._environments: dict[str, dict[str, Any]] = {}
-        """What is installed for each kernel, looked at once per build."""
+        self._environments: dict[str, Future[dict[str, Any]]] = {}
+        """What is installed for each kernel, looked at once per build, in a thread."""
         self.early: Preloader | None = None
         """Fork servers started ahead (see :mod:`sphinx_nbcache.early`), for the next run of
         the local executor; :meth:`discard_early` stops them when nothing executes."""
@@ -330,9 +332,28 @@ class Pipeline:
 
     def installed(self, kernel: str) -> dict[str, Any]:
         """What is installed where ``kernel`` runs, looked at once per build."""
-        if kernel not in self._environments:
-            self._environments[kernel] = kernel_environment(kernel, self.settings.cache_path)
-        return self._environments[kernel]
+        self.look_ahead([kernel])
+        return self._environments[kernel].result()
+
+    def look_ahead(self, kernels: Iterable[str]) -> None:
+        """Start looking at what is installed where these kernels run, one after another
+        in a thread. On a first build that reads every package's metadata, half a second
+        that the first notebook to finish would otherwise wait for, and with it every
+        kernel the event loop drives; started before the kernels, it runs while they do."""
+        new = [kernel for kernel in dict.fromkeys(kernels) if kernel not in self._environments]
+        futures: dict[str, Future[dict[str, Any]]] = {kernel: Future() for kernel in new}
+        if not futures:
+            return
+        self._environments.update(futures)
+
+        def look() -> None:
+            for kernel, future in futures.items():
+                try:
+                    future.set_result(kernel_environment(kernel, self.settings.cache_path))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        threading.Thread(target=look, name="nbcache-environment", daemon=True).start()
 
     def _more_time_now(self, planned: PlannedNotebook, result: ExecutionResult) -> bool:
         """A timed-out result is stale once its limit is raised: time limits are not in
@@ -364,8 +385,14 @@ class Pipeline:
         """
         planned = {p.key: p for p in notebooks}
         jobs = {key: make_job(p, self.settings) for key, p in planned.items()}
+        discovering = [planned[key].kernel for key, job in jobs.items() if job.discover_root]
+        self.look_ahead(discovering)
         storing = _Storing(self, watcher, planned)
-        (executor or self.executor()).run(list(jobs.values()), storing)
+        try:
+            (executor or self.executor()).run(list(jobs.values()), storing)
+        finally:
+            for kernel in discovering:  # no thread may outlive the run: Sphinx forks next
+                self._environments[kernel].exception()
         return storing.results
 
     def executor(self) -> Executor:
