@@ -9,8 +9,11 @@ loop, half a sleep, so that both parallelism across kernels and kernel start-up 
 Notebooks rotate through the given formats: .ipynb, MyST markdown notebooks (.md) and
 jupytext percent scripts (.py). conf.py loads --extension with nb_execution_mode = --mode.
 
-A copy of shared/tools/make_book.py (same output), kept here so that the benchmark is
-self-contained; ``bench/run.py`` imports :func:`make_book`.
+A copy of shared/tools/make_book.py, kept here so that the benchmark is self-contained;
+``bench/run.py`` imports :func:`make_book`. One difference: a MyST notebook's kernelspec
+names its language, as jupytext writes it and as the other two formats do. Without it,
+myst-nb with execution off finds no lexer for the code cells of a MyST notebook: it warns
+once per cell and leaves them unhighlighted, a cheaper build than any user keeps.
 """
 
 from __future__ import annotations
@@ -62,7 +65,8 @@ def write_ipynb(path: pathlib.Path, i: int, srcs: list[str]) -> None:
 
 def write_md(path: pathlib.Path, i: int, srcs: list[str]) -> None:
     head = (
-        "---\nfile_format: mystnb\nkernelspec:\n  name: python3\n  display_name: Python 3\n---\n\n"
+        "---\nfile_format: mystnb\nkernelspec:\n  name: python3\n  display_name: Python 3\n"
+        "  language: python\n---\n\n"
         f"# Notebook {i}\n\nSome prose.\n\n"
     )
     path.write_text(head + "\n\n".join(f"```{{code-cell}} ipython3\n{s}\n```" for s in srcs) + "\n")
