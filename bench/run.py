@@ -644,16 +644,18 @@ def warm_path(book: Book) -> dict[str, float]:
     from sphinx_nbcache.config import build_settings
     from sphinx_nbcache.pipeline import Pipeline, declared_inputs, plan
     from sphinx_nbcache.read import read_notebook
-    from sphinx_nbcache.store import Store
+    from sphinx_nbcache.store import PARSED_FOLDER, ParsedStore, Store
 
     settings = build_settings({}, book.src, book.src)
     pipeline = Pipeline(settings, Store(settings.cache_path), lambda *args: None)
+    parsed = ParsedStore(settings.cache_path / PARSED_FOLDER, book.src.resolve())
     md_config = MdParserConfig()
     nb_config = NbParserConfig(execution_mode="cache", execution_timeout=300)
     times: dict[str, list[float]] = {}
     for path in sorted(book.src.glob("nb*.*")):
         begin = time.perf_counter()
-        notebook = read_notebook(path, path.read_text(encoding="utf-8"), md_config, nb_config)
+        text = path.read_text(encoding="utf-8")
+        notebook = read_notebook(path, text, md_config, nb_config, parsed)
         if notebook is None:
             raise BenchError(f"{path} is not a notebook")
         metadata = dict(notebook.notebook.metadata)

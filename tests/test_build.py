@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conftest import Project, ProjectFactory, code, ipynb, markdown, myst_notebook, percent_script
+from sphinx_nbcache.store import PARSED_FOLDER, ParsedStore
 
 THREE_FORMATS = {
     "nb_ipynb.ipynb": ipynb(
@@ -172,3 +175,73 @@ def test_source_changed_by_another_extension_is_executed_as_read(
     html = build.html("nb_md")
     assert html.count("rewritten by source-read") == 2  # the source and its output
     assert "hello from md" not in html
+
+
+def _parsed_entry(project: Project) -> tuple[Path, dict[str, Any]]:
+    (path,) = (project.root / ".nbcache" / PARSED_FOLDER).glob("*.json")
+    return path, json.loads(path.read_text())
+
+
+def test_myst_notebooks_are_read_from_the_cache_while_their_text_is_unchanged(
+    warm: Project,
+) -> None:
+    """The kept reading of nb_md.md is what a fresh build renders, until the text changes.
+    To tell it apart from a new reading, the test rewrites its prose under the same key."""
+    _, entry = _parsed_entry(warm)
+    notebook = entry["notebook"]
+    notebook["cells"][0]["source"] = notebook["cells"][0]["source"].replace(
+        "Some prose.", "Prose as kept."
+    )
+    store = ParsedStore(warm.root / ".nbcache" / PARSED_FOLDER, warm.root.resolve())
+    store.put(warm.root / "nb_md.md", entry["key"], notebook)
+    shutil.rmtree(warm.root / "_build")
+    build = warm.build()
+    assert build.returncode == 0, build.stderr
+    assert build.executed == []
+    assert "Prose as kept." in build.html("nb_md")
+    warm.edit("nb_md.md", "Some prose.", "Edited prose.")
+    edited = warm.build()
+    assert edited.executed == []
+    assert "Edited prose." in edited.html("nb_md")
+    assert _parsed_entry(warm)[1]["key"] != entry["key"]
+
+
+def test_a_damaged_parsed_notebook_is_read_again(warm: Project) -> None:
+    path, _ = _parsed_entry(warm)
+    path.write_text('{"schema": 1, "key": "')
+    shutil.rmtree(warm.root / "_build")
+    build = warm.build()
+    assert build.returncode == 0, build.stderr
+    assert build.warnings == []
+    assert build.executed == []
+    assert "Some prose." in build.html("nb_md")
+    assert "hello from md" in build.html("nb_md")
+    assert _parsed_entry(warm)[1]["notebook"]["cells"]
+
+
+def test_a_myst_notebook_loading_a_cell_from_a_file_sees_the_file_change(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project(
+        {
+            "loads.md": myst_notebook(
+                """\
+                # Loads a cell
+
+                ```{code-cell} ipython3
+                :load: snippet.py
+                ```
+                """
+            ),
+            "snippet.py": "print('first snippet')\n",
+        },
+        'exclude_patterns.append("snippet.py")',
+    )
+    first = project.build()
+    assert first.returncode == 0, first.stderr
+    assert "first snippet" in first.html("loads")
+    project.write("snippet.py", "print('second snippet')\n")
+    shutil.rmtree(project.root / "_build")
+    second = project.build()
+    assert second.executed == ["loads.md"]
+    assert "second snippet" in second.html("loads")

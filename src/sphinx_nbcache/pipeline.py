@@ -13,7 +13,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -41,7 +40,7 @@ from sphinx_nbcache.execute import (
 from sphinx_nbcache.key import key_material, notebook_key
 from sphinx_nbcache.preload import THIS_PYTHON, Preloader
 from sphinx_nbcache.read import SourceNotebook
-from sphinx_nbcache.store import DamagedEntryError, Store
+from sphinx_nbcache.store import DamagedEntryError, Store, read_json_file, write_json_file
 
 Warn = Callable[[str, str, str], None]
 """``warn(message, subtype, source)``; the caller decides how to log and where."""
@@ -199,7 +198,7 @@ def kernel_environment(kernel: str, cache_path: Path) -> dict[str, Any]:
     unchanged; empty when it cannot be told."""
     python = kernel_interpreter(kernel)
     remembered_file = cache_path / ENVIRONMENTS_FILE
-    remembered = _read_json(remembered_file)
+    remembered = read_json_file(remembered_file)
     known = remembered.get(python or sys.executable)
     fingerprint = known.get("fingerprint", "") if isinstance(known, dict) else ""
     if python is None:
@@ -219,30 +218,8 @@ def kernel_environment(kernel: str, cache_path: Path) -> dict[str, Any]:
     if set(found) == {"fingerprint"} and isinstance(known, dict):
         return known
     remembered[python or sys.executable] = found
-    _write_json(remembered_file, remembered)
+    write_json_file(remembered_file, remembered)
     return found
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    """Atomically (a concurrent build reads the old or the new file, never half of one);
-    best effort, since the file only saves time."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False
-        ) as file:
-            json.dump(value, file)
-        Path(file.name).replace(path)
-    except OSError:
-        return
 
 
 def _is_python(notebook: nbformat.NotebookNode) -> bool:

@@ -51,7 +51,7 @@ from sphinx_nbcache.report import (
     write_json,
     write_junit,
 )
-from sphinx_nbcache.store import Store
+from sphinx_nbcache.store import PARSED_FOLDER, ParsedStore, Store
 
 STATE_ATTRIBUTE = "_nbcache_build"
 EARLY_ATTRIBUTE = "_nbcache_early"
@@ -66,6 +66,8 @@ class BuildState:
 
     settings: Settings
     pipeline: Pipeline
+    parsed: ParsedStore
+    """MyST notebooks as myst-nb's reader made them, kept from earlier builds."""
     executed: dict[str, ExecutionResult] = dataclasses.field(default_factory=dict)
     """Results executed during this build, by key."""
     read_ahead: dict[str, tuple[str, SourceNotebook]] = dataclasses.field(default_factory=dict)
@@ -125,7 +127,8 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
             pipeline.early = early
         else:
             early.close()
-    setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline))
+    parsed = ParsedStore(settings.cache_path / PARSED_FOLDER, Path(app.srcdir).resolve())
+    setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline, parsed))
 
 
 def build_state(app: Sphinx) -> BuildState:
@@ -160,7 +163,13 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
         path = Path(env.doc2path(docname))
         try:
             text = path.read_text(encoding=env.config.source_encoding)
-            notebook = read_notebook(path, text, env.myst_config, env.mystnb_config)  # type: ignore[attr-defined]
+            notebook = read_notebook(
+                path,
+                text,
+                env.myst_config,  # type: ignore[attr-defined]
+                env.mystnb_config,  # type: ignore[attr-defined]
+                state.parsed,
+            )
         except (NotebookReadError, OSError, UnicodeDecodeError):
             continue  # reported with its location when the document is parsed
         if notebook is None:
@@ -210,7 +219,9 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         if notebook is None or text != inputstring:
             path = Path(env.doc2path(env.docname))
             try:
-                notebook = read_notebook(path, inputstring, env.myst_config, env.mystnb_config)
+                notebook = read_notebook(
+                    path, inputstring, env.myst_config, env.mystnb_config, state.parsed
+                )
             except NotebookReadError as exc:
                 _record_unreadable(env, exc)
                 MystParser.parse(self, "", document)

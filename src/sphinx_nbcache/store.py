@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,9 @@ from sphinx_nbcache.execute import ExecutionResult
 
 STORE_SCHEMA = 1
 """Bump when the entry layout changes; entries of another schema are misses."""
+PARSED_SCHEMA = 1
+PARSED_FOLDER = "parsed"
+"""Beside the entries: :class:`ParsedStore`'s files."""
 
 
 class DamagedEntryError(Exception):
@@ -129,3 +133,67 @@ class Store:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+
+
+class ParsedStore:
+    """Notebooks as a reader made them from a text source, one JSON file per source in
+    ``folder``, each valid for one key (what the reading depended on).
+
+    The file is named after the source's path under ``root``, so that editing a notebook
+    replaces its file rather than adding one, and a copy of the project elsewhere finds
+    it. Best effort on both sides: a file that is missing or fails its checks is a miss,
+    and one that cannot be written is not kept.
+    """
+
+    def __init__(self, folder: Path, root: Path) -> None:
+        self.folder = folder
+        self.root = root
+
+    def _file(self, source: Path) -> Path:
+        resolved = source.resolve()
+        where = resolved.relative_to(self.root) if resolved.is_relative_to(self.root) else resolved
+        return self.folder / f"{hashlib.sha256(where.as_posix().encode()).hexdigest()[:32]}.json"
+
+    def get(self, source: Path, key: str) -> dict[str, Any] | None:
+        envelope = read_json_file(self._file(source))
+        try:
+            if envelope["schema"] != PARSED_SCHEMA or envelope["key"] != key:
+                return None
+            notebook: dict[str, Any] = envelope["notebook"]
+            return notebook if envelope["digest"] == _digest(notebook) else None
+        except (KeyError, TypeError):
+            return None
+
+    def put(self, source: Path, key: str, notebook: dict[str, Any]) -> None:
+        write_json_file(
+            self._file(source),
+            {
+                "schema": PARSED_SCHEMA,
+                "key": key,
+                "digest": _digest(notebook),
+                "notebook": notebook,
+            },
+        )
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    """A JSON object kept in a file beside the entries; empty if missing or unreadable."""
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def write_json_file(path: Path, value: dict[str, Any]) -> None:
+    """Atomically (a concurrent build reads the old or the new file, never half of one);
+    best effort, since such files only save time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False
+        ) as file:
+            json.dump(value, file)
+        Path(file.name).replace(path)
+    except OSError:
+        return
