@@ -105,8 +105,10 @@ def test_clear_and_info(make_project: ProjectFactory) -> None:
     cleared = nbcache(project, "clear", "text.md")
     assert cleared.stdout.startswith("removed 1 entry")
     assert states(project) == {"good.ipynb": "fresh", "text.md": "new"}
+    assert list((project.root / ".nbcache" / "parsed").glob("*.json"))  # text.md's reading
     assert nbcache(project, "clear").stdout.startswith("removed 1 entry")
     assert json.loads(nbcache(project, "info", "--json").stdout)["entries"] == 0
+    assert not (project.root / ".nbcache" / "parsed").exists()
 
 
 def test_bad_input_gets_one_line_and_exit_status_2(

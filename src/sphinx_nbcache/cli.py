@@ -12,6 +12,7 @@ import dataclasses
 import io
 import json
 import re
+import shutil
 import sys
 import tempfile
 import zlib
@@ -31,7 +32,7 @@ from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook
 from sphinx_nbcache.progress import Progress, on_terminal
 from sphinx_nbcache.read import NotebookReadError, SourceNotebook
 from sphinx_nbcache.report import plain_text
-from sphinx_nbcache.store import STORE_SCHEMA, DamagedEntryError, Store
+from sphinx_nbcache.store import PARSED_FOLDER, STORE_SCHEMA, DamagedEntryError, ParsedStore, Store
 
 if TYPE_CHECKING:
     from sphinx.application import Sphinx
@@ -80,6 +81,10 @@ class Project:
     def store(self) -> Store:
         return self.pipeline.store
 
+    @property
+    def parsed(self) -> ParsedStore:
+        return ParsedStore(self.store.directory / PARSED_FOLDER, Path(self.app.srcdir).resolve())
+
     def notebooks(self, paths: Sequence[str] = ()) -> list[Notebook]:
         """Every notebook of the project, or those at ``paths``, with its state."""
         env = self.app.env
@@ -108,7 +113,13 @@ class Project:
         source = str(env.doc2path(docname, False))
         try:
             text = path.read_text(encoding=env.config.source_encoding)
-            notebook = read_notebook(path, text, env.myst_config, env.mystnb_config)  # type: ignore[attr-defined]
+            notebook = read_notebook(
+                path,
+                text,
+                env.myst_config,  # type: ignore[attr-defined]
+                env.mystnb_config,  # type: ignore[attr-defined]
+                self.parsed,
+            )
         except (NotebookReadError, OSError, UnicodeDecodeError):
             return Notebook(docname, source, "unreadable", None, None, None)
         if notebook is None:
@@ -415,6 +426,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
             keys = [key for key, result in entries(store) if result and result.source in sources]
         else:
             keys = store.all_keys()
+            shutil.rmtree(project.parsed.folder, ignore_errors=True)
         store.delete(keys)
         store.compact()
         after = _size(store.directory)
