@@ -105,21 +105,14 @@ class Project:
         return docname
 
     def _notebook(self, docname: str) -> Notebook | None:
-        from sphinx_nbcache.read import read_notebook
-        from sphinx_nbcache.sphinx_ext import plan_document
+        from sphinx_nbcache.sphinx_ext import plan_document, read_source
 
         env = self.app.env
         path = Path(env.doc2path(docname))
         source = str(env.doc2path(docname, False))
         try:
             text = path.read_text(encoding=env.config.source_encoding)
-            notebook = read_notebook(
-                path,
-                text,
-                env.myst_config,  # type: ignore[attr-defined]
-                env.mystnb_config,  # type: ignore[attr-defined]
-                self.parsed,
-            )
+            notebook = read_source(env, path, text, self.parsed)
         except (NotebookReadError, OSError, UnicodeDecodeError):
             return Notebook(docname, source, "unreadable", None, None, None)
         if notebook is None:

@@ -135,6 +135,16 @@ def build_state(app: Sphinx) -> BuildState:
     return cast(BuildState, getattr(app, STATE_ATTRIBUTE))
 
 
+def read_source(
+    env: BuildEnvironment, path: Path, text: str, parsed: ParsedStore
+) -> SourceNotebook | None:
+    """myst-nb's reading of ``text`` with the project's Markdown and notebook settings.
+
+    :raises NotebookReadError: if the notebook reader fails on the text.
+    """
+    return read_notebook(path, text, env.myst_config, env.mystnb_config, parsed)  # type: ignore[attr-defined]
+
+
 def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook) -> PlannedNotebook:
     source = str(env.doc2path(docname, False))
     state = build_state(get_env_app(env))
@@ -163,13 +173,7 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
         path = Path(env.doc2path(docname))
         try:
             text = path.read_text(encoding=env.config.source_encoding)
-            notebook = read_notebook(
-                path,
-                text,
-                env.myst_config,  # type: ignore[attr-defined]
-                env.mystnb_config,  # type: ignore[attr-defined]
-                state.parsed,
-            )
+            notebook = read_source(env, path, text, state.parsed)
         except (NotebookReadError, OSError, UnicodeDecodeError):
             continue  # reported with its location when the document is parsed
         if notebook is None:
@@ -219,9 +223,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         if notebook is None or text != inputstring:
             path = Path(env.doc2path(env.docname))
             try:
-                notebook = read_notebook(
-                    path, inputstring, env.myst_config, env.mystnb_config, state.parsed
-                )
+                notebook = read_source(env, path, inputstring, state.parsed)
             except NotebookReadError as exc:
                 _record_unreadable(env, exc)
                 MystParser.parse(self, "", document)
