@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Project, ProjectFactory, code, ipynb, myst_notebook
+from sphinx_nbcache import discover
 from sphinx_nbcache.pipeline import ENVIRONMENTS_FILE, kernel_environment
 from sphinx_nbcache.store import Store
 
@@ -242,3 +243,32 @@ def test_installed_packages_are_listed_again_only_when_the_environment_changed(
     changed = kernel_environment("python3", cache)
     assert changed["packages"]["nbcache-fake-pkg"] == "1.2.3"
     assert changed["owners"]["nbcache_fake_pkg"] == ["nbcache-fake-pkg"]
+
+
+def test_inputs_are_the_files_under_the_project_that_paths_resolve_to(tmp_path: Path) -> None:
+    """What the kernel reported, filtered as realpath would see it: symlinks followed in
+    and out of the project, tools' folders and compiled files left out."""
+    root, outside = tmp_path / "project", tmp_path / "outside"
+    for folder in (root / "real", root / ".venv", root / "pkg" / "__pycache__", outside):
+        folder.mkdir(parents=True)
+    for file in (root / "data.csv", root / "real" / "x.py", root / "mod.py", outside / "lib.py"):
+        file.write_text("")
+    (root / "pkg" / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"")
+    (root / ".venv" / "tool.py").write_text("")
+    (root / "out.txt").write_text("")
+    (root / "linked").symlink_to(root / "real")
+    (root / "lib.py").symlink_to(outside / "lib.py")
+    (outside / "into.py").symlink_to(root / "mod.py")
+    reported = [
+        str(root / "data.csv"),
+        str(root / "linked" / "x.py"),
+        str(root / "lib.py"),
+        str(outside / "into.py"),
+        str(outside / "lib.py"),
+        str(root / "pkg" / "__pycache__" / "m.cpython-311.pyc"),
+        str(root / ".venv" / "tool.py"),
+        str(root / "out.txt"),
+        str(root / "missing.csv"),
+    ]
+    found = discover.relevant(reported, root.resolve(), [str(root / "out.txt")])
+    assert found == ["data.csv", "mod.py", "real/x.py"]
