@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sqlite3
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sphinx_nbcache.execute import CellError, ExecutionResult
-from sphinx_nbcache.store import DamagedEntryError, Store
+from sphinx_nbcache.store import DamagedEntryError, ParsedStore, Store
 
 
 def make_result(key: str = "k" * 64, big: bool = False) -> ExecutionResult:
@@ -102,3 +103,15 @@ def test_entry_under_the_wrong_key_is_detected(tmp_path: Path) -> None:
     raw["b" * 64] = raw["a" * 64]
     with pytest.raises(DamagedEntryError, match="another key"):
         store.get("b" * 64)
+
+
+def test_a_reading_that_json_cannot_hold_is_not_kept(tmp_path: Path) -> None:
+    """MyST front matter parsed by YAML can hold a date; keeping it as JSON would give
+    back another notebook, so it is left out rather than failing the build."""
+    store = ParsedStore(tmp_path / "parsed", tmp_path)
+    source = tmp_path / "dated.md"
+    store.put(source, "key", {"metadata": {"date": datetime.date(2024, 5, 1)}, "cells": []})
+    assert store.get(source, "key") is None
+    store.put(source, "key", {"metadata": {}, "cells": []})
+    assert store.get(source, "key") == {"metadata": {}, "cells": []}
+    assert store.get(source, "another key") is None

@@ -159,21 +159,22 @@ class ParsedStore:
         try:
             if envelope["schema"] != PARSED_SCHEMA or envelope["key"] != key:
                 return None
-            notebook: dict[str, Any] = envelope["notebook"]
-            return notebook if envelope["digest"] == _digest(notebook) else None
+            notebook = envelope["notebook"]
+            if not isinstance(notebook, dict) or envelope["digest"] != _digest(notebook):
+                return None
+            return notebook
         except (KeyError, TypeError):
             return None
 
     def put(self, source: Path, key: str, notebook: dict[str, Any]) -> None:
-        write_json_file(
-            self._file(source),
-            {
-                "schema": PARSED_SCHEMA,
-                "key": key,
-                "digest": _digest(notebook),
-                "notebook": notebook,
-            },
-        )
+        """Keep ``notebook`` unless it holds what JSON cannot (front matter YAML can give
+        dates), as reading it back would not give the same notebook."""
+        try:
+            digest = _digest(notebook)
+        except (TypeError, ValueError):
+            return
+        envelope = {"schema": PARSED_SCHEMA, "key": key, "digest": digest, "notebook": notebook}
+        write_json_file(self._file(source), envelope)
 
 
 def read_json_file(path: Path) -> dict[str, Any]:
