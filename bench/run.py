@@ -644,11 +644,11 @@ def warm_path(book: Book) -> dict[str, float]:
     from sphinx_nbcache.config import build_settings
     from sphinx_nbcache.pipeline import Pipeline, declared_inputs, plan
     from sphinx_nbcache.read import read_notebook
-    from sphinx_nbcache.store import PARSED_FOLDER, ParsedStore, Store
+    from sphinx_nbcache.store import ParsedStore, Store
 
     settings = build_settings({}, book.src, book.src)
     pipeline = Pipeline(settings, Store(settings.cache_path), lambda *args: None)
-    parsed = ParsedStore(settings.cache_path / PARSED_FOLDER, book.src.resolve())
+    parsed = ParsedStore(settings.cache_path, book.src)
     md_config = MdParserConfig()
     nb_config = NbParserConfig(execution_mode="cache", execution_timeout=300)
     times: dict[str, list[float]] = {}

@@ -192,7 +192,7 @@ def test_myst_notebooks_are_read_from_the_cache_while_their_text_is_unchanged(
     notebook["cells"][0]["source"] = notebook["cells"][0]["source"].replace(
         "Some prose.", "Prose as kept."
     )
-    store = ParsedStore(warm.root / ".nbcache" / PARSED_FOLDER, warm.root.resolve())
+    store = ParsedStore(warm.root / ".nbcache", warm.root)
     store.put(warm.root / "nb_md.md", entry["key"], notebook)
     shutil.rmtree(warm.root / "_build")
     build = warm.build()

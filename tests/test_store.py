@@ -108,7 +108,7 @@ def test_entry_under_the_wrong_key_is_detected(tmp_path: Path) -> None:
 def test_a_reading_that_json_cannot_hold_is_not_kept(tmp_path: Path) -> None:
     """MyST front matter parsed by YAML can hold a date; keeping it as JSON would give
     back another notebook, so it is left out rather than failing the build."""
-    store = ParsedStore(tmp_path / "parsed", tmp_path)
+    store = ParsedStore(tmp_path / "cache", tmp_path)
     source = tmp_path / "dated.md"
     store.put(source, "key", {"metadata": {"date": datetime.date(2024, 5, 1)}, "cells": []})
     assert store.get(source, "key") is None

@@ -32,7 +32,7 @@ from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook
 from sphinx_nbcache.progress import Progress, on_terminal
 from sphinx_nbcache.read import NotebookReadError, SourceNotebook
 from sphinx_nbcache.report import plain_text
-from sphinx_nbcache.store import PARSED_FOLDER, STORE_SCHEMA, DamagedEntryError, ParsedStore, Store
+from sphinx_nbcache.store import STORE_SCHEMA, DamagedEntryError, ParsedStore, Store
 
 if TYPE_CHECKING:
     from sphinx.application import Sphinx
@@ -83,7 +83,7 @@ class Project:
 
     @property
     def parsed(self) -> ParsedStore:
-        return ParsedStore(self.store.directory / PARSED_FOLDER, Path(self.app.srcdir).resolve())
+        return ParsedStore(self.store.directory, Path(self.app.srcdir))
 
     def notebooks(self, paths: Sequence[str] = ()) -> list[Notebook]:
         """Every notebook of the project, or those at ``paths``, with its state."""

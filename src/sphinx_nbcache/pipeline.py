@@ -38,9 +38,14 @@ from sphinx_nbcache.execute import (
     make_pool,
 )
 from sphinx_nbcache.key import key_material, notebook_key
-from sphinx_nbcache.preload import THIS_PYTHON, Preloader
+from sphinx_nbcache.preload import Preloader
 from sphinx_nbcache.read import SourceNotebook
 from sphinx_nbcache.store import DamagedEntryError, Store, read_json_file, write_json_file
+
+THIS_PYTHON = frozenset(
+    {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}
+)
+"""Kernelspec interpreters jupyter_client replaces with its own ``sys.executable``."""
 
 Warn = Callable[[str, str, str], None]
 """``warn(message, subtype, source)``; the caller decides how to log and where."""

@@ -35,10 +35,6 @@ FORK_TIMEOUT = 30.0
 POLL_EVERY = 0.05
 CLOSE_WAIT = 5.0
 LAUNCHER = ["-m", "ipykernel_launcher"]
-THIS_PYTHON = frozenset(
-    {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}
-)
-"""Kernelspec interpreters jupyter_client replaces with its own ``sys.executable``."""
 UNKNOWN_STATUS = 1
 """The exit status of a kernel whose server died before telling."""
 
@@ -195,21 +191,6 @@ def _startup(python: str, env: Mapping[str, str]) -> tuple[str, ...]:
     ``PYTHON*`` variables (``PYTHONPATH``, ``PYTHONHASHSEED``...). Kernels differing in
     these need servers of their own; the rest of the environment is set in each child."""
     return (python, *sorted(f"{k}={v}" for k, v in env.items() if k.startswith("PYTHON")))
-
-
-def kernel_command(kernel_name: str) -> tuple[list[str], dict[str, str]] | None:
-    """The command and environment jupyter_client starts ``kernel_name`` with (as far as
-    a fork server cares), or None if there is no such kernel."""
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    try:
-        spec = KernelSpecManager().get_kernel_spec(kernel_name)
-    except Exception:
-        return None
-    argv = list(spec.argv)
-    if argv and argv[0] in THIS_PYTHON:
-        argv[0] = sys.executable
-    return argv, {**os.environ, **spec.env}
 
 
 class Preloader:

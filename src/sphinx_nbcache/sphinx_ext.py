@@ -51,7 +51,7 @@ from sphinx_nbcache.report import (
     write_json,
     write_junit,
 )
-from sphinx_nbcache.store import PARSED_FOLDER, ParsedStore, Store
+from sphinx_nbcache.store import ParsedStore, Store
 
 STATE_ATTRIBUTE = "_nbcache_build"
 EARLY_ATTRIBUTE = "_nbcache_early"
@@ -127,7 +127,7 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
             pipeline.early = early
         else:
             early.close()
-    parsed = ParsedStore(settings.cache_path / PARSED_FOLDER, Path(app.srcdir).resolve())
+    parsed = ParsedStore(settings.cache_path, Path(app.srcdir))
     setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline, parsed))
 
 

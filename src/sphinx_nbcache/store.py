@@ -136,18 +136,18 @@ class Store:
 
 
 class ParsedStore:
-    """Notebooks as a reader made them from a text source, one JSON file per source in
-    ``folder``, each valid for one key (what the reading depended on).
+    """Notebooks as a reader made them from a text source, one JSON file per source in the
+    cache's ``parsed`` folder, each valid for one key (what the reading depended on).
 
-    The file is named after the source's path under ``root``, so that editing a notebook
-    replaces its file rather than adding one, and a copy of the project elsewhere finds
-    it. Best effort on both sides: a file that is missing or fails its checks is a miss,
-    and one that cannot be written is not kept.
+    The file is named after the source's path under the project's source folder, so that
+    editing a notebook replaces its file rather than adding one, and a copy of the project
+    elsewhere finds it. Best effort on both sides: a file that is missing or fails its
+    checks is a miss, and one that cannot be written is not kept.
     """
 
-    def __init__(self, folder: Path, root: Path) -> None:
-        self.folder = folder
-        self.root = root
+    def __init__(self, cache_path: Path, srcdir: Path) -> None:
+        self.folder = cache_path / PARSED_FOLDER
+        self.root = srcdir.resolve()
 
     def _file(self, source: Path) -> Path:
         resolved = source.resolve()
