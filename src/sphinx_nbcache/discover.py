@@ -154,11 +154,12 @@ def environment(collected: dict[str, Any]) -> dict[str, Any]:
 
 def with_packages(environment: dict[str, Any], installed: dict[str, Any]) -> dict[str, Any]:
     """Replace the imported module names by the distributions (name -> version) providing
-    them in the ``installed`` environment; local modules are tracked as files instead."""
+    them in the ``installed`` environment (packages by normal name, as
+    ``pipeline.kernel_environment`` gives them); local modules are tracked as files instead."""
     if "imported" not in environment:
         return environment
     owners = installed.get("owners", {})
-    versions = {normal(name): version for name, version in installed.get("packages", {}).items()}
+    versions = installed.get("packages", {})
     packages = {}
     for top in environment["imported"]:
         for dist in owners.get(top, []):

@@ -200,7 +200,8 @@ def kernel_environment(kernel: str, cache_path: Path) -> dict[str, Any]:
     """Python version and installed distributions where ``kernel`` runs: read in this
     process when the kernel uses this interpreter, else by running the kernel's
     interpreter once; reused from the last build while the environment's fingerprint is
-    unchanged; empty when it cannot be told."""
+    unchanged; empty when it cannot be told. Packages are keyed by normalised name (see
+    :func:`discover.normal`), so that each lookup is a dictionary access."""
     python = kernel_interpreter(kernel)
     remembered_file = cache_path / ENVIRONMENTS_FILE
     remembered = read_json_file(remembered_file)
@@ -221,10 +222,15 @@ def kernel_environment(kernel: str, cache_path: Path) -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError, ValueError):
             return {}
     if set(found) == {"fingerprint"} and isinstance(known, dict):
-        return known
+        return _by_normal_name(known)
     remembered[python or sys.executable] = found
     write_json_file(remembered_file, remembered)
-    return found
+    return _by_normal_name(found)
+
+
+def _by_normal_name(environment: dict[str, Any]) -> dict[str, Any]:
+    packages = environment.get("packages", {})
+    return {**environment, "packages": {discover.normal(n): v for n, v in packages.items()}}
 
 
 def _is_python(notebook: nbformat.NotebookNode) -> bool:
@@ -305,7 +311,7 @@ class Pipeline:
         installed = self.installed(planned.kernel)
         if not installed:
             return None
-        versions = {discover.normal(name): v for name, v in installed["packages"].items()}
+        versions = installed["packages"]
         return discover.changed_environment(
             result.environment,
             installed["python"],
