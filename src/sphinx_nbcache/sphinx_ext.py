@@ -271,9 +271,10 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         """
         env = document.settings.env
         original = env.mystnb_config
-        overrides = merged.metadata.get(original.metadata_key)
+        key = original.metadata_key
+        overrides = merged.metadata.get(key)
         if isinstance(overrides, dict) and "execution_mode" in overrides:
-            overrides["execution_mode"] = "off"
+            merged.metadata[key] = {**overrides, "execution_mode": "off"}
         reader: tuple[str, dict[str, Any], bool] = (
             MERGED_READER,
             {},
