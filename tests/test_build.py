@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,37 @@ def test_fresh_build_with_warm_cache_executes_nothing(warm: Project) -> None:
     )
     written = json.loads((warm.root / "_build/jupyter_execute/nb_ipynb.ipynb").read_text())
     assert "".join(written["cells"][1]["outputs"][0]["text"]) == "hello from ipynb\n"
+
+
+def test_pages_from_the_cache_match_myst_nb_rendering_the_executed_notebooks(
+    warm: Project, make_project: ProjectFactory
+) -> None:
+    """A page served from the cache is the page myst-nb itself renders from the executed
+    notebook: the same outputs, highlighted with the same lexers."""
+    executed = warm.root / "_build" / "jupyter_execute"
+    stems = [Path(name).stem for name in ALL]
+    plain = make_project(
+        {f"{stem}.ipynb": (executed / f"{stem}.ipynb").read_text("utf-8") for stem in stems},
+        name="plain",
+    )
+    plain.edit("conf.py", '["sphinx_nbcache"]', '["myst_nb"]')
+    plain.edit("conf.py", '"cache"', '"off"')
+    ours = warm.build("-E")
+    theirs = plain.build()
+    assert ours.executed == []
+    assert theirs.returncode == 0, theirs.stderr
+    for stem in stems:
+        page = main_content(ours.html(stem))
+        assert 'class="highlight-ipython3' in page
+        assert "highlight-myst-ansi" in page
+        assert page == main_content(theirs.html(stem))
+
+
+def main_content(html: str) -> str:
+    """The page's own content, without the theme's links to its source file."""
+    found = re.search(r'<div class="body" role="main">(.*?)<div class="sphinxsidebar"', html, re.S)
+    assert found is not None
+    return found.group(1)
 
 
 def test_prose_edit_and_hide_input_execute_nothing(warm: Project) -> None:

@@ -18,6 +18,7 @@ from myst_nb.sphinx_ import NbMetadataCollector
 from myst_nb.sphinx_ import Parser as MystNbParser
 from myst_parser.parsers.sphinx_ import MystParser
 from sphinx.application import Sphinx
+from sphinx.builders import Builder
 from sphinx.config import Config
 from sphinx.environment import BuildEnvironment
 from sphinx.environment.collectors import EnvironmentCollector
@@ -33,6 +34,7 @@ from sphinx_nbcache.config import (
 )
 from sphinx_nbcache.discover import restore_artefacts
 from sphinx_nbcache.execute import ExecutionResult, ExecutorError
+from sphinx_nbcache.highlight import code_lexer, lexers_to_register
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, declared_inputs, plan
@@ -98,6 +100,7 @@ def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, An
     app.connect("build-finished", on_build_finished)
     app.connect("env-get-updated", docs_to_rewrite)
     app.connect("doctree-resolved", on_doctree_resolved)
+    app.connect("write-started", on_write_started)
     app.add_source_parser(NbCacheParser, override=True)
     app.add_env_collector(NbCacheCollector)
     app.add_directive("nbcache-report", NbCacheReport)
@@ -244,8 +247,9 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             LOGGER.info(
                 "nbcache: %s: restored %s from the cache", planned.source, ", ".join(restored)
             )
-        self._render(merge_outputs(planned.notebook.notebook, result), planned.notebook, document)
-        self._record(document.settings.env, planned, result, origin)
+        merged = merge_outputs(planned.notebook.notebook, result)
+        self._render(merged, planned.notebook, document)
+        self._record(document.settings.env, planned, result, origin, code_lexer(merged.metadata))
 
     @staticmethod
     def _outputs(state: BuildState, planned: PlannedNotebook) -> tuple[ExecutionResult, str]:
@@ -291,7 +295,11 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
 
     @staticmethod
     def _record(
-        env: BuildEnvironment, planned: PlannedNotebook, result: ExecutionResult, origin: str
+        env: BuildEnvironment,
+        planned: PlannedNotebook,
+        result: ExecutionResult,
+        origin: str,
+        lexer: str | None,
     ) -> None:
         """Execution data for myst-nb's ``nb-exec-table``, our own records, and warnings."""
         docname = env.docname
@@ -328,6 +336,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             "runtime": result.runtime,
             "finished": result.finished,
             "worker": result.worker,
+            "lexer": lexer,
             "raise": bool(error) and options.raise_on_error,
             "error": None
             if error is None
@@ -448,6 +457,18 @@ class NbCacheCollector(EnvironmentCollector):
             and docname not in removed
             and (before != values or record["key"] not in store)
         )
+
+
+def on_write_started(app: Sphinx, builder: Builder) -> None:
+    """Before any page is written (and before parallel writers fork): the lexers that
+    notebook pages highlight with, resolved once."""
+    records = _doc_records(app.env)
+    if records:
+        config = app.env.mystnb_config  # type: ignore[attr-defined]
+        names = [record.get("lexer") for record in records.values()]
+        names += [config.render_text_lexer, config.render_error_lexer]
+        for name, lexer in lexers_to_register(names).items():
+            app.add_lexer(name, lexer)
 
 
 def on_doctree_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> None:
