@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -151,6 +152,7 @@ def test_a_notebook_whose_worker_dies_runs_again_elsewhere(
         )
     )
     project = make_project({"victim.ipynb": victim}, dask_conf(cluster))
+    logs_before = kernel_logs()
     process = project.start()
     wait_for(lambda: marker.exists() and marker.read_text() != "")
     first_worker = int(marker.read_text())
@@ -161,6 +163,11 @@ def test_a_notebook_whose_worker_dies_runs_again_elsewhere(
     assert "finished on the second try" in page
     assert "victim.ipynb executed in" in stdout
     wait_for(lambda: project.kernels() == [], 30)  # the first kernel went with its worker
+    assert kernel_logs() <= logs_before, "the killed worker's kernel log went with it"
+
+
+def kernel_logs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("nbcache-kernel-*"))
 
 
 def test_a_notebook_that_keeps_killing_its_worker_fails_alone(

@@ -457,9 +457,11 @@ async def _execute_once(
     runtime = 0.0
     collected: dict[str, Any] | None = None
     discovering = released = False
+    # the kernel's log has no name, so that it goes with the last process holding it
+    # even when this one is killed (a Dask worker lost mid-notebook, say)
     with (
         tempfile.TemporaryDirectory(prefix="nbcache-") as tmp,
-        tempfile.NamedTemporaryFile(prefix="nbcache-kernel-", suffix=".log") as kernel_log,
+        tempfile.TemporaryFile(prefix="nbcache-kernel-", suffix=".log") as kernel_log,
     ):
         client = NotebookClient(
             notebook,
