@@ -14,6 +14,9 @@ B. ``--big`` notebooks with little work: *cold* builds, where kernel start-up is
    *warm* against myst-nb with ``nb_execution_mode = "off"``, i.e. what serving everything
    from the cache costs; *no-op* rebuilds of both tools; the sphinx-build process's peak
    memory for each.
+   With ``--instructions``, the warm, off and no-op builds of B are also counted in CPU
+   instructions under valgrind's callgrind, which the machine's other work does not move:
+   the ratios that timings on a noisy machine cannot resolve to a few percent.
 C. Discovery: the executor alone, with and without recording what each notebook reads.
 D. ``--plots`` notebooks importing numpy, pandas and matplotlib and drawing one plot, cold:
    myst-nb, sphinx-nbcache with normal and with forked kernels, and with those modules
@@ -29,6 +32,7 @@ The tables go to stdout and to ``bench/_books/results.md``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import os
 import platform
@@ -234,6 +238,58 @@ def sphinx_build(book: Book, what: str) -> float:
     return seconds
 
 
+COLLECTED = re.compile(r"^==\d+== Collected : (\d+)$", re.M)
+
+
+def count_instructions(book: Book, what: str, prepare: Callable[[], None]) -> int:
+    """CPU instructions of one checked ``sphinx-build -q -b html`` run under callgrind.
+
+    Only the build process counts (kernels are its children, not traced), with a fixed
+    hash seed, so the same build gives the same count to a fraction of a percent.
+    """
+    prepare()
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-q",
+        "-b",
+        "html",
+        *book.build_args,
+        str(book.src),
+        str(book.html_dir),
+    ]
+    proc = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=BUILD_TIMEOUT,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    found = COLLECTED.search(proc.stderr)
+    if proc.returncode != 0 or found is None:
+        raise BenchError(f"{' '.join(command)} exited with {proc.returncode}\n{_tail(proc.stderr)}")
+    check_pages(book, proc.stderr)
+    count = int(found.group(1))
+    print(f"  {book.label:<14} {what:<6} ... {count / 1e9:7.2f} G instructions", flush=True)
+    return count
+
+
+def counted(chains: Sequence[Sequence[Run]], cpus: int) -> list[list[int]]:
+    """Instruction counts of each chain of builds; chains run side by side (a count does not
+    depend on what runs beside it), the builds of one chain one after another."""
+
+    def run_chain(chain: Sequence[Run]) -> list[int]:
+        return [count_instructions(book, what, prepare) for book, what, prepare in chain]
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=cpus) as workers:
+        return list(workers.map(run_chain, chains))
+
+
 PEAK = "nbcache-bench-peak-kb"
 PEAK_WRAPPER = (
     "import resource, sys\n"
@@ -385,6 +441,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; min is kept")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count B's warm, off and no-op builds in instructions (needs valgrind; slow)",
+    )
+    parser.add_argument(
         "--nbcache-workers",
         type=int,
         help="set nbcache_workers in conf.py (default: unset, i.e. adapt to the machine)",
@@ -402,6 +463,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--work must not be negative")
     if args.nbcache_workers is not None and args.nbcache_workers < 1:
         parser.error("--nbcache-workers must be at least 1")
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind on PATH")
     return args
 
 
@@ -566,6 +629,21 @@ def section_b(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str
         max(NOOP_ROUNDS, args.repeat), [(mystnb, "no-op", unchanged), (big, "no-op", unchanged)]
     )
     per_notebook = warm_path(big)
+    instructions = (
+        instruction_lines(
+            counted(
+                [
+                    [(mystnb, "no-op", unchanged)],
+                    [(big, "no-op", unchanged), (big, "warm", big.wipe_build)],
+                    [(off, "off", off.wipe_build)],
+                    [(floor, "floor", floor.wipe_build)],
+                ],
+                cpus,
+            )
+        )
+        if args.instructions
+        else []
+    )
 
     def memory(book: Book, what: str) -> str:
         return f"{book.peak_mb[what]:.0f}" if what in book.peak_mb else "n/a"
@@ -629,6 +707,32 @@ def section_b(args: argparse.Namespace, extra: list[str], cpus: int) -> list[str
         + f" (target < {WARM_PATH_TARGET_MS:g} ms: "
         + verdict(max(per_notebook.values()) < WARM_PATH_TARGET_MS)
         + ").",
+        *instructions,
+    ]
+
+
+def instruction_lines(counts: list[list[int]]) -> list[str]:
+    """B's warm, off and no-op builds in instructions, as :func:`counted` returns them."""
+    [noop_m], [noop_n, warm], [off], [floor] = counts
+    rows = [
+        ["sphinx-nbcache warm (fresh _build)", f"{warm / 1e9:.2f}", ratio(warm, off)],
+        ['myst-nb nb_execution_mode = "off"', f"{off / 1e9:.2f}", "1.00"],
+        ["myst-nb off, outputs in the files", f"{floor / 1e9:.2f}", ratio(floor, off)],
+        ["myst-nb cache, no-op rebuild", f"{noop_m / 1e9:.2f}", ratio(noop_m, off)],
+        ["sphinx-nbcache no-op rebuild", f"{noop_n / 1e9:.2f}", ratio(noop_n, off)],
+    ]
+    return [
+        "",
+        "The same builds counted in CPU instructions (valgrind's callgrind, one run each,"
+        " the build process only), which other work on the machine does not change:",
+        "",
+        *table(["build", "instructions (billions)", "ratio to off"], rows),
+        "",
+        f"In instructions: warm / off = {warm / off:.3f} (target <= {WARM_OVERHEAD_TARGET:.2f}:"
+        f" {verdict(warm / off <= WARM_OVERHEAD_TARGET)}; at scale <= {WARM_SCALE_TARGET:.2f}:"
+        f" {verdict(warm / off <= WARM_SCALE_TARGET)}). Warm / outputs in the files ="
+        f" {warm / floor:.3f}. No-op rebuild / myst-nb's = {noop_n / noop_m:.3f} (target <="
+        f" {WARM_SCALE_TARGET:.2f}: {verdict(noop_n / noop_m <= WARM_SCALE_TARGET)}).",
     ]
 
 
