@@ -441,6 +441,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; min is kept")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
+        "--sections",
+        default="ABCDE",
+        help="which sections to run, e.g. B (default: ABCDE, all of them)",
+    )
+    parser.add_argument(
         "--instructions",
         action="store_true",
         help="also count B's warm, off and no-op builds in instructions (needs valgrind; slow)",
@@ -463,6 +468,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--work must not be negative")
     if args.nbcache_workers is not None and args.nbcache_workers < 1:
         parser.error("--nbcache-workers must be at least 1")
+    args.sections = args.sections.upper()
+    if not args.sections or set(args.sections) - set("ABCDE"):
+        parser.error("--sections takes letters among A, B, C, D and E")
     if args.instructions and shutil.which("valgrind") is None:
         parser.error("--instructions needs valgrind on PATH")
     return args
@@ -477,16 +485,33 @@ def run(args: argparse.Namespace) -> list[str]:
     pool = nbcache_pool(args.nbcache_workers)
     cpus = os.cpu_count() or 1
 
-    print(f"A: {args.notebooks} notebooks x {args.work:g} s of work, best of {args.repeat}")
-    lines_a = section_a(args, extra, cpus)
-    print(f"B: {args.big} notebooks x {BIG_WORK:g} s of work, best of {args.repeat}")
-    lines_b = section_b(args, extra, cpus)
-    print(f"C: {DISCOVERY_NOTEBOOKS} notebooks x {args.work:g} s, without and with discovery")
-    plain, discovering = discovery_overhead(args.work, args.repeat)
-    print(f"D: {args.plots} plotting notebooks, best of {args.repeat}")
-    lines_d = section_d(args, extra)
-    print(f"E: {args.notebooks} notebooks on a local Dask cluster, best of {args.repeat}")
-    lines_e = section_e(args, extra)
+    sections: dict[str, tuple[str, Callable[[], list[str]]]] = {
+        "A": (
+            f"A: {args.notebooks} notebooks x {args.work:g} s of work, best of {args.repeat}",
+            lambda: section_a(args, extra, cpus),
+        ),
+        "B": (
+            f"B: {args.big} notebooks x {BIG_WORK:g} s of work, best of {args.repeat}",
+            lambda: section_b(args, extra, cpus),
+        ),
+        "C": (
+            f"C: {DISCOVERY_NOTEBOOKS} notebooks x {args.work:g} s, without and with discovery",
+            lambda: section_c(args),
+        ),
+        "D": (
+            f"D: {args.plots} plotting notebooks, best of {args.repeat}",
+            lambda: section_d(args, extra),
+        ),
+        "E": (
+            f"E: {args.notebooks} notebooks on a local Dask cluster, best of {args.repeat}",
+            lambda: section_e(args, extra),
+        ),
+    }
+    lines: list[str] = []
+    for letter in sorted(set(args.sections)):
+        announce, section = sections[letter]
+        print(announce)
+        lines += ["", *section()]
     load_after = os.getloadavg()[0]
     versions = ", ".join(f"{name} {package_version(name)}" for name in VERSIONS)
     pool_why = "nbcache_workers set" if args.nbcache_workers else "the default"
@@ -500,11 +525,14 @@ def run(args: argparse.Namespace) -> list[str]:
         f"- each number: wall-clock seconds of `sphinx-build -q -b html`, best of {args.repeat};"
         " memory: the highest resident memory of the sphinx-build process itself (kernels are"
         " processes of their own)",
-        "",
-        *lines_a,
-        "",
-        *lines_b,
-        "",
+        *lines,
+    ]
+
+
+def section_c(args: argparse.Namespace) -> list[str]:
+    """What recording each notebook's reads costs the executor."""
+    plain, discovering = discovery_overhead(args.work, args.repeat)
+    return [
         f"## C. Discovery: {DISCOVERY_NOTEBOOKS} notebooks x {args.work:g} s, each reading a"
         " data file, executed by sphinx-nbcache's pool",
         "",
@@ -523,10 +551,6 @@ def run(args: argparse.Namespace) -> list[str]:
         f"With / without = {discovering / plain:.2f} (target <= {DISCOVERY_TARGET:.2f}): "
         + verdict(discovering / plain <= DISCOVERY_TARGET)
         + ".",
-        "",
-        *lines_d,
-        "",
-        *lines_e,
     ]
 
 
