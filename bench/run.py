@@ -199,19 +199,13 @@ def outputs_book(executed: Book, src: Path) -> Book:
     return Book("big floor", src, dict(executed.constants), executes=True)
 
 
+def sphinx_arguments(book: Book) -> list[str]:
+    return ["-q", "-b", "html", *book.build_args, str(book.src), str(book.html_dir)]
+
+
 def sphinx_build(book: Book, what: str) -> float:
     """Seconds of one checked ``sphinx-build -q -b html`` run; raises on any failure."""
-    command = [
-        sys.executable,
-        "-c",
-        PEAK_WRAPPER,
-        "-q",
-        "-b",
-        "html",
-        *book.build_args,
-        str(book.src),
-        str(book.html_dir),
-    ]
+    command = [sys.executable, "-c", PEAK_WRAPPER, *sphinx_arguments(book)]
     print(f"  {book.label:<14} {what:<6} ...", end=" ", flush=True)
     start = time.perf_counter()
     try:
@@ -255,12 +249,7 @@ def count_instructions(book: Book, what: str, prepare: Callable[[], None]) -> in
         sys.executable,
         "-m",
         "sphinx",
-        "-q",
-        "-b",
-        "html",
-        *book.build_args,
-        str(book.src),
-        str(book.html_dir),
+        *sphinx_arguments(book),
     ]
     proc = subprocess.run(
         command,
