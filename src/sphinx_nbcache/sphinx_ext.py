@@ -18,7 +18,6 @@ from myst_nb.sphinx_ import NbMetadataCollector
 from myst_nb.sphinx_ import Parser as MystNbParser
 from myst_parser.parsers.sphinx_ import MystParser
 from sphinx.application import Sphinx
-from sphinx.builders import Builder
 from sphinx.config import Config
 from sphinx.environment import BuildEnvironment
 from sphinx.environment.collectors import EnvironmentCollector
@@ -77,6 +76,7 @@ class BuildState:
     parsing the same text does not read the notebook a second time; each is dropped once
     its document is parsed."""
     read_docs: set[str] = dataclasses.field(default_factory=set)
+    lexers_registered: bool = False
 
 
 class _NotJupyterCache(logging.Filter):
@@ -100,7 +100,6 @@ def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, An
     app.connect("build-finished", on_build_finished)
     app.connect("env-get-updated", docs_to_rewrite)
     app.connect("doctree-resolved", on_doctree_resolved)
-    app.connect("write-started", on_write_started)
     app.add_source_parser(NbCacheParser, override=True)
     app.add_env_collector(NbCacheCollector)
     app.add_directive("nbcache-report", NbCacheReport)
@@ -459,20 +458,25 @@ class NbCacheCollector(EnvironmentCollector):
         )
 
 
-def on_write_started(app: Sphinx, builder: Builder) -> None:
-    """Before any page is written (and before parallel writers fork): the lexers that
-    notebook pages highlight with, resolved once."""
+def on_doctree_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> None:
     records = _doc_records(app.env)
+    state = build_state(app)
+    if not state.lexers_registered:
+        register_lexers(app, records)
+        state.lexers_registered = True
+    fill_report_tables(app, doctree, docname, records)
+
+
+def register_lexers(app: Sphinx, records: dict[str, dict[str, Any]]) -> None:
+    """Before the first page is written (and before parallel writers fork), the lexers
+    notebook pages highlight with, resolved once; a build that writes nothing (a no-op
+    rebuild) never looks them up."""
     if records:
         config = app.env.mystnb_config  # type: ignore[attr-defined]
         names = [record.get("lexer") for record in records.values()]
         names += [config.render_text_lexer, config.render_error_lexer]
         for name, lexer in lexers_to_register(names).items():
             app.add_lexer(name, lexer)
-
-
-def on_doctree_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> None:
-    fill_report_tables(app, doctree, docname, _doc_records(app.env))
 
 
 def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
