@@ -103,7 +103,7 @@ def test_pages_from_the_cache_match_myst_nb_rendering_the_executed_notebooks(
     )
     plain.edit("conf.py", '["sphinx_nbcache"]', '["myst_nb"]')
     plain.edit("conf.py", '"cache"', '"off"')
-    ours = warm.build("-E")
+    ours = warm.build("-E", "-vv")
     theirs = plain.build()
     assert ours.executed == []
     assert theirs.returncode == 0, theirs.stderr
@@ -112,6 +112,10 @@ def test_pages_from_the_cache_match_myst_nb_rendering_the_executed_notebooks(
         assert 'class="highlight-ipython3' in page
         assert "highlight-myst-ansi" in page
         assert page == main_content(theirs.html(stem))
+    # the lexers were looked up once, for the build, not once per block
+    registered = set(re.findall(r"adding lexer: \('([^']+)'", ours.stdout))
+    assert {"ipython3", "myst-ansi", "ipythontb"} <= registered
+    assert "adding lexer" not in warm.build("-vv").stdout, "a no-op rebuild writes nothing"
 
 
 def main_content(html: str) -> str:
