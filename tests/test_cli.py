@@ -14,6 +14,7 @@ import nbformat
 
 from conftest import Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
 from sphinx_nbcache.cli import build_parser
+from sphinx_nbcache.store import PARSED_FOLDER
 
 GOOD = ipynb(code("print('from the good notebook')"))
 TEXT = myst_notebook(
@@ -186,6 +187,13 @@ def test_status_says_what_changed_and_prune_honours_each_option(
     nbcache(project, "execute")
     time.sleep(1.5)
     assert nbcache(project, "prune", "--older-than", "0.01m").stdout.startswith("removed 2 entries")
+    readings = project.root / ".nbcache" / PARSED_FOLDER
+    assert len(list(readings.glob("*.json"))) == 1, "text.md's reading, kept by status"
+    assert "kept readings" not in nbcache(project, "prune", "--unused").stdout
+    (project.root / "text.md").unlink()
+    pruned = nbcache(project, "prune", "--unused").stdout
+    assert "removed the kept readings of 1 notebook(s) no longer in the project" in pruned
+    assert list(readings.glob("*.json")) == []
     for args in (("prune",), ("prune", "--max-size", "lots"), ("prune", "--older-than", "soon")):
         result = nbcache(project, *args)
         assert result.returncode == 2, args

@@ -459,8 +459,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
         current = {n.planned.key for n in project.notebooks() if n.planned is not None}
         found = list(entries(store))
         doomed: set[str] = set()
+        readings = 0
         if args.unused:
             doomed |= {key for key, _ in found if key not in current}
+            env = project.app.env
+            readings = project.parsed.prune(Path(env.doc2path(name)) for name in env.found_docs)
         if args.older_than is not None:
             limit = datetime.now(UTC) - timedelta(seconds=args.older_than)
             doomed |= {
@@ -483,6 +486,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         after = _size(store.directory)
     noun = "entry" if len(doomed) == 1 else "entries"
     print(f"removed {len(doomed)} {noun}; size {_human(before)} -> {_human(after)}")
+    if readings:
+        print(f"removed the kept readings of {readings} notebook(s) no longer in the project")
     return 0
 
 

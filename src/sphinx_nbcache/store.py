@@ -7,6 +7,7 @@ import hashlib
 import json
 import sqlite3
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,17 @@ class ParsedStore:
             return notebook
         except (KeyError, TypeError):
             return None
+
+    def prune(self, sources: Iterable[Path]) -> int:
+        """Remove the files of sources other than ``sources`` (notebooks deleted or renamed
+        since; an edited notebook's file is replaced, never left behind); how many."""
+        keep = {self._file(source) for source in sources}
+        removed = 0
+        for path in self.folder.glob("*.json"):
+            if path not in keep:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def put(self, source: Path, key: str, notebook: dict[str, Any]) -> None:
         """Keep ``notebook`` unless it holds what JSON cannot (front matter YAML can give
