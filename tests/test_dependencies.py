@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -134,6 +135,58 @@ def test_an_imported_package_at_another_version_invalidates(make_project: Projec
     )
 
 
+def install_fake_package(site: Path, version: str) -> None:
+    """A distribution on PYTHONPATH, as pip would leave it: a module and its metadata."""
+    site.mkdir(exist_ok=True)
+    for old in site.glob("nbcache_fake_pkg-*.dist-info"):
+        shutil.rmtree(old)
+    (site / "nbcache_fake_pkg.py").write_text(f"VERSION = {version!r}\n")
+    info = site / f"nbcache_fake_pkg-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: nbcache-fake-pkg\nVersion: {version}\n"
+    )
+    (info / "top_level.txt").write_text("nbcache_fake_pkg\n")
+
+
+def test_an_upgraded_package_executes_its_importers_again_in_an_incremental_build(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    """Also when the package was imported before the notebook ran (preloaded in the
+    kernels' fork server), directly or by a local module the notebook imports."""
+    site = tmp_path / "site"
+    install_fake_package(site, "1.0")
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    notebooks = {
+        "direct.ipynb": ipynb(code("import nbcache_fake_pkg\nprint(nbcache_fake_pkg.VERSION)")),
+        "through.ipynb": ipynb(
+            code("import sys\nsys.path.insert(0, 'lib')\nimport user\nprint(user.VERSION)")
+        ),
+        "plain.ipynb": PLAIN,
+    }
+    project = make_project(notebooks, CONF + 'nbcache_kernel_preload = ["nbcache_fake_pkg"]\n')
+    project.write("lib/user.py", "import nbcache_fake_pkg\nVERSION = nbcache_fake_pkg.VERSION\n")
+    first = project.build(env=env)
+    assert first.executed == ["direct.ipynb", "plain.ipynb", "through.ipynb"]
+    assert "nbcache.preload" not in first.stderr
+    store = Store(project.root / ".nbcache")
+    fake = {
+        result.source: result.environment["packages"].get("nbcache-fake-pkg")
+        for result in map(store.get, store.all_keys())
+        if result is not None
+    }
+    store.close()
+    assert fake == {"direct.ipynb": "1.0", "through.ipynb": "1.0", "plain.ipynb": None}
+    assert project.build(env=env).executed == []
+
+    install_fake_package(site, "2.0")
+    upgraded = project.build(env=env)
+    assert upgraded.executed == ["direct.ipynb", "through.ipynb"], "without -E"
+    assert "direct.ipynb: nbcache-fake-pkg 1.0 -> 2.0 since it was executed" in upgraded.stdout
+    assert "2.0" in upgraded.html("direct") and "2.0" in upgraded.html("through")
+    assert project.build(env=env).executed == []
+
+
 def test_declared_files_and_environment_variables_are_part_of_the_key(
     make_project: ProjectFactory,
 ) -> None:
@@ -151,11 +204,14 @@ def test_declared_files_and_environment_variables_are_part_of_the_key(
     assert project.build(env=env).executed == []
 
     project.write("table.txt", "two\n")
-    assert project.build(env=env).executed == ["reader.ipynb"], "without -E too"
+    edited = project.build(env=env)
+    assert edited.executed == ["reader.ipynb"], "without -E too"
+    assert "reader.ipynb: declared file table.txt changed since it was executed" in edited.stdout
     project.write("settings.cfg", "a = 2\n")
     assert project.build(env=env).executed == ["own.ipynb"]
     changed = project.build(env={"NBCACHE_TEST_LEVEL": "2"})
     assert changed.executed == ["own.ipynb", "plain.ipynb", "reader.ipynb"]
+    assert "environment variable NBCACHE_TEST_LEVEL changed" in changed.stdout
 
 
 PNG = (

@@ -44,13 +44,43 @@ def _setup():
             pass
 
     def collect():
-        import json, platform
-        modules, tops = [], set()
-        for name in set(sys.modules) - state.before:
+        import ast, json, platform
+        modules, tops, noted = set(), set(), set()
+
+        def note(name):
+            if name in noted:
+                return
+            noted.add(name)
             file = getattr(sys.modules.get(name), "__file__", None)
             if isinstance(file, str):
-                modules.append(os.path.abspath(file))
+                modules.add(os.path.abspath(file))
                 tops.add(name.partition(".")[0])
+
+        def note_with_parents(name):
+            parts = name.split(".")
+            for end in range(1, len(parts) + 1):
+                note(".".join(parts[:end]))
+
+        name_of = types.ModuleType.__getattribute__  # a lazy module's own would load it
+        for name in set(sys.modules) - state.before:
+            note(name)
+            for value in list(getattr(sys.modules.get(name), "__dict__", {}).values()):
+                if isinstance(value, types.ModuleType):
+                    note(name_of(value, "__name__"))
+        shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+        for source in getattr(getattr(shell, "history_manager", None), "input_hist_parsed", []):
+            try:
+                tree = ast.parse(source)
+            except (SyntaxError, ValueError):
+                continue
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    for alias in node.names:
+                        note_with_parents(alias.name)
+                elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                    note_with_parents(node.module)
+                    for alias in node.names:
+                        note(f"{node.module}.{alias.name}")
         return json.dumps({
             "modules": sorted(modules),
             "read": sorted(state.read),

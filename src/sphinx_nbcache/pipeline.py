@@ -258,6 +258,8 @@ class Pipeline:
         """sha256 of each declared file by absolute path, read once per build."""
         self._environments: dict[str, Future[dict[str, Any]]] = {}
         """What is installed for each kernel, looked at once per build, in a thread."""
+        self._fingerprints: dict[str | None, str | None] = {}
+        """Each interpreter's :func:`_environment.fingerprint` now, by interpreter."""
         self.early: Preloader | None = None
         """Fork servers started ahead (see :mod:`sphinx_nbcache.early`), for the next run of
         the local executor; :meth:`discard_early` stops them when nothing executes."""
@@ -317,6 +319,37 @@ class Pipeline:
             installed["python"],
             lambda name: versions.get(discover.normal(name)),
         )
+
+    def environment_mark(self, kernel: str) -> tuple[str | None, str | None]:
+        """The interpreter ``kernel`` runs in and the fingerprint of what is installed
+        there. A page keeps it, so that a later build can tell, without listing any
+        package, that the environment changed and the page must be looked up again."""
+        interpreter = kernel_interpreter(kernel)
+        if interpreter is None:
+            return None, self.fingerprint(None)
+        return interpreter, self.installed(kernel).get("fingerprint")
+
+    def fingerprint(self, interpreter: str | None, known: str = "") -> str | None:
+        """The fingerprint of what is installed for ``interpreter`` (None: this one), once
+        per build; a foreign interpreter is run, and lists its packages only when its
+        fingerprint is not ``known``. None when it cannot be told."""
+        if interpreter not in self._fingerprints:
+            if interpreter is None:
+                found: str | None = _environment.fingerprint()
+            else:
+                try:
+                    done = subprocess.run(
+                        [interpreter, str(ENVIRONMENT_SCRIPT), known],
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                        check=True,
+                    )
+                    found = json.loads(done.stdout).get("fingerprint")
+                except (OSError, subprocess.SubprocessError, ValueError, AttributeError):
+                    found = None
+            self._fingerprints[interpreter] = found
+        return self._fingerprints[interpreter]
 
     def installed(self, kernel: str) -> dict[str, Any]:
         """What is installed where ``kernel`` runs, looked at once per build."""

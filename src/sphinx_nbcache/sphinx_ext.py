@@ -34,6 +34,7 @@ from sphinx_nbcache.config import (
 from sphinx_nbcache.discover import restore_artefacts
 from sphinx_nbcache.execute import ExecutionResult, ExecutorError
 from sphinx_nbcache.highlight import code_lexer, lexers_to_register
+from sphinx_nbcache.key import explain_difference
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, declared_inputs, plan
@@ -184,13 +185,32 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
         if not notebook.needs_execution:
             continue
         planned = plan_document(env, docname, notebook)
-        if notebook.options.mode == "force" or state.pipeline.lookup(planned) is None:
+        if notebook.options.mode == "force":
+            misses.append(planned)
+        elif state.pipeline.lookup(planned) is None:
+            explain_new_key(state, env, docname, planned)
             misses.append(planned)
     if not misses:
         state.pipeline.discard_early()
         return
     progress = Progress(len(misses), live=on_terminal())
     state.executed.update(execute(state, misses, progress))
+
+
+def explain_new_key(
+    state: BuildState, env: BuildEnvironment, docname: str, planned: PlannedNotebook
+) -> None:
+    """When a page's notebook executes because its key changed, the log says what changed
+    (code, a declared file or variable, a setting), as ``nbcache status`` would; the
+    lookup itself explains the other reasons."""
+    before = _doc_records(env).get(docname, {}).get("key")
+    if before is None or before == planned.key or planned.key in state.pipeline.store:
+        return
+    material = state.pipeline.store.material(before)
+    if material is not None:
+        reason = explain_difference(material, planned.material)
+        message = f"{reason} since it was executed; executing it again"
+        state.pipeline.explain(message, planned.source)
 
 
 class NbCacheError(SphinxError):
@@ -304,7 +324,8 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         docname = env.docname
         options = planned.notebook.options
         error = result.error
-        root = build_state(get_env_app(env)).settings.project_root
+        state = build_state(get_env_app(env))
+        root = state.settings.project_root
         if root is not None:
             for path in result.dependencies:
                 # Sphinx re-reads the page when a file it read changes (by mtime); the
@@ -336,6 +357,9 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             "finished": result.finished,
             "worker": result.worker,
             "lexer": lexer,
+            "environment": state.pipeline.environment_mark(planned.kernel)
+            if result.environment
+            else None,
             "raise": bool(error) and options.raise_on_error,
             "error": None
             if error is None
@@ -443,18 +467,29 @@ class NbCacheCollector(EnvironmentCollector):
         removed: Set[str],
     ) -> list[str]:
         """Unchanged documents must be read (and maybe executed) again when their cache
-        entry is gone, or when a declared environment variable has another value."""
+        entry is gone, when a declared environment variable has another value, or when
+        something was installed or upgraded where their kernel runs (the lookup then
+        tells whether a package the notebook imported is at another version)."""
         state = build_state(app)
         values = {name: os.environ.get(name) for name in state.settings.env_vars}
         before = getattr(env, ENV_VALUES_ATTRIBUTE, values)
         setattr(env, ENV_VALUES_ATTRIBUTE, values)
         store = state.pipeline.store
+
+        def installed_since(record: dict[str, Any]) -> bool:
+            mark = record.get("environment")
+            if not mark:
+                return False
+            interpreter, fingerprint = mark
+            now = state.pipeline.fingerprint(interpreter, fingerprint or "")
+            return now is not None and bool(now != fingerprint)
+
         return sorted(
             docname
             for docname, record in _doc_records(env).items()
             if docname not in changed
             and docname not in removed
-            and (before != values or record["key"] not in store)
+            and (before != values or record["key"] not in store or installed_since(record))
         )
 
 
