@@ -239,27 +239,49 @@ def test_a_saved_figure_comes_back_from_the_cache_in_a_fresh_copy(
         {PNG.replace(chr(10), chr(10) + "        ")}
         ```
 
+        ```{{code-cell}} ipython3
+        for name, data in [('figures/scratch.tmp', b'x'), ('figures/big.bin', b'x' * 5000),
+                           ('notes.txt', b'x')]:
+            with open(name, 'wb') as f:
+                f.write(data)
+        ```
+
         The figure, embedded by the prose:
 
         ![a saved figure](figures/saved.png)
         """
     )
-    project = make_project({"fig.md": notebook}, "nbcache_artefact_exclude = ['*.tmp']\n")
+    conf = (
+        "nbcache_artefact_include = ['figures/*']\n"
+        "nbcache_artefact_exclude = ['*.tmp']\n"
+        "nbcache_artefact_max_size = 1000\n"
+    )
+    project = make_project({"fig.md": notebook}, conf)
     first = project.build()
     assert first.executed == ["fig.md"]
     assert first.warnings == []
 
     copy = Project(tmp_path / "copy")
-    shutil.copytree(project.root, copy.root, ignore=shutil.ignore_patterns("_build", "figures"))
+    skipped = shutil.ignore_patterns("_build", "figures", "notes.txt")
+    shutil.copytree(project.root, copy.root, ignore=skipped)
     build = copy.build()
     assert build.executed == []
     assert build.warnings == []
     assert "nbcache: fig.md: restored figures/saved.png from the cache" in build.stdout
-    assert (copy.root / "figures" / "saved.png").read_bytes() == (
-        project.root / "figures" / "saved.png"
-    ).read_bytes()
+    saved = copy.root / "figures" / "saved.png"
+    assert saved.read_bytes() == (project.root / "figures" / "saved.png").read_bytes()
     assert "saved.png" in build.html("fig")
     assert list((build.outdir / "_images").glob("saved*.png"))
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["saved.png"], (
+        "excluded (*.tmp) and too big (over 1000 bytes) were not kept"
+    )
+    assert not (copy.root / "notes.txt").exists(), "not included (figures/*)"
+
+    saved.write_bytes(b"changed by hand")
+    again = copy.build("-E")
+    assert again.executed == []
+    assert "nbcache: fig.md: restored figures/saved.png from the cache" in again.stdout
+    assert saved.read_bytes() == (project.root / "figures" / "saved.png").read_bytes()
 
 
 def test_declared_files_are_copied_into_a_temporary_working_folder(
