@@ -350,3 +350,19 @@ def test_inputs_are_the_files_under_the_project_that_paths_resolve_to(tmp_path: 
     ]
     found = discover.relevant(reported, root.resolve(), [str(root / "out.txt")])
     assert found == ["data.csv", "mod.py", "real/x.py"]
+
+
+def test_a_file_read_by_many_notebooks_is_hashed_once_while_it_stays_as_it_was(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n1,2\n")
+    digests = discover.FileDigests()
+    first = digests(data)
+    assert first == discover.file_digest(data)
+    stat = data.stat()
+    data.write_text("a,b\n3,4\n")  # same size; times put back: not looked at again
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert digests(data) == first
+    os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert digests(data) == discover.file_digest(data) != first, "rewritten: hashed again"

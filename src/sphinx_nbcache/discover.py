@@ -161,14 +161,35 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
-def dependencies(collected: dict[str, Any], root: Path) -> dict[str, str]:
+class FileDigests:
+    """sha256 of files for one run, each file hashed once while it stays as it was:
+    notebooks that read the same data file or import the same module share one hash. A
+    file whose size or modification time moved since (a notebook rewrote it) is hashed
+    again; the contents decide, the times only say when to look again."""
+
+    def __init__(self) -> None:
+        self._known: dict[Path, tuple[int, int, str]] = {}
+
+    def __call__(self, path: Path) -> str:
+        stat = path.stat()
+        known = self._known.get(path)
+        if known is not None and known[:2] == (stat.st_size, stat.st_mtime_ns):
+            return known[2]
+        digest = file_digest(path)
+        self._known[path] = (stat.st_size, stat.st_mtime_ns, digest)
+        return digest
+
+
+def dependencies(
+    collected: dict[str, Any], root: Path, digest: Callable[[Path], str] = file_digest
+) -> dict[str, str]:
     """Project-relative path -> sha256 of every module and file the notebook read."""
     inputs = relevant(
         [*collected.get("modules", []), *collected.get("read", [])],
         root,
         collected.get("written", []),
     )
-    return {path: file_digest(root / path) for path in inputs}
+    return {path: digest(root / path) for path in inputs}
 
 
 def environment(collected: dict[str, Any]) -> dict[str, Any]:

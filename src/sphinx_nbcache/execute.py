@@ -396,7 +396,11 @@ TICK_EVERY = 1.0
 
 
 async def execute_job(
-    job: ExecutionJob, pool: Pool, watcher: Watcher, starter: KernelStarter | None = None
+    job: ExecutionJob,
+    pool: Pool,
+    watcher: Watcher,
+    starter: KernelStarter | None = None,
+    digests: discover.FileDigests | None = None,
 ) -> ExecutionResult:
     """Execute one notebook in its own kernel, started by ``starter``; every
     failure becomes a failed result.
@@ -431,7 +435,9 @@ async def execute_job(
         cell_times=[clock.times.get(i) for i in code_indices],
         finished=_now(),
         dependencies=(
-            discover.dependencies(collected, Path(job.discover_root))
+            discover.dependencies(
+                collected, Path(job.discover_root), digests or discover.file_digest
+            )
             if collected is not None and job.discover_root is not None
             else {}
         ),
@@ -846,8 +852,10 @@ class LocalExecutor:
     async def _run_all(
         self, jobs: Sequence[ExecutionJob], watcher: Watcher, starter: KernelStarter
     ) -> list[ExecutionResult]:
+        digests = discover.FileDigests()
+
         async def run_one(job: ExecutionJob) -> ExecutionResult:
-            result = await execute_job(job, self.pool, watcher, starter)
+            result = await execute_job(job, self.pool, watcher, starter, digests)
             _raise_if_cancelled()
             watcher.finished(result)
             return result
