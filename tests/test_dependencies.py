@@ -109,6 +109,11 @@ def test_discovery_leaves_no_trace_in_the_notebook(make_project: ProjectFactory)
     assert ["".join(cell["outputs"][0]["text"]) for cell in cells] == ["[]\n", "3 0\n"]
     assert [len(cell["outputs"]) for cell in cells] == [1, 1]
     assert build.warnings == []
+    store = Store(project.root / ".nbcache")
+    (result,) = map(store.get, store.all_keys())
+    store.close()
+    assert result is not None
+    assert result.environment["python"] == platform.python_version(), "discovery did run"
 
 
 def test_an_imported_package_at_another_version_invalidates(make_project: ProjectFactory) -> None:
