@@ -83,6 +83,33 @@ def test_raise_on_error_fails_the_build_after_everything_else(make_project: Proj
     assert "build finished with problems" in build.stdout
 
 
+def test_unchanged_failure_fails_every_incremental_build_without_executing(
+    make_project: ProjectFactory,
+) -> None:
+    allowed = ipynb(code("1 / 0", tags=["raises-exception"]))
+    files = {"good.ipynb": GOOD, "badmd.md": BAD_MD, "allowed.ipynb": allowed}
+    conf = 'nb_execution_raise_on_error = True\nnbcache_report = "report.json"\n'
+    project = make_project(files, conf)
+    first = project.build()
+    assert first.returncode == 1
+    assert first.executed == ["allowed.ipynb", "badmd.md", "good.ipynb"]
+
+    again = project.build()  # the same _build, nothing changed
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert again.executed == []
+    (error,) = again.warnings
+    assert "badmd.md:14: ERROR: notebook execution failed in cell 2: ValueError: broken" in error
+    assert error.endswith("[nbcache.cell]")
+    assert "nbcache: 1 notebook(s): 0 executed, 1 from cache, 1 failed;" in again.stdout
+    report = json.loads((again.outdir / "report.json").read_text())
+    rows = [(n["docname"], n["status"], n["origin"], n["this_build"]) for n in report["notebooks"]]
+    assert rows == [
+        ("allowed", "succeeded", "executed", False),  # an allowed error is no failure
+        ("badmd", "cell-error", "cache", True),
+        ("good", "succeeded", "executed", False),  # not read again
+    ]
+
+
 def test_show_tb_puts_the_traceback_in_the_log(make_project: ProjectFactory) -> None:
     project = make_project({"bad.ipynb": BAD_IPYNB}, "nb_execution_show_tb = True\n")
     build = project.build()

@@ -79,13 +79,13 @@ def test_json_report_has_every_notebook_with_status_cells_and_error(
     assert report["summary"]["saved_seconds"] >= 0.3
     assert {n["origin"] for n in report["notebooks"]} == {"cache"}
 
-    project.edit("good.ipynb", "print('good')", "print('better')")
+    project.edit("bad.md", "missing on purpose", "still missing")
     incremental = project.build()
     report = json.loads((incremental.outdir / "reports" / "nbcache.json").read_text())
     jsonschema.validate(report, REPORT_SCHEMA, format_checker=jsonschema.FormatChecker())
     assert [(n["docname"], n["this_build"]) for n in report["notebooks"]] == [
-        ("bad", False),
-        ("good", True),
+        ("bad", True),
+        ("good", False),
     ]
     assert report["summary"]["executed"] == 1
 

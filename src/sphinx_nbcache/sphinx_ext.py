@@ -443,7 +443,10 @@ class NbCacheCollector(EnvironmentCollector):
         removed: Set[str],
     ) -> list[str]:
         """Unchanged documents must be read (and maybe executed) again when their cache
-        entry is gone, or when a declared environment variable has another value."""
+        entry is gone, or when a declared environment variable has another value. A
+        failure is read again on every build, from the cache: its warning and the exit
+        status under ``nb_execution_raise_on_error`` must not vanish because nothing
+        changed."""
         state = build_state(app)
         values = {name: os.environ.get(name) for name in state.settings.env_vars}
         before = getattr(env, ENV_VALUES_ATTRIBUTE, values)
@@ -454,7 +457,7 @@ class NbCacheCollector(EnvironmentCollector):
             for docname, record in _doc_records(env).items()
             if docname not in changed
             and docname not in removed
-            and (before != values or record["key"] not in store)
+            and (before != values or record["status"] != "succeeded" or record["key"] not in store)
         )
 
 
