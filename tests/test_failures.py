@@ -325,6 +325,25 @@ def test_time_limits_per_cell_and_per_notebook(make_project: ProjectFactory) -> 
     assert project.build().executed == ["cell.md"]
 
 
+def test_notebook_limit_applies_when_cells_have_no_limit(make_project: ProjectFactory) -> None:
+    """myst-nb spells "no limit per cell" -1 (the setting) or 0 (notebook metadata)."""
+    sleeps = code("import time\ntime.sleep(60)")
+    files = {
+        "unlimited.ipynb": ipynb(code("x = 1"), sleeps),
+        "zero.ipynb": ipynb(code("x = 1"), sleeps, metadata={"execution": {"timeout": 0}}),
+    }
+    project = make_project(files, "nb_execution_timeout = -1\nnbcache_notebook_timeout = 2\n")
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    for name in files:
+        (warning,) = [w for w in build.warnings if name in w]
+        assert (
+            f"{name}: WARNING: notebook execution timed out in cell 2: NotebookTimeoutError: "
+            "the notebook did not finish within 2 s (nbcache_notebook_timeout)" in warning
+        )
+        assert warning.endswith("[nbcache.timeout]")
+
+
 def test_kernel_that_dies_while_starting_is_started_again(
     make_project: ProjectFactory, tmp_path: Path
 ) -> None:
