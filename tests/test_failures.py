@@ -9,9 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jupytext
 import pytest
 
-from conftest import Project, ProjectFactory, build_interrupted, code, ipynb, myst_notebook
+from conftest import (
+    Project,
+    ProjectFactory,
+    build_interrupted,
+    code,
+    ipynb,
+    myst_notebook,
+    percent_script,
+)
+from sphinx_nbcache.read import code_cell_lines
 from sphinx_nbcache.store import Store
 
 RETRY = "nbcache_retry_failed = True\n"
@@ -30,10 +40,25 @@ BAD_MD = myst_notebook(
     ```
     """
 )
+BAD_PY = percent_script(
+    """    # %% [markdown]
+    # # Failing script
+    # x = 1
+
+    # %%
+    x = 1
+    # %time x
+
+    # %%
+    x = 1
+    raise ValueError('broken script')
+    """
+)
 
 
 def test_failing_cell_warns_at_its_location(make_project: ProjectFactory) -> None:
-    project = make_project({"good.ipynb": GOOD, "bad.ipynb": BAD_IPYNB, "badmd.md": BAD_MD})
+    files = {"good.ipynb": GOOD, "bad.ipynb": BAD_IPYNB, "badmd.md": BAD_MD, "badpy.py": BAD_PY}
+    project = make_project(files)
     build = project.build()
     assert build.returncode == 0, build.stderr
     assert "good notebook ran" in build.html("good")
@@ -43,6 +68,10 @@ def test_failing_cell_warns_at_its_location(make_project: ProjectFactory) -> Non
         "badmd.md:14: WARNING: notebook execution failed in cell 2: ValueError: " in md_warning[0]
     )
     assert md_warning[0].endswith("[nbcache.cell]")
+    (py_warning,) = [w for w in build.warnings if "badpy.py" in w]
+    assert "badpy.py:18: WARNING: notebook execution failed in cell 2: ValueError: broken" in (
+        py_warning
+    )
     ipynb_warning = [w for w in build.warnings if "bad.ipynb" in w]
     assert len(ipynb_warning) == 1
     assert (
@@ -52,6 +81,21 @@ def test_failing_cell_warns_at_its_location(make_project: ProjectFactory) -> Non
     assert "ZeroDivisionError" in build.html("bad")
     assert build.html("bad").count("never") == 1  # the source, not an output
     assert (build.outdir / "reports" / "bad.err.log").read_text().count("ZeroDivisionError")
+
+
+def test_jupytext_cells_are_found_by_their_code_in_order() -> None:
+    """The line of each code cell of a jupytext file, where no reader keeps a source map."""
+    text = "x = 1\n\n# +\na = 1\n\nb = 2\n# -\n\n# x = 1\n# %time a\n\nx = 1\n"
+    notebook = jupytext.reads(text, fmt="py:light")
+    assert [cell.source for cell in notebook.cells] == [
+        "x = 1",
+        "a = 1\n\nb = 2",
+        "# x = 1\n%time a",
+        "x = 1",
+    ]
+    assert code_cell_lines(notebook, text) == {0: 1, 1: 4, 2: 9, 3: 12}
+    notebook.cells[1].source = "changed = True"  # not in the text: no line, the rest found
+    assert code_cell_lines(notebook, text) == {0: 1, 2: 9, 3: 12}
 
 
 def test_failures_are_cached_and_retried_only_when_asked(make_project: ProjectFactory) -> None:

@@ -325,7 +325,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         records = _doc_records(env)
         notebook = planned.notebook.notebook
         code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
-        line = None if error is None else _cell_line(notebook, error.cell_index)
+        line = None if error is None else _cell_line(planned.notebook, error.cell_index)
         records[docname] = {
             "key": planned.key,
             "source": planned.source,
@@ -347,7 +347,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
                 "line": line,
             },
             "cells": [
-                {"index": index, "line": _cell_line(notebook, index), "seconds": seconds}
+                {"index": index, "line": _cell_line(planned.notebook, index), "seconds": seconds}
                 for index, seconds in zip(code_indices, result.cell_times, strict=False)
             ],
         }
@@ -403,12 +403,15 @@ def _record_unreadable(env: BuildEnvironment, exc: NotebookReadError) -> None:
     (report_error if strict else warn)(message, Subtype.read, location=env.docname)
 
 
-def _cell_line(notebook: nbformat.NotebookNode, cell_index: int | None) -> int | None:
-    """Source line of a cell in text notebooks; None for ``.ipynb`` (no lines to point at)."""
-    source_map = notebook.metadata.get("source_map")
-    if cell_index is None or not source_map or cell_index >= len(source_map):
+def _cell_line(notebook: SourceNotebook, cell_index: int | None) -> int | None:
+    """Source line of a cell in text notebooks (MyST's source map, else the line found in a
+    jupytext file); None for ``.ipynb`` (no lines to point at)."""
+    if cell_index is None:
         return None
-    return int(source_map[cell_index]) + 1
+    source_map = notebook.notebook.metadata.get("source_map")
+    if not source_map:
+        return notebook.cell_lines.get(cell_index)
+    return int(source_map[cell_index]) + 1 if cell_index < len(source_map) else None
 
 
 def _doc_records(env: BuildEnvironment) -> dict[str, dict[str, Any]]:
