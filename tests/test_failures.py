@@ -13,6 +13,7 @@ import jupytext
 import pytest
 
 from conftest import (
+    Build,
     Project,
     ProjectFactory,
     build_interrupted,
@@ -270,12 +271,13 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
         "segfault.ipynb": ipynb(code("import ctypes\nctypes.string_at(0)")),
         "killed.ipynb": ipynb(code("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")),
         "asks.ipynb": ipynb(code("name = input('your name? ')")),
+        "broken.ipynb": '{"cells": [ not json',
     }
-    project = make_project(files, 'nbcache_report = "report.json"\n')
+    project = make_project(files, 'nbcache_report = "report.json"\nnbcache_junit = "junit.xml"\n')
     build = project.build()
     assert build.returncode == 0, build.stderr
     assert "good notebook ran" in build.html("good")
-    report = json.loads((build.outdir / "report.json").read_text())
+    report, suite = build.reports("report.json", "junit.xml")
     assert {n["source"]: n["status"] for n in report["notebooks"]} == {
         "good.ipynb": "succeeded",
         "error.md": "cell-error",
@@ -284,11 +286,34 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
         "segfault.ipynb": "kernel-error",
         "killed.ipynb": "kernel-error",
         "asks.ipynb": "cell-error",
+        "broken.ipynb": "read-error",
     }
+    first = {n["source"]: n for n in report["notebooks"]}
+    assert {source: n["origin"] for source, n in first.items()} == {
+        **dict.fromkeys(files, "executed"),
+        "broken.ipynb": "none",
+    }
+    assert first["slow.ipynb"]["runtime"] >= 2
+    assert first["broken.ipynb"]["runtime"] == 0
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("8", "2", "5")
+    cases = {case.get("file"): case for case in suite.iter("testcase")}
+    for source, kind in [
+        ("slow.ipynb", "CellTimeoutError"),
+        ("exits.ipynb", "DeadKernelError"),
+        ("broken.ipynb", "NotebookReadError"),
+    ]:
+        error = cases[source].find("error")
+        assert error is not None and error.get("type") == kind, source
+    assert cases["broken.ipynb"].findtext("system-out") == "not executed"
+    assert float(cases["slow.ipynb"].get("time", "")) >= 2
 
     def warning(name: str) -> str:
         (found,) = [w for w in build.warnings if f"{name}:" in w]
         return found
+
+    def ours(run: Build) -> list[str]:
+        """Not Sphinx's own (the unreadable page has no title for the toctree)."""
+        return sorted(w for w in run.warnings if "[nbcache." in w)
 
     assert "error.md:14: WARNING: notebook execution failed in cell 2: ValueError: broken" in (
         warning("error.md")
@@ -309,11 +334,48 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
         warning("asks.ipynb")
     )
     assert "(a notebook cannot read input() during a build)" in warning("asks.ipynb")
+    assert "broken.ipynb: WARNING: notebook could not be read: " in warning("broken.ipynb")
     assert project.kernels() == []
+
+    incremental = project.build()
+    assert incremental.executed == [], "failures are cached"
+    assert ours(incremental) == ours(build)
+    report, suite = incremental.reports("report.json", "junit.xml")
+    assert {n["source"] for n in report["notebooks"] if n["this_build"]} == set(files) - {
+        "good.ipynb"
+    }
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("7", "2", "5")
 
     again = project.build("-E")
     assert again.executed == [], "failures are cached"
-    assert sorted(again.warnings) == sorted(build.warnings)
+    assert ours(again) == ours(build)
+    report, suite = again.reports("report.json", "junit.xml")
+    cached = [n for n in report["notebooks"] if n["source"] != "broken.ipynb"]
+    for notebook in cached:
+        executed = first[notebook["source"]]
+        assert notebook["origin"] == "cache"
+        assert (notebook["runtime"], notebook["finished"], notebook["cells"]) == (
+            executed["runtime"],
+            executed["finished"],
+            executed["cells"],
+        )
+    assert report["summary"] == {
+        **report["summary"],
+        "notebooks": 8,
+        "executed": 0,
+        "from_cache": 7,
+        "failed": 7,
+        "timed_out": 1,
+        "execution_seconds": 0,
+    }
+    assert report["summary"]["saved_seconds"] == pytest.approx(
+        sum(n["runtime"] for n in cached), abs=0.001
+    )
+    assert suite.get("time") == "0.000"
+    for case in suite.iter("testcase"):
+        if case.get("file") != "broken.ipynb":
+            assert case.get("time") == "0.000"
+            assert case.findtext("system-out", "").startswith("outputs from the cache, executed ")
 
     strict = project.build("-E", "-D", "nb_execution_raise_on_error=1")
     assert strict.returncode == 1
@@ -321,8 +383,9 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
     assert "good notebook ran" in strict.html("good")
 
     quiet = project.build("-E", "-D", "suppress_warnings=nbcache.kernel,nbcache.timeout")
-    assert sorted(w.split(":")[0].rsplit("/", 1)[-1] for w in quiet.warnings) == [
+    assert sorted(w.split(":")[0].rsplit("/", 1)[-1] for w in ours(quiet)) == [
         "asks.ipynb",
+        "broken.ipynb",
         "error.md",
     ]
 
