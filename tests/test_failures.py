@@ -425,6 +425,9 @@ def test_time_limits_per_cell_and_per_notebook(make_project: ProjectFactory) -> 
 
     unchanged = project.build("-E")
     assert unchanged.executed == []
+    retried = project.build("-D", "nbcache_retry_failed=1")  # incremental: failures are read
+    assert retried.executed == ["cell.md", "whole.ipynb"], "a cached timeout is retried too"
+    assert len([w for w in retried.warnings if "[nbcache.timeout]" in w]) == 2
     more_time = project.build("-E", "-D", "nbcache_notebook_timeout=30")
     assert more_time.executed == ["whole.ipynb"], "only what ran out of that limit runs again"
     assert not [w for w in more_time.warnings if "whole.ipynb" in w]
