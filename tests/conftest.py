@@ -10,11 +10,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+import jsonschema
 import pytest
+import xmlschema
 
 PROGRESS = re.compile(r"nbcache: \[\d+/\d+\] (?P<source>\S+) (?P<status>executed|failed|timed out)")
 
@@ -64,6 +68,11 @@ def percent_script(body: str) -> str:
     return head + textwrap.dedent(body)
 
 
+REPORT_SCHEMA = json.loads(
+    resources.files("sphinx_nbcache").joinpath("schemas/report.schema.json").read_text()
+)
+JUNIT_SCHEMA = Path(__file__).parent / "data" / "junit.xsd"
+
 BASE_CONF = """\
 project = "test"
 extensions = ["sphinx_nbcache"]
@@ -100,6 +109,17 @@ class Build:
 
     def html(self, docname: str) -> str:
         return (self.outdir / f"{docname}.html").read_text(encoding="utf-8")
+
+    def reports(self, json_name: str, junit_name: str) -> tuple[dict[str, Any], ET.Element]:
+        """The JSON report and the JUnit test suite the build wrote, each checked against
+        its schema first: what a tool reading them relies on."""
+        report = json.loads((self.outdir / json_name).read_text(encoding="utf-8"))
+        jsonschema.validate(report, REPORT_SCHEMA, format_checker=jsonschema.FormatChecker())
+        junit = self.outdir / junit_name
+        xmlschema.XMLSchema(JUNIT_SCHEMA).validate(junit)
+        suite = ET.parse(junit).getroot().find("testsuite")
+        assert suite is not None
+        return report, suite
 
 
 @dataclasses.dataclass

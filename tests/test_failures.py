@@ -9,9 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jupytext
 import pytest
 
-from conftest import Project, ProjectFactory, build_interrupted, code, ipynb, myst_notebook
+from conftest import (
+    Build,
+    Project,
+    ProjectFactory,
+    build_interrupted,
+    code,
+    ipynb,
+    myst_notebook,
+    percent_script,
+)
+from sphinx_nbcache.read import code_cell_lines
 from sphinx_nbcache.store import Store
 
 RETRY = "nbcache_retry_failed = True\n"
@@ -30,10 +41,25 @@ BAD_MD = myst_notebook(
     ```
     """
 )
+BAD_PY = percent_script(
+    """    # %% [markdown]
+    # # Failing script
+    # x = 1
+
+    # %%
+    x = 1
+    # %time x
+
+    # %%
+    x = 1
+    raise ValueError('broken script')
+    """
+)
 
 
 def test_failing_cell_warns_at_its_location(make_project: ProjectFactory) -> None:
-    project = make_project({"good.ipynb": GOOD, "bad.ipynb": BAD_IPYNB, "badmd.md": BAD_MD})
+    files = {"good.ipynb": GOOD, "bad.ipynb": BAD_IPYNB, "badmd.md": BAD_MD, "badpy.py": BAD_PY}
+    project = make_project(files)
     build = project.build()
     assert build.returncode == 0, build.stderr
     assert "good notebook ran" in build.html("good")
@@ -43,6 +69,10 @@ def test_failing_cell_warns_at_its_location(make_project: ProjectFactory) -> Non
         "badmd.md:14: WARNING: notebook execution failed in cell 2: ValueError: " in md_warning[0]
     )
     assert md_warning[0].endswith("[nbcache.cell]")
+    (py_warning,) = [w for w in build.warnings if "badpy.py" in w]
+    assert "badpy.py:18: WARNING: notebook execution failed in cell 2: ValueError: broken" in (
+        py_warning
+    )
     ipynb_warning = [w for w in build.warnings if "bad.ipynb" in w]
     assert len(ipynb_warning) == 1
     assert (
@@ -52,6 +82,21 @@ def test_failing_cell_warns_at_its_location(make_project: ProjectFactory) -> Non
     assert "ZeroDivisionError" in build.html("bad")
     assert build.html("bad").count("never") == 1  # the source, not an output
     assert (build.outdir / "reports" / "bad.err.log").read_text().count("ZeroDivisionError")
+
+
+def test_jupytext_cells_are_found_by_their_code_in_order() -> None:
+    """The line of each code cell of a jupytext file, where no reader keeps a source map."""
+    text = "x = 1\n\n# +\na = 1\n\nb = 2\n# -\n\n# x = 1\n# %time a\n\nx = 1\n"
+    notebook = jupytext.reads(text, fmt="py:light")
+    assert [cell.source for cell in notebook.cells] == [
+        "x = 1",
+        "a = 1\n\nb = 2",
+        "# x = 1\n%time a",
+        "x = 1",
+    ]
+    assert code_cell_lines(notebook, text) == {0: 1, 1: 4, 2: 9, 3: 12}
+    notebook.cells[1].source = "changed = True"  # not in the text: no line, the rest found
+    assert code_cell_lines(notebook, text) == {0: 1, 2: 9, 3: 12}
 
 
 def test_failures_are_cached_and_retried_only_when_asked(make_project: ProjectFactory) -> None:
@@ -81,6 +126,33 @@ def test_raise_on_error_fails_the_build_after_everything_else(make_project: Proj
     )
     assert "good notebook ran" in build.html("good")
     assert "build finished with problems" in build.stdout
+
+
+def test_unchanged_failure_fails_every_incremental_build_without_executing(
+    make_project: ProjectFactory,
+) -> None:
+    allowed = ipynb(code("1 / 0", tags=["raises-exception"]))
+    files = {"good.ipynb": GOOD, "badmd.md": BAD_MD, "allowed.ipynb": allowed}
+    conf = 'nb_execution_raise_on_error = True\nnbcache_report = "report.json"\n'
+    project = make_project(files, conf)
+    first = project.build()
+    assert first.returncode == 1
+    assert first.executed == ["allowed.ipynb", "badmd.md", "good.ipynb"]
+
+    again = project.build()  # the same _build, nothing changed
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert again.executed == []
+    (error,) = again.warnings
+    assert "badmd.md:14: ERROR: notebook execution failed in cell 2: ValueError: broken" in error
+    assert error.endswith("[nbcache.cell]")
+    assert "nbcache: 1 notebook(s): 0 executed, 1 from cache, 1 failed;" in again.stdout
+    report = json.loads((again.outdir / "report.json").read_text())
+    rows = [(n["docname"], n["status"], n["origin"], n["this_build"]) for n in report["notebooks"]]
+    assert rows == [
+        ("allowed", "succeeded", "executed", False),  # an allowed error is no failure
+        ("badmd", "cell-error", "cache", True),
+        ("good", "succeeded", "executed", False),  # not read again
+    ]
 
 
 def test_show_tb_puts_the_traceback_in_the_log(make_project: ProjectFactory) -> None:
@@ -199,12 +271,13 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
         "segfault.ipynb": ipynb(code("import ctypes\nctypes.string_at(0)")),
         "killed.ipynb": ipynb(code("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")),
         "asks.ipynb": ipynb(code("name = input('your name? ')")),
+        "broken.ipynb": '{"cells": [ not json',
     }
-    project = make_project(files, 'nbcache_report = "report.json"\n')
+    project = make_project(files, 'nbcache_report = "report.json"\nnbcache_junit = "junit.xml"\n')
     build = project.build()
     assert build.returncode == 0, build.stderr
     assert "good notebook ran" in build.html("good")
-    report = json.loads((build.outdir / "report.json").read_text())
+    report, suite = build.reports("report.json", "junit.xml")
     assert {n["source"]: n["status"] for n in report["notebooks"]} == {
         "good.ipynb": "succeeded",
         "error.md": "cell-error",
@@ -213,11 +286,34 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
         "segfault.ipynb": "kernel-error",
         "killed.ipynb": "kernel-error",
         "asks.ipynb": "cell-error",
+        "broken.ipynb": "read-error",
     }
+    first = {n["source"]: n for n in report["notebooks"]}
+    assert {source: n["origin"] for source, n in first.items()} == {
+        **dict.fromkeys(files, "executed"),
+        "broken.ipynb": "none",
+    }
+    assert first["slow.ipynb"]["runtime"] >= 2
+    assert first["broken.ipynb"]["runtime"] == 0
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("8", "2", "5")
+    cases = {case.get("file"): case for case in suite.iter("testcase")}
+    for source, kind in [
+        ("slow.ipynb", "CellTimeoutError"),
+        ("exits.ipynb", "DeadKernelError"),
+        ("broken.ipynb", "NotebookReadError"),
+    ]:
+        error = cases[source].find("error")
+        assert error is not None and error.get("type") == kind, source
+    assert cases["broken.ipynb"].findtext("system-out") == "not executed"
+    assert float(cases["slow.ipynb"].get("time", "")) >= 2
 
     def warning(name: str) -> str:
         (found,) = [w for w in build.warnings if f"{name}:" in w]
         return found
+
+    def ours(run: Build) -> list[str]:
+        """Not Sphinx's own (the unreadable page has no title for the toctree)."""
+        return sorted(w for w in run.warnings if "[nbcache." in w)
 
     assert "error.md:14: WARNING: notebook execution failed in cell 2: ValueError: broken" in (
         warning("error.md")
@@ -238,11 +334,48 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
         warning("asks.ipynb")
     )
     assert "(a notebook cannot read input() during a build)" in warning("asks.ipynb")
+    assert "broken.ipynb: WARNING: notebook could not be read: " in warning("broken.ipynb")
     assert project.kernels() == []
+
+    incremental = project.build()
+    assert incremental.executed == [], "failures are cached"
+    assert ours(incremental) == ours(build)
+    report, suite = incremental.reports("report.json", "junit.xml")
+    assert {n["source"] for n in report["notebooks"] if n["this_build"]} == set(files) - {
+        "good.ipynb"
+    }
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("7", "2", "5")
 
     again = project.build("-E")
     assert again.executed == [], "failures are cached"
-    assert sorted(again.warnings) == sorted(build.warnings)
+    assert ours(again) == ours(build)
+    report, suite = again.reports("report.json", "junit.xml")
+    cached = [n for n in report["notebooks"] if n["source"] != "broken.ipynb"]
+    for notebook in cached:
+        executed = first[notebook["source"]]
+        assert notebook["origin"] == "cache"
+        assert (notebook["runtime"], notebook["finished"], notebook["cells"]) == (
+            executed["runtime"],
+            executed["finished"],
+            executed["cells"],
+        )
+    assert report["summary"] == {
+        **report["summary"],
+        "notebooks": 8,
+        "executed": 0,
+        "from_cache": 7,
+        "failed": 7,
+        "timed_out": 1,
+        "execution_seconds": 0,
+    }
+    assert report["summary"]["saved_seconds"] == pytest.approx(
+        sum(n["runtime"] for n in cached), abs=0.001
+    )
+    assert suite.get("time") == "0.000"
+    for case in suite.iter("testcase"):
+        if case.get("file") != "broken.ipynb":
+            assert case.get("time") == "0.000"
+            assert case.findtext("system-out", "").startswith("outputs from the cache, executed ")
 
     strict = project.build("-E", "-D", "nb_execution_raise_on_error=1")
     assert strict.returncode == 1
@@ -250,8 +383,9 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
     assert "good notebook ran" in strict.html("good")
 
     quiet = project.build("-E", "-D", "suppress_warnings=nbcache.kernel,nbcache.timeout")
-    assert sorted(w.split(":")[0].rsplit("/", 1)[-1] for w in quiet.warnings) == [
+    assert sorted(w.split(":")[0].rsplit("/", 1)[-1] for w in ours(quiet)) == [
         "asks.ipynb",
+        "broken.ipynb",
         "error.md",
     ]
 
@@ -291,11 +425,33 @@ def test_time_limits_per_cell_and_per_notebook(make_project: ProjectFactory) -> 
 
     unchanged = project.build("-E")
     assert unchanged.executed == []
+    retried = project.build("-D", "nbcache_retry_failed=1")  # incremental: failures are read
+    assert retried.executed == ["cell.md", "whole.ipynb"], "a cached timeout is retried too"
+    assert len([w for w in retried.warnings if "[nbcache.timeout]" in w]) == 2
     more_time = project.build("-E", "-D", "nbcache_notebook_timeout=30")
     assert more_time.executed == ["whole.ipynb"], "only what ran out of that limit runs again"
     assert not [w for w in more_time.warnings if "whole.ipynb" in w]
     project.edit("cell.md", "execution_timeout: 1", "execution_timeout: 2")
     assert project.build().executed == ["cell.md"]
+
+
+def test_notebook_limit_applies_when_cells_have_no_limit(make_project: ProjectFactory) -> None:
+    """myst-nb spells "no limit per cell" -1 (the setting) or 0 (notebook metadata)."""
+    sleeps = code("import time\ntime.sleep(60)")
+    files = {
+        "unlimited.ipynb": ipynb(code("x = 1"), sleeps),
+        "zero.ipynb": ipynb(code("x = 1"), sleeps, metadata={"execution": {"timeout": 0}}),
+    }
+    project = make_project(files, "nb_execution_timeout = -1\nnbcache_notebook_timeout = 2\n")
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    for name in files:
+        (warning,) = [w for w in build.warnings if name in w]
+        assert (
+            f"{name}: WARNING: notebook execution timed out in cell 2: NotebookTimeoutError: "
+            "the notebook did not finish within 2 s (nbcache_notebook_timeout)" in warning
+        )
+        assert warning.endswith("[nbcache.timeout]")
 
 
 def test_kernel_that_dies_while_starting_is_started_again(

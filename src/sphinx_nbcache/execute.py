@@ -95,12 +95,13 @@ KERNEL_ERRORS = frozenset({"DeadKernelError", "NoSuchKernel"})
 def cell_timeout(cell: Mapping[str, Any], default: int | None, key: str) -> int | None:
     """A cell's limit: ``execution_timeout`` in its myst-nb metadata (``mystnb`` unless
     ``nb_cell_metadata_key`` says otherwise), else the notebook's. Not ``execution``, which
-    nbformat reserves for timestamps."""
+    nbformat reserves for timestamps. None for no limit, which myst-nb spells -1 or 0: passed
+    on as such, nbclient would take them for no limit, ``nbcache_notebook_timeout`` too."""
     settings = cell.get("metadata", {}).get(key)
     value = settings.get("execution_timeout") if isinstance(settings, dict) else None
     if isinstance(value, int) and not isinstance(value, bool):
         return value if value > 0 else None
-    return default
+    return default if default is not None and default > 0 else None
 
 
 @dataclasses.dataclass(frozen=True)

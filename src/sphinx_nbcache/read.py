@@ -46,6 +46,9 @@ class SourceNotebook:
     options: ExecOptions
     excluded: bool
     commonmark_only: bool
+    cell_lines: dict[int, int] = dataclasses.field(default_factory=dict)
+    """1-based line where each code cell's source starts, for a text notebook whose reader
+    keeps no source map (jupytext); empty for ``.ipynb`` and MyST notebooks."""
 
     @property
     def code_cells(self) -> list[nbformat.NotebookNode]:
@@ -132,6 +135,7 @@ def read_notebook(
     kept = None if parsed is None or key is None else parsed.get(path, key)
     notebook = None if kept is None else nbformat.from_dict(kept)
     commonmark_only = md_config.commonmark_only
+    cell_lines: dict[int, int] = {}
     if notebook is None:
         reader = create_nb_reader(str(path), md_config, nb_config, text)
         if reader is None:
@@ -141,6 +145,8 @@ def read_notebook(
         except Exception as exc:
             raise NotebookReadError(f"{type(exc).__name__}: {exc}") from exc
         commonmark_only = reader.md_config.commonmark_only
+        if reader.read_fmt is None and path.suffix != ".ipynb":
+            cell_lines = code_cell_lines(notebook, text)
         if parsed is not None and key is not None and reader.read_fmt == MYST_READER:
             parsed.put(path, key, nb_node_to_dict(notebook))
     apply_kernel_alias(notebook, nb_config.kernel_rgx_aliases)
@@ -151,7 +157,40 @@ def read_notebook(
         options=exec_options(notebook, effective),
         excluded=is_excluded(path, effective.execution_excludepatterns),
         commonmark_only=commonmark_only,
+        cell_lines=cell_lines,
     )
+
+
+def code_cell_lines(notebook: nbformat.NotebookNode, text: str) -> dict[int, int]:
+    """Where each code cell's source starts in ``text`` (1-based), by cell index.
+
+    jupytext keeps no source map, but writes code cells unchanged apart from magics, which
+    it comments out; so each cell is looked for as a whole block of lines, in order, after
+    the previous one. A cell that is not found has no line, and the cells after it are
+    still looked for.
+    """
+    lines = text.splitlines()
+    found: dict[int, int] = {}
+    start = 0
+    for index, cell in enumerate(notebook.cells):
+        block = cell.source.splitlines() if cell.cell_type == "code" else []
+        at = _find_block(lines, block, start) if block else None
+        if at is not None:
+            found[index] = at + 1
+            start = at + len(block)
+    return found
+
+
+def _find_block(lines: list[str], block: list[str], start: int) -> int | None:
+    for at in range(start, len(lines) - len(block) + 1):
+        if all(_written_as(lines[at + i], line) for i, line in enumerate(block)):
+            return at
+    return None
+
+
+def _written_as(written: str, line: str) -> bool:
+    """``line`` of a cell as jupytext writes it: unchanged, or a magic commented out."""
+    return written == line or (line.startswith(("%", "!")) and written == f"# {line}")
 
 
 def apply_kernel_alias(notebook: nbformat.NotebookNode, aliases: dict[str, str]) -> None:

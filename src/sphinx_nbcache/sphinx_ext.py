@@ -346,7 +346,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         records = _doc_records(env)
         notebook = planned.notebook.notebook
         code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
-        line = None if error is None else _cell_line(notebook, error.cell_index)
+        line = None if error is None else _cell_line(planned.notebook, error.cell_index)
         records[docname] = {
             "key": planned.key,
             "source": planned.source,
@@ -371,7 +371,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
                 "line": line,
             },
             "cells": [
-                {"index": index, "line": _cell_line(notebook, index), "seconds": seconds}
+                {"index": index, "line": _cell_line(planned.notebook, index), "seconds": seconds}
                 for index, seconds in zip(code_indices, result.cell_times, strict=False)
             ],
         }
@@ -427,12 +427,15 @@ def _record_unreadable(env: BuildEnvironment, exc: NotebookReadError) -> None:
     (report_error if strict else warn)(message, Subtype.read, location=env.docname)
 
 
-def _cell_line(notebook: nbformat.NotebookNode, cell_index: int | None) -> int | None:
-    """Source line of a cell in text notebooks; None for ``.ipynb`` (no lines to point at)."""
-    source_map = notebook.metadata.get("source_map")
-    if cell_index is None or not source_map or cell_index >= len(source_map):
+def _cell_line(notebook: SourceNotebook, cell_index: int | None) -> int | None:
+    """Source line of a cell in text notebooks (MyST's source map, else the line found in a
+    jupytext file); None for ``.ipynb`` (no lines to point at)."""
+    if cell_index is None:
         return None
-    return int(source_map[cell_index]) + 1
+    source_map = notebook.notebook.metadata.get("source_map")
+    if not source_map:
+        return notebook.cell_lines.get(cell_index)
+    return int(source_map[cell_index]) + 1 if cell_index < len(source_map) else None
 
 
 def _doc_records(env: BuildEnvironment) -> dict[str, dict[str, Any]]:
@@ -469,7 +472,9 @@ class NbCacheCollector(EnvironmentCollector):
         """Unchanged documents must be read (and maybe executed) again when their cache
         entry is gone, when a declared environment variable has another value, or when
         something was installed or upgraded where their kernel runs (the lookup then
-        tells whether a package the notebook imported is at another version)."""
+        tells whether a package the notebook imported is at another version). A failure
+        is read again on every build, from the cache: its warning and the exit status
+        under ``nb_execution_raise_on_error`` must not vanish because nothing changed."""
         state = build_state(app)
         values = {name: os.environ.get(name) for name in state.settings.env_vars}
         before = getattr(env, ENV_VALUES_ATTRIBUTE, values)
@@ -489,7 +494,12 @@ class NbCacheCollector(EnvironmentCollector):
             for docname, record in _doc_records(env).items()
             if docname not in changed
             and docname not in removed
-            and (before != values or record["key"] not in store or installed_since(record))
+            and (
+                before != values
+                or record["status"] != "succeeded"
+                or record["key"] not in store
+                or installed_since(record)
+            )
         )
 
 
