@@ -27,6 +27,7 @@ TEXT = myst_notebook(
     """
 )
 BAD = ipynb(code("raise RuntimeError('broken on purpose')"))
+SLEEPY = ipynb(code("import time\ntime.sleep(4)\nprint('woke up')"))
 DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
 
 
@@ -76,6 +77,60 @@ def test_execute_reports_failures_and_show_explains_them(make_project: ProjectFa
     assert nbcache(project, "execute").stdout.startswith("nothing to execute")
     forced = nbcache(project, "execute", "--force", "good.ipynb")
     assert "1 succeeded, 0 failed" in forced.stdout
+
+
+def test_a_timed_out_notebook_executes_again_once_its_time_limit_is_raised(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project({"sleepy.ipynb": SLEEPY}, "nb_execution_timeout = 1\n")
+    short = nbcache(project, "execute")
+    assert short.returncode == 1
+    assert "nbcache: [1/1] sleepy.ipynb timed out" in short.stdout
+    same = nbcache(project, "status")
+    assert same.returncode == 0, "a build with the same limit shows the cached timeout"
+    assert re.search(
+        r"sleepy\.ipynb\s+cached failure\s+[\d.]+\s+CellTimeoutError$", same.stdout, re.M
+    )
+    project.edit("conf.py", "nb_execution_timeout = 1", "nb_execution_timeout = 2")
+    raised = nbcache(project, "status")
+    assert raised.returncode == 1, "a build with a higher limit executes it again"
+    assert "CellTimeoutError; time limit raised from 1 s" in raised.stdout
+    assert "1 of 1 notebook(s) would execute" in raised.stdout
+    assert json.loads(nbcache(project, "status", "--json").stdout)[0]["executes"] is True
+    assert nbcache(project, "execute", "--timeout", "1").stdout.startswith("nothing to execute")
+    longer = nbcache(project, "execute", "--timeout", "60")
+    assert longer.returncode == 0, longer.stdout
+    assert "nbcache: [1/1] sleepy.ipynb executed" in longer.stdout
+    assert "1 succeeded, 0 failed" in longer.stdout
+    assert nbcache(project, "status").returncode == 0
+    assert project.build().executed == []
+
+
+def test_status_and_execute_follow_retry_failed_and_force_mode(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project({"good.ipynb": GOOD, "bad.ipynb": BAD})
+    assert nbcache(project, "execute").returncode == 1
+    assert nbcache(project, "status").returncode == 0, "a build shows the cached failure"
+    project.edit("conf.py", "nb_execution_mode", "nbcache_retry_failed = True\nnb_execution_mode")
+    retried = nbcache(project, "status")
+    assert retried.returncode == 1
+    assert re.search(
+        r"bad\.ipynb\s+cached failure.*RuntimeError; nbcache_retry_failed is on", retried.stdout
+    )
+    assert "1 of 2 notebook(s) would execute" in retried.stdout
+    again = nbcache(project, "execute")
+    assert "nbcache: [1/1] bad.ipynb failed" in again.stdout
+    project.edit("conf.py", 'nb_execution_mode = "cache"', 'nb_execution_mode = "force"')
+    forced = nbcache(project, "status")
+    assert forced.returncode == 1
+    assert re.search(
+        r'good\.ipynb\s+cached, up to date.*nb_execution_mode is "force"', forced.stdout
+    )
+    assert "2 of 2 notebook(s) would execute" in forced.stdout
+    everything = nbcache(project, "execute")
+    assert "executing 2 notebook(s)" in everything.stdout
+    assert "1 succeeded, 1 failed" in everything.stdout
 
 
 def test_merge_writes_a_valid_ipynb_with_the_outputs(make_project: ProjectFactory) -> None:

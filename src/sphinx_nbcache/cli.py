@@ -50,7 +50,6 @@ STATES = {
     "unreadable": "cannot be read",
 }
 """Each notebook's state, as ``status`` shows it."""
-WOULD_EXECUTE = frozenset({"stale", "new", "damaged"})
 
 
 class CliError(Exception):
@@ -68,7 +67,10 @@ class Notebook:
     planned: PlannedNotebook | None
     result: ExecutionResult | None
     why: str | None = None
-    """For a stale notebook, what changed since the last entry of its source."""
+    """For a stale notebook, what changed since the last entry of its source; for one a
+    build executes despite its entry, why."""
+    executes: bool = False
+    """Whether a build would execute it now, as the build's own pipeline decides."""
 
 
 @dataclasses.dataclass
@@ -120,26 +122,40 @@ class Project:
         if not notebook.needs_execution:
             return Notebook(docname, source, "excluded", notebook, None, None)
         planned = plan_document(env, docname, notebook)
+        executes = self.pipeline.must_execute(planned)
         try:
             result = self.store.get(planned.key)
         except DamagedEntryError:
-            return Notebook(docname, source, "damaged", notebook, planned, None)
+            return Notebook(docname, source, "damaged", notebook, planned, None, None, executes)
         if result is not None:
             changed = self.pipeline.changed_dependency(result) or self.pipeline.changed_environment(
                 result, planned
             )
             if changed is not None:
-                return Notebook(docname, source, "stale", notebook, planned, result, changed)
+                return Notebook(
+                    docname, source, "stale", notebook, planned, result, changed, executes
+                )
             state = "fresh" if result.succeeded else "failed"
-            return Notebook(docname, source, state, notebook, planned, result)
+            why = self._why_again(notebook, result) if executes else None
+            return Notebook(docname, source, state, notebook, planned, result, why, executes)
         previous = self.by_source().get(source)
         if not previous:
-            return Notebook(docname, source, "new", notebook, planned, None)
+            return Notebook(docname, source, "new", notebook, planned, None, None, executes)
         key, _ = max(previous, key=lambda entry: entry[1].finished)
         old = self.store.material(key)
         new = planned.material
         why = "unknown" if old is None else explain_difference(old, new)
-        return Notebook(docname, source, "stale", notebook, planned, None, why)
+        return Notebook(docname, source, "stale", notebook, planned, None, why, executes)
+
+    def _why_again(self, notebook: SourceNotebook, result: ExecutionResult) -> str:
+        """Why the pipeline executes a notebook whose entry is current: only these cases
+        are left once the entry's own files and packages are unchanged."""
+        if notebook.options.mode == "force":
+            return 'nb_execution_mode is "force"'
+        if self.pipeline.settings.retry_failed:
+            return "nbcache_retry_failed is on"
+        assert result.error is not None
+        return f"time limit raised from {result.error.timeout} s"
 
     def by_source(self) -> dict[str, list[tuple[str, ExecutionResult]]]:
         """Every readable entry, by the source it was executed from: a notebook whose own
@@ -264,8 +280,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with open_project(args, {}) as project:
         notebooks = project.notebooks(args.paths)
-        retry = project.pipeline.settings.retry_failed
-    would = [n for n in notebooks if n.state in WOULD_EXECUTE or (retry and n.state == "failed")]
+    would = [n for n in notebooks if n.executes]
     if args.json:
         print(json.dumps([_status_json(n) for n in notebooks], indent=2))
     else:
@@ -274,13 +289,20 @@ def cmd_status(args: argparse.Namespace) -> int:
                 n.source,
                 STATES[n.state],
                 f"{n.result.runtime:.2f}" if n.result else "",
-                n.result.error.name if n.result and n.result.error else (n.why or ""),
+                _remark(n),
             )
             for n in notebooks
         ]
         print(table(rows, ("notebook", "state", "runtime (s)", "error or change")))
         print(f"\n{len(would)} of {len(notebooks)} notebook(s) would execute")
     return 1 if would else 0
+
+
+def _remark(notebook: Notebook) -> str:
+    """The error of a cached failure, and why a build would execute the notebook."""
+    result = notebook.result
+    error = result.error.name if result and result.error and notebook.state == "failed" else ""
+    return "; ".join(part for part in (error, notebook.why) if part)
 
 
 def _status_json(notebook: Notebook) -> dict[str, Any]:
@@ -294,6 +316,7 @@ def _status_json(notebook: Notebook) -> dict[str, Any]:
         "finished": result.finished if result else None,
         "error": result.error.name if result and result.error else None,
         "why": notebook.why,
+        "executes": notebook.executes,
     }
 
 
@@ -309,17 +332,8 @@ def cmd_execute(args: argparse.Namespace) -> int:
         overrides["nbcache_dask_scheduler"] = args.scheduler
     with open_project(args, overrides) as project:
         notebooks = project.notebooks(args.paths)
-        retry = project.pipeline.settings.retry_failed
         todo = [
-            n.planned
-            for n in notebooks
-            if n.planned is not None
-            and (
-                args.force
-                or n.state in WOULD_EXECUTE
-                or (n.state == "failed" and retry)
-                or (n.notebook is not None and n.notebook.options.mode == "force")
-            )
+            n.planned for n in notebooks if n.planned is not None and (args.force or n.executes)
         ]
         if not todo:
             print(f"nothing to execute: {len(notebooks)} notebook(s) up to date")
