@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import platform
 import re
 import shutil
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import nbformat
@@ -131,6 +133,46 @@ def test_status_and_execute_follow_retry_failed_and_force_mode(
     everything = nbcache(project, "execute")
     assert "executing 2 notebook(s)" in everything.stdout
     assert "1 succeeded, 1 failed" in everything.stdout
+
+
+def test_show_lists_the_files_variables_and_packages_the_entry_depends_on(
+    make_project: ProjectFactory,
+) -> None:
+    reads = ipynb(
+        code(
+            "import sys\nsys.path.insert(0, 'lib')\nfrom helpers import double\n"
+            "import nbformat\nprint(double(21), open('data.csv').read())"
+        )
+    )
+    conf = """\
+        exclude_patterns.append("lib")
+        nbcache_dependencies = {"*.ipynb": ["settings.toml"]}
+        nbcache_env_vars = ["NBCACHE_SHOW_COLOUR"]
+        """
+    project = make_project({"reads.ipynb": reads}, conf)
+    project.write("lib/helpers.py", "def double(x):\n    return 2 * x\n")
+    project.write("data.csv", "a,b\n")
+    project.write("settings.toml", "colour = 'blue'\n")
+    colour = {"NBCACHE_SHOW_COLOUR": "blue"}
+    assert nbcache(project, "execute", env=colour).returncode == 0
+    shown = json.loads(nbcache(project, "show", "reads.ipynb", "--json", env=colour).stdout)
+    assert shown["state"] == "fresh"
+    dependencies = shown["dependencies"]
+    assert sorted(dependencies["files"]) == ["data.csv", "lib/helpers.py"]
+    assert list(dependencies["declared_files"]) == ["settings.toml"]
+    assert dependencies["env_vars"] == {"NBCACHE_SHOW_COLOUR": "blue"}
+    assert dependencies["python"] == platform.python_version()
+    assert dependencies["packages"]["nbformat"] == version("nbformat")
+    human = nbcache(project, "show", "reads.ipynb", env=colour).stdout
+    assert re.search(r"^file\s+lib/helpers\.py\s+sha256 [0-9a-f]{12}$", human, re.M)
+    assert re.search(r"^file\s+data\.csv\s+sha256 [0-9a-f]{12}$", human, re.M)
+    assert re.search(r"^declared file\s+settings\.toml\s+sha256 [0-9a-f]{12}$", human, re.M)
+    assert re.search(r"^env var\s+NBCACHE_SHOW_COLOUR\s+'blue'$", human, re.M)
+    assert re.search(rf"^python\s+{re.escape(platform.python_version())}$", human, re.M)
+    assert re.search(rf"^package\s+nbformat\s+{re.escape(version('nbformat'))}$", human, re.M)
+    unset = json.loads(nbcache(project, "show", "reads.ipynb", "--json").stdout)
+    assert unset["why"] == "environment variable NBCACHE_SHOW_COLOUR changed"
+    assert unset["dependencies"] is None, "no entry under the key without the variable"
 
 
 def test_merge_writes_a_valid_ipynb_with_the_outputs(make_project: ProjectFactory) -> None:

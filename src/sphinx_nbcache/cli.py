@@ -372,6 +372,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         "cells": [] if result is None else _cells(notebook, result),
         "traceback": result.error.traceback if result and result.error else None,
         "worker": result.worker if result is not None else "",
+        "dependencies": _dependencies(notebook),
     }
     if args.json:
         print(json.dumps(data, indent=2))
@@ -388,6 +389,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             for c in data["cells"]
         ]
         print("\n" + table(rows, ("cell", "seconds")))
+        dependencies = _dependency_rows(data["dependencies"])
+        if dependencies:
+            print("\n" + table(dependencies, ("depends on", "name", "recorded")))
         if result.error is not None:
             tb = (
                 result.error.traceback
@@ -396,6 +400,41 @@ def cmd_show(args: argparse.Namespace) -> int:
             )
             print(f"\n{result.error.name}: {result.error.value}\n\n{tb}")
     return 0
+
+
+def _dependencies(notebook: Notebook) -> dict[str, Any] | None:
+    """What the entry's outputs depend on besides the code: files read while executing and
+    files declared (sha256 by project-relative path), declared environment variables, and
+    the kernel's Python and the packages the notebook imported. The declarations are the
+    planned ones, which are part of the key and so the same as the entry's."""
+    if notebook.result is None or notebook.planned is None:
+        return None
+    declared = notebook.planned.declared
+    environment = notebook.result.environment
+    return {
+        "files": notebook.result.dependencies,
+        "declared_files": declared.get("files", {}),
+        "env_vars": declared.get("env", {}),
+        "python": environment.get("python"),
+        "packages": environment.get("packages", {}),
+    }
+
+
+def _dependency_rows(dependencies: dict[str, Any]) -> list[tuple[str, str, str]]:
+    files = [("file", dependencies["files"]), ("declared file", dependencies["declared_files"])]
+    rows = [
+        (kind, path, f"sha256 {digest[:12]}")
+        for kind, found in files
+        for path, digest in found.items()
+    ]
+    rows += [
+        ("env var", name, "unset" if value is None else repr(value))
+        for name, value in dependencies["env_vars"].items()
+    ]
+    if dependencies["python"]:
+        rows.append(("python", "", dependencies["python"]))
+    rows += [("package", name, version) for name, version in dependencies["packages"].items()]
+    return rows
 
 
 def _cells(notebook: Notebook, result: ExecutionResult) -> list[dict[str, Any]]:
