@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from importlib.metadata import version
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import nbformat
 
 from conftest import Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
 from sphinx_nbcache.cli import build_parser
-from sphinx_nbcache.store import PARSED_FOLDER
+from sphinx_nbcache.store import PARSED_FOLDER, Store
 
 GOOD = ipynb(code("print('from the good notebook')"))
 TEXT = myst_notebook(
@@ -227,6 +230,16 @@ def test_bad_input_gets_one_line_and_exit_status_2(
     assert elsewhere.returncode == 2
     assert "use --project DIR" in elsewhere.stderr
     assert nbcache(project, "--project", str(project.root), "info", cwd=tmp_path).returncode == 0
+    store = Store(project.root / ".nbcache")
+    store.cache.set("an entry", {})
+    store.close()
+    with contextlib.closing(sqlite3.connect(project.root / ".nbcache" / "cache.db")) as db, db:
+        db.execute("ALTER TABLE Cache RENAME COLUMN key TO renamed")  # opens, then fails
+    failing = nbcache(project, "clear")
+    assert failing.returncode == 2
+    assert failing.stderr.startswith("nbcache: the cache at ")
+    assert "failed (no such column: key)" in failing.stderr
+    assert len(failing.stderr.strip().splitlines()) == 1
     shutil.rmtree(project.root / ".nbcache", ignore_errors=True)
     (project.root / ".nbcache").mkdir()
     (project.root / ".nbcache" / "cache.db").write_text("not a database")
@@ -241,6 +254,60 @@ def test_bad_input_gets_one_line_and_exit_status_2(
     assert broken.returncode == 2
     assert "nbcache_workers must be a positive integer" in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+def test_merge_to_a_file_that_cannot_be_written_gets_one_line_and_exit_status_2(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project({"good.ipynb": GOOD})
+    nbcache(project, "execute")
+    (project.root / "folder").mkdir()
+    for output, message in [
+        ("missing/good.ipynb", "nbcache: missing/good.ipynb: No such file or directory"),
+        ("folder", "nbcache: folder: Is a directory"),
+    ]:
+        result = nbcache(project, "merge", "good.ipynb", "-o", output)
+        assert result.returncode == 2, output
+        assert result.stderr == message + "\n"
+    assert not (project.root / "missing").exists()
+
+
+def test_status_shows_each_state_and_prune_copes_with_a_damaged_entry(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project(
+        {"good.ipynb": GOOD, "bad.ipynb": BAD, "skipped.ipynb": GOOD, "broken.ipynb": "{oops"},
+        'nb_execution_excludepatterns = ["skipped.ipynb"]\n',
+    )
+    assert nbcache(project, "execute").returncode == 1
+    assert states(project) == {
+        "bad.ipynb": "failed",
+        "broken.ipynb": "unreadable",
+        "good.ipynb": "fresh",
+        "skipped.ipynb": "excluded",
+    }
+    listing = nbcache(project, "status").stdout
+    assert re.search(r"^bad\.ipynb\s+cached failure\s+[\d.]+\s+RuntimeError$", listing, re.M)
+    assert re.search(r"^broken\.ipynb\s+cannot be read$", listing, re.M)
+    assert re.search(
+        r"^skipped\.ipynb\s+not executed \(excluded or execution off\)$", listing, re.M
+    )
+    assert "0 of 4 notebook(s) would execute" in listing
+    key = json.loads(nbcache(project, "show", "good.ipynb", "--json").stdout)["key"]
+    database = project.root / ".nbcache" / "cache.db"
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        rows = db.execute("SELECT rowid, key FROM Cache").fetchall()
+        (rowid,) = [r for r, k in rows if json.loads(zlib.decompress(k)) == key]  # JSONDisk keys
+        db.execute("UPDATE Cache SET value = ? WHERE rowid = ?", (b"not zlib", rowid))
+    damaged = nbcache(project, "status")
+    assert damaged.returncode == 1
+    assert re.search(r"^good\.ipynb\s+damaged cache entry$", damaged.stdout, re.M)
+    kept = nbcache(project, "prune", "--max-size", "1G")
+    assert (kept.returncode, kept.stderr) == (0, "")
+    assert kept.stdout.startswith("removed 0 entries")
+    pruned = nbcache(project, "prune", "--max-size", "1")
+    assert pruned.stdout.startswith("removed 2 entries"), pruned.stderr
+    assert states(project)["good.ipynb"] == "new"
 
 
 def test_the_command_reference_lists_every_command_and_option() -> None:

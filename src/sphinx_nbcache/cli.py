@@ -13,6 +13,7 @@ import io
 import json
 import re
 import shutil
+import sqlite3
 import sys
 import tempfile
 import zlib
@@ -233,6 +234,11 @@ def open_project(args: argparse.Namespace, overrides: dict[str, Any]) -> Iterato
             ) from None
         try:
             yield Project(app, state.pipeline)
+        except sqlite3.Error as exc:
+            raise CliError(
+                f"the cache at {store.directory} failed ({exc}); "
+                "if it persists, delete that folder to start afresh"
+            ) from None
         finally:
             state.pipeline.store.close()
 
@@ -545,8 +551,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _entry_size(store: Store, key: str) -> int:
-    """Bytes an entry takes, compressed as it is stored."""
-    envelope = store.cache.get(key, default=None, retry=True)
+    """Bytes an entry takes, compressed as it is stored; 0 for one that cannot be read,
+    which a build replaces anyway."""
+    try:
+        envelope = store.cache.get(key, default=None, retry=True)
+    except (zlib.error, ValueError, OSError):
+        return 0
     return len(zlib.compress(json.dumps(envelope).encode("utf-8"), 6))
 
 
@@ -634,3 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"nbcache: {where}{exc.strerror or exc}", file=sys.stderr)
+        return USAGE_ERROR
