@@ -68,8 +68,9 @@ def test_status_execute_then_build_executes_nothing(make_project: ProjectFactory
 
 def test_execute_reports_failures_and_show_explains_them(make_project: ProjectFactory) -> None:
     project = make_project({"good.ipynb": GOOD, "bad.ipynb": BAD})
-    executed = nbcache(project, "execute", "--workers", "1", "--timeout", "60")
+    executed = nbcache(project, "execute", "--workers", "1")
     assert executed.returncode == 1
+    assert "executing 2 notebook(s), 1 at a time\n" in executed.stdout
     assert "1 succeeded, 1 failed" in executed.stdout
     shown = json.loads(nbcache(project, "show", "bad.ipynb", "--json").stdout)
     assert shown["state"] == "failed"
@@ -109,6 +110,8 @@ def test_a_timed_out_notebook_executes_again_once_its_time_limit_is_raised(
     assert "1 succeeded, 0 failed" in longer.stdout
     assert nbcache(project, "status").returncode == 0
     assert project.build().executed == []
+    shorter = nbcache(project, "execute", "--force", "--timeout", "1")
+    assert "nbcache: [1/1] sleepy.ipynb timed out" in shorter.stdout, "1 s, not conf's 2 s"
 
 
 def test_status_and_execute_follow_retry_failed_and_force_mode(
