@@ -17,7 +17,15 @@ from pathlib import Path
 
 import nbformat
 
-from conftest import Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
+from conftest import (
+    Project,
+    ProjectFactory,
+    code,
+    ipynb,
+    myst_notebook,
+    nbcache,
+    percent_script,
+)
 from sphinx_nbcache.cli import build_parser
 from sphinx_nbcache.store import PARSED_FOLDER, Store
 
@@ -197,6 +205,34 @@ def test_merge_writes_a_valid_ipynb_with_the_outputs(make_project: ProjectFactor
     assert cell.outputs[0]["text"] == "from the text notebook\n"
     assert "source_map" not in notebook.metadata
     assert json.loads(nbcache(project, "merge", "text.md").stdout)["cells"]
+
+
+def test_merge_from_ipynb_and_jupytext_percent_scripts(make_project: ProjectFactory) -> None:
+    script = percent_script(
+        """\
+        # %% [markdown]
+        # # A script
+
+        # %%
+        print('from the script')
+        """
+    )
+    project = make_project({"good.ipynb": GOOD, "script.py": script})
+    assert nbcache(project, "execute").returncode == 0
+    for source, printed in [
+        ("good.ipynb", "from the good notebook"),
+        ("script.py", "from the script"),
+    ]:
+        out = project.root / f"merged-{Path(source).stem}.ipynb"
+        merged = nbcache(project, "merge", source, "-o", out.name)
+        assert (merged.returncode, merged.stderr) == (0, f"wrote {out.name}\n"), source
+        notebook = nbformat.read(out, as_version=4)
+        nbformat.validate(notebook)
+        (cell,) = [c for c in notebook.cells if c.cell_type == "code"]
+        assert cell.outputs[0]["text"] == printed + "\n", source
+        assert cell.execution_count == 1, source
+        assert notebook.cells[0].cell_type == "markdown", source
+    nbformat.validate(nbformat.reads(nbcache(project, "merge", "script.py").stdout, as_version=4))
 
 
 def test_clear_and_info(make_project: ProjectFactory) -> None:
