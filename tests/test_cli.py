@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import platform
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
+import zlib
+from importlib.metadata import version
 from pathlib import Path
 
 import nbformat
 
-from conftest import Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
+from conftest import (
+    Project,
+    ProjectFactory,
+    code,
+    ipynb,
+    myst_notebook,
+    nbcache,
+    percent_script,
+)
 from sphinx_nbcache.cli import build_parser
-from sphinx_nbcache.store import PARSED_FOLDER
+from sphinx_nbcache.store import PARSED_FOLDER, Store
 
 GOOD = ipynb(code("print('from the good notebook')"))
 TEXT = myst_notebook(
@@ -27,6 +40,7 @@ TEXT = myst_notebook(
     """
 )
 BAD = ipynb(code("raise RuntimeError('broken on purpose')"))
+SLEEPY = ipynb(code("import time\ntime.sleep(4)\nprint('woke up')"))
 DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
 
 
@@ -62,8 +76,9 @@ def test_status_execute_then_build_executes_nothing(make_project: ProjectFactory
 
 def test_execute_reports_failures_and_show_explains_them(make_project: ProjectFactory) -> None:
     project = make_project({"good.ipynb": GOOD, "bad.ipynb": BAD})
-    executed = nbcache(project, "execute", "--workers", "1", "--timeout", "60")
+    executed = nbcache(project, "execute", "--workers", "1")
     assert executed.returncode == 1
+    assert "executing 2 notebook(s), 1 at a time\n" in executed.stdout
     assert "1 succeeded, 1 failed" in executed.stdout
     shown = json.loads(nbcache(project, "show", "bad.ipynb", "--json").stdout)
     assert shown["state"] == "failed"
@@ -76,6 +91,102 @@ def test_execute_reports_failures_and_show_explains_them(make_project: ProjectFa
     assert nbcache(project, "execute").stdout.startswith("nothing to execute")
     forced = nbcache(project, "execute", "--force", "good.ipynb")
     assert "1 succeeded, 0 failed" in forced.stdout
+
+
+def test_a_timed_out_notebook_executes_again_once_its_time_limit_is_raised(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project({"sleepy.ipynb": SLEEPY}, "nb_execution_timeout = 1\n")
+    short = nbcache(project, "execute")
+    assert short.returncode == 1
+    assert "nbcache: [1/1] sleepy.ipynb timed out" in short.stdout
+    same = nbcache(project, "status")
+    assert same.returncode == 0, "a build with the same limit shows the cached timeout"
+    assert re.search(
+        r"sleepy\.ipynb\s+cached failure\s+[\d.]+\s+CellTimeoutError$", same.stdout, re.M
+    )
+    project.edit("conf.py", "nb_execution_timeout = 1", "nb_execution_timeout = 2")
+    raised = nbcache(project, "status")
+    assert raised.returncode == 1, "a build with a higher limit executes it again"
+    assert "CellTimeoutError; time limit raised from 1 s" in raised.stdout
+    assert "1 of 1 notebook(s) would execute" in raised.stdout
+    assert json.loads(nbcache(project, "status", "--json").stdout)[0]["executes"] is True
+    assert nbcache(project, "execute", "--timeout", "1").stdout.startswith("nothing to execute")
+    longer = nbcache(project, "execute", "--timeout", "60")
+    assert longer.returncode == 0, longer.stdout
+    assert "nbcache: [1/1] sleepy.ipynb executed" in longer.stdout
+    assert "1 succeeded, 0 failed" in longer.stdout
+    assert nbcache(project, "status").returncode == 0
+    assert project.build().executed == []
+    shorter = nbcache(project, "execute", "--force", "--timeout", "1")
+    assert "nbcache: [1/1] sleepy.ipynb timed out" in shorter.stdout, "1 s, not conf's 2 s"
+
+
+def test_status_and_execute_follow_retry_failed_and_force_mode(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project({"good.ipynb": GOOD, "bad.ipynb": BAD})
+    assert nbcache(project, "execute").returncode == 1
+    assert nbcache(project, "status").returncode == 0, "a build shows the cached failure"
+    project.edit("conf.py", "nb_execution_mode", "nbcache_retry_failed = True\nnb_execution_mode")
+    retried = nbcache(project, "status")
+    assert retried.returncode == 1
+    assert re.search(
+        r"bad\.ipynb\s+cached failure.*RuntimeError; nbcache_retry_failed is on", retried.stdout
+    )
+    assert "1 of 2 notebook(s) would execute" in retried.stdout
+    again = nbcache(project, "execute")
+    assert "nbcache: [1/1] bad.ipynb failed" in again.stdout
+    project.edit("conf.py", 'nb_execution_mode = "cache"', 'nb_execution_mode = "force"')
+    forced = nbcache(project, "status")
+    assert forced.returncode == 1
+    assert re.search(
+        r'good\.ipynb\s+cached, up to date.*nb_execution_mode is "force"', forced.stdout
+    )
+    assert "2 of 2 notebook(s) would execute" in forced.stdout
+    everything = nbcache(project, "execute")
+    assert "executing 2 notebook(s)" in everything.stdout
+    assert "1 succeeded, 1 failed" in everything.stdout
+
+
+def test_show_lists_the_files_variables_and_packages_the_entry_depends_on(
+    make_project: ProjectFactory,
+) -> None:
+    reads = ipynb(
+        code(
+            "import sys\nsys.path.insert(0, 'lib')\nfrom helpers import double\n"
+            "import nbformat\nprint(double(21), open('data.csv').read())"
+        )
+    )
+    conf = """\
+        exclude_patterns.append("lib")
+        nbcache_dependencies = {"*.ipynb": ["settings.toml"]}
+        nbcache_env_vars = ["NBCACHE_SHOW_COLOUR"]
+        """
+    project = make_project({"reads.ipynb": reads}, conf)
+    project.write("lib/helpers.py", "def double(x):\n    return 2 * x\n")
+    project.write("data.csv", "a,b\n")
+    project.write("settings.toml", "colour = 'blue'\n")
+    colour = {"NBCACHE_SHOW_COLOUR": "blue"}
+    assert nbcache(project, "execute", env=colour).returncode == 0
+    shown = json.loads(nbcache(project, "show", "reads.ipynb", "--json", env=colour).stdout)
+    assert shown["state"] == "fresh"
+    dependencies = shown["dependencies"]
+    assert sorted(dependencies["files"]) == ["data.csv", "lib/helpers.py"]
+    assert list(dependencies["declared_files"]) == ["settings.toml"]
+    assert dependencies["env_vars"] == {"NBCACHE_SHOW_COLOUR": "blue"}
+    assert dependencies["python"] == platform.python_version()
+    assert dependencies["packages"]["nbformat"] == version("nbformat")
+    human = nbcache(project, "show", "reads.ipynb", env=colour).stdout
+    assert re.search(r"^file\s+lib/helpers\.py\s+sha256 [0-9a-f]{12}$", human, re.M)
+    assert re.search(r"^file\s+data\.csv\s+sha256 [0-9a-f]{12}$", human, re.M)
+    assert re.search(r"^declared file\s+settings\.toml\s+sha256 [0-9a-f]{12}$", human, re.M)
+    assert re.search(r"^env var\s+NBCACHE_SHOW_COLOUR\s+'blue'$", human, re.M)
+    assert re.search(rf"^python\s+{re.escape(platform.python_version())}$", human, re.M)
+    assert re.search(rf"^package\s+nbformat\s+{re.escape(version('nbformat'))}$", human, re.M)
+    unset = json.loads(nbcache(project, "show", "reads.ipynb", "--json").stdout)
+    assert unset["why"] == "environment variable NBCACHE_SHOW_COLOUR changed"
+    assert unset["dependencies"] is None, "no entry under the key without the variable"
 
 
 def test_merge_writes_a_valid_ipynb_with_the_outputs(make_project: ProjectFactory) -> None:
@@ -94,6 +205,34 @@ def test_merge_writes_a_valid_ipynb_with_the_outputs(make_project: ProjectFactor
     assert cell.outputs[0]["text"] == "from the text notebook\n"
     assert "source_map" not in notebook.metadata
     assert json.loads(nbcache(project, "merge", "text.md").stdout)["cells"]
+
+
+def test_merge_from_ipynb_and_jupytext_percent_scripts(make_project: ProjectFactory) -> None:
+    script = percent_script(
+        """\
+        # %% [markdown]
+        # # A script
+
+        # %%
+        print('from the script')
+        """
+    )
+    project = make_project({"good.ipynb": GOOD, "script.py": script})
+    assert nbcache(project, "execute").returncode == 0
+    for source, printed in [
+        ("good.ipynb", "from the good notebook"),
+        ("script.py", "from the script"),
+    ]:
+        out = project.root / f"merged-{Path(source).stem}.ipynb"
+        merged = nbcache(project, "merge", source, "-o", out.name)
+        assert (merged.returncode, merged.stderr) == (0, f"wrote {out.name}\n"), source
+        notebook = nbformat.read(out, as_version=4)
+        nbformat.validate(notebook)
+        (cell,) = [c for c in notebook.cells if c.cell_type == "code"]
+        assert cell.outputs[0]["text"] == printed + "\n", source
+        assert cell.execution_count == 1, source
+        assert notebook.cells[0].cell_type == "markdown", source
+    nbformat.validate(nbformat.reads(nbcache(project, "merge", "script.py").stdout, as_version=4))
 
 
 def test_clear_and_info(make_project: ProjectFactory) -> None:
@@ -130,6 +269,16 @@ def test_bad_input_gets_one_line_and_exit_status_2(
     assert elsewhere.returncode == 2
     assert "use --project DIR" in elsewhere.stderr
     assert nbcache(project, "--project", str(project.root), "info", cwd=tmp_path).returncode == 0
+    store = Store(project.root / ".nbcache")
+    store.cache.set("an entry", {})
+    store.close()
+    with contextlib.closing(sqlite3.connect(project.root / ".nbcache" / "cache.db")) as db, db:
+        db.execute("ALTER TABLE Cache RENAME COLUMN key TO renamed")  # opens, then fails
+    failing = nbcache(project, "clear")
+    assert failing.returncode == 2
+    assert failing.stderr.startswith("nbcache: the cache at ")
+    assert "failed (no such column: key)" in failing.stderr
+    assert len(failing.stderr.strip().splitlines()) == 1
     shutil.rmtree(project.root / ".nbcache", ignore_errors=True)
     (project.root / ".nbcache").mkdir()
     (project.root / ".nbcache" / "cache.db").write_text("not a database")
@@ -146,20 +295,85 @@ def test_bad_input_gets_one_line_and_exit_status_2(
     assert "Traceback" not in broken.stderr
 
 
+def test_merge_to_a_file_that_cannot_be_written_gets_one_line_and_exit_status_2(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project({"good.ipynb": GOOD})
+    nbcache(project, "execute")
+    (project.root / "folder").mkdir()
+    for output, message in [
+        ("missing/good.ipynb", "nbcache: missing/good.ipynb: No such file or directory"),
+        ("folder", "nbcache: folder: Is a directory"),
+    ]:
+        result = nbcache(project, "merge", "good.ipynb", "-o", output)
+        assert result.returncode == 2, output
+        assert result.stderr == message + "\n"
+    assert not (project.root / "missing").exists()
+
+
+def test_status_shows_each_state_and_prune_copes_with_a_damaged_entry(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project(
+        {"good.ipynb": GOOD, "bad.ipynb": BAD, "skipped.ipynb": GOOD, "broken.ipynb": "{oops"},
+        'nb_execution_excludepatterns = ["skipped.ipynb"]\n',
+    )
+    assert nbcache(project, "execute").returncode == 1
+    assert states(project) == {
+        "bad.ipynb": "failed",
+        "broken.ipynb": "unreadable",
+        "good.ipynb": "fresh",
+        "skipped.ipynb": "excluded",
+    }
+    listing = nbcache(project, "status").stdout
+    assert re.search(r"^bad\.ipynb\s+cached failure\s+[\d.]+\s+RuntimeError$", listing, re.M)
+    assert re.search(r"^broken\.ipynb\s+cannot be read$", listing, re.M)
+    assert re.search(
+        r"^skipped\.ipynb\s+not executed \(excluded or execution off\)$", listing, re.M
+    )
+    assert "0 of 4 notebook(s) would execute" in listing
+    key = json.loads(nbcache(project, "show", "good.ipynb", "--json").stdout)["key"]
+    database = project.root / ".nbcache" / "cache.db"
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        rows = db.execute("SELECT rowid, key FROM Cache").fetchall()
+        (rowid,) = [r for r, k in rows if json.loads(zlib.decompress(k)) == key]  # JSONDisk keys
+        db.execute("UPDATE Cache SET value = ? WHERE rowid = ?", (b"not zlib", rowid))
+    damaged = nbcache(project, "status")
+    assert damaged.returncode == 1
+    assert re.search(r"^good\.ipynb\s+damaged cache entry$", damaged.stdout, re.M)
+    kept = nbcache(project, "prune", "--max-size", "1G")
+    assert (kept.returncode, kept.stderr) == (0, "")
+    assert kept.stdout.startswith("removed 0 entries")
+    pruned = nbcache(project, "prune", "--max-size", "1")
+    assert pruned.stdout.startswith("removed 2 entries"), pruned.stderr
+    assert states(project)["good.ipynb"] == "new"
+
+
+def mentions(text: str, word: str) -> bool:
+    """``word`` stands alone in ``text``: ``-o`` is not found inside ``--older-than``."""
+    return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text) is not None
+
+
 def test_the_command_reference_lists_every_command_and_option() -> None:
     reference = DOCS.read_text(encoding="utf-8")
+    sections = {
+        match["name"]: match["body"]
+        for match in re.finditer(
+            r"^## `nbcache (?P<name>[a-z]+)[^\n]*\n(?P<body>.*?)(?=^## |\Z)", reference, re.M | re.S
+        )
+    }
     parser = build_parser()
     for action in parser._actions:
         for option in action.option_strings:
             if option not in ("-h", "--help"):
-                assert option in reference, option
+                assert mentions(reference, option), option
         choices = getattr(action, "choices", None) or {}
         for name, sub in choices.items():
-            assert f"nbcache {name}" in reference, name
+            assert name in sections, f"no section for nbcache {name}"
             for sub_action in sub._actions:
                 for option in sub_action.option_strings:
                     if option not in ("-h", "--help"):
-                        assert option in reference, f"{name} {option}"
+                        assert mentions(sections[name], option), f"{name} {option}"
 
 
 def test_status_says_what_changed_and_prune_honours_each_option(

@@ -13,6 +13,7 @@ import io
 import json
 import re
 import shutil
+import sqlite3
 import sys
 import tempfile
 import zlib
@@ -50,7 +51,6 @@ STATES = {
     "unreadable": "cannot be read",
 }
 """Each notebook's state, as ``status`` shows it."""
-WOULD_EXECUTE = frozenset({"stale", "new", "damaged"})
 
 
 class CliError(Exception):
@@ -68,7 +68,10 @@ class Notebook:
     planned: PlannedNotebook | None
     result: ExecutionResult | None
     why: str | None = None
-    """For a stale notebook, what changed since the last entry of its source."""
+    """For a stale notebook, what changed since the last entry of its source; for one a
+    build executes despite its entry, why."""
+    executes: bool = False
+    """Whether a build would execute it now, as the build's own pipeline decides."""
 
 
 @dataclasses.dataclass
@@ -120,26 +123,40 @@ class Project:
         if not notebook.needs_execution:
             return Notebook(docname, source, "excluded", notebook, None, None)
         planned = plan_document(env, docname, notebook)
+        executes = self.pipeline.must_execute(planned)
         try:
             result = self.store.get(planned.key)
         except DamagedEntryError:
-            return Notebook(docname, source, "damaged", notebook, planned, None)
+            return Notebook(docname, source, "damaged", notebook, planned, None, None, executes)
         if result is not None:
             changed = self.pipeline.changed_dependency(result) or self.pipeline.changed_environment(
                 result, planned
             )
             if changed is not None:
-                return Notebook(docname, source, "stale", notebook, planned, result, changed)
+                return Notebook(
+                    docname, source, "stale", notebook, planned, result, changed, executes
+                )
             state = "fresh" if result.succeeded else "failed"
-            return Notebook(docname, source, state, notebook, planned, result)
+            why = self._why_again(notebook, result) if executes else None
+            return Notebook(docname, source, state, notebook, planned, result, why, executes)
         previous = self.by_source().get(source)
         if not previous:
-            return Notebook(docname, source, "new", notebook, planned, None)
+            return Notebook(docname, source, "new", notebook, planned, None, None, executes)
         key, _ = max(previous, key=lambda entry: entry[1].finished)
         old = self.store.material(key)
         new = planned.material
         why = "unknown" if old is None else explain_difference(old, new)
-        return Notebook(docname, source, "stale", notebook, planned, None, why)
+        return Notebook(docname, source, "stale", notebook, planned, None, why, executes)
+
+    def _why_again(self, notebook: SourceNotebook, result: ExecutionResult) -> str:
+        """Why the pipeline executes a notebook whose entry is current: only these cases
+        are left once the entry's own files and packages are unchanged."""
+        if notebook.options.mode == "force":
+            return 'nb_execution_mode is "force"'
+        if self.pipeline.settings.retry_failed:
+            return "nbcache_retry_failed is on"
+        assert result.error is not None
+        return f"time limit raised from {result.error.timeout} s"
 
     def by_source(self) -> dict[str, list[tuple[str, ExecutionResult]]]:
         """Every readable entry, by the source it was executed from: a notebook whose own
@@ -217,6 +234,11 @@ def open_project(args: argparse.Namespace, overrides: dict[str, Any]) -> Iterato
             ) from None
         try:
             yield Project(app, state.pipeline)
+        except sqlite3.Error as exc:
+            raise CliError(
+                f"the cache at {store.directory} failed ({exc}); "
+                "if it persists, delete that folder to start afresh"
+            ) from None
         finally:
             state.pipeline.store.close()
 
@@ -264,8 +286,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with open_project(args, {}) as project:
         notebooks = project.notebooks(args.paths)
-        retry = project.pipeline.settings.retry_failed
-    would = [n for n in notebooks if n.state in WOULD_EXECUTE or (retry and n.state == "failed")]
+    would = [n for n in notebooks if n.executes]
     if args.json:
         print(json.dumps([_status_json(n) for n in notebooks], indent=2))
     else:
@@ -274,13 +295,20 @@ def cmd_status(args: argparse.Namespace) -> int:
                 n.source,
                 STATES[n.state],
                 f"{n.result.runtime:.2f}" if n.result else "",
-                n.result.error.name if n.result and n.result.error else (n.why or ""),
+                _remark(n),
             )
             for n in notebooks
         ]
         print(table(rows, ("notebook", "state", "runtime (s)", "error or change")))
         print(f"\n{len(would)} of {len(notebooks)} notebook(s) would execute")
     return 1 if would else 0
+
+
+def _remark(notebook: Notebook) -> str:
+    """The error of a cached failure, and why a build would execute the notebook."""
+    result = notebook.result
+    error = result.error.name if result and result.error and notebook.state == "failed" else ""
+    return "; ".join(part for part in (error, notebook.why) if part)
 
 
 def _status_json(notebook: Notebook) -> dict[str, Any]:
@@ -294,6 +322,7 @@ def _status_json(notebook: Notebook) -> dict[str, Any]:
         "finished": result.finished if result else None,
         "error": result.error.name if result and result.error else None,
         "why": notebook.why,
+        "executes": notebook.executes,
     }
 
 
@@ -309,17 +338,8 @@ def cmd_execute(args: argparse.Namespace) -> int:
         overrides["nbcache_dask_scheduler"] = args.scheduler
     with open_project(args, overrides) as project:
         notebooks = project.notebooks(args.paths)
-        retry = project.pipeline.settings.retry_failed
         todo = [
-            n.planned
-            for n in notebooks
-            if n.planned is not None
-            and (
-                args.force
-                or n.state in WOULD_EXECUTE
-                or (n.state == "failed" and retry)
-                or (n.notebook is not None and n.notebook.options.mode == "force")
-            )
+            n.planned for n in notebooks if n.planned is not None and (args.force or n.executes)
         ]
         if not todo:
             print(f"nothing to execute: {len(notebooks)} notebook(s) up to date")
@@ -358,6 +378,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         "cells": [] if result is None else _cells(notebook, result),
         "traceback": result.error.traceback if result and result.error else None,
         "worker": result.worker if result is not None else "",
+        "dependencies": _dependencies(notebook),
     }
     if args.json:
         print(json.dumps(data, indent=2))
@@ -374,6 +395,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             for c in data["cells"]
         ]
         print("\n" + table(rows, ("cell", "seconds")))
+        dependencies = _dependency_rows(data["dependencies"])
+        if dependencies:
+            print("\n" + table(dependencies, ("depends on", "name", "recorded")))
         if result.error is not None:
             tb = (
                 result.error.traceback
@@ -382,6 +406,41 @@ def cmd_show(args: argparse.Namespace) -> int:
             )
             print(f"\n{result.error.name}: {result.error.value}\n\n{tb}")
     return 0
+
+
+def _dependencies(notebook: Notebook) -> dict[str, Any] | None:
+    """What the entry's outputs depend on besides the code: files read while executing and
+    files declared (sha256 by project-relative path), declared environment variables, and
+    the kernel's Python and the packages the notebook imported. The declarations are the
+    planned ones, which are part of the key and so the same as the entry's."""
+    if notebook.result is None or notebook.planned is None:
+        return None
+    declared = notebook.planned.declared
+    environment = notebook.result.environment
+    return {
+        "files": notebook.result.dependencies,
+        "declared_files": declared.get("files", {}),
+        "env_vars": declared.get("env", {}),
+        "python": environment.get("python"),
+        "packages": environment.get("packages", {}),
+    }
+
+
+def _dependency_rows(dependencies: dict[str, Any]) -> list[tuple[str, str, str]]:
+    files = [("file", dependencies["files"]), ("declared file", dependencies["declared_files"])]
+    rows = [
+        (kind, path, f"sha256 {digest[:12]}")
+        for kind, found in files
+        for path, digest in found.items()
+    ]
+    rows += [
+        ("env var", name, "unset" if value is None else repr(value))
+        for name, value in dependencies["env_vars"].items()
+    ]
+    if dependencies["python"]:
+        rows.append(("python", "", dependencies["python"]))
+    rows += [("package", name, version) for name, version in dependencies["packages"].items()]
+    return rows
 
 
 def _cells(notebook: Notebook, result: ExecutionResult) -> list[dict[str, Any]]:
@@ -492,8 +551,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def _entry_size(store: Store, key: str) -> int:
-    """Bytes an entry takes, compressed as it is stored."""
-    envelope = store.cache.get(key, default=None, retry=True)
+    """Bytes an entry takes, compressed as it is stored; 0 for one that cannot be read,
+    which a build replaces anyway."""
+    try:
+        envelope = store.cache.get(key, default=None, retry=True)
+    except (zlib.error, ValueError, OSError):
+        return 0
     return len(zlib.compress(json.dumps(envelope).encode("utf-8"), 6))
 
 
@@ -581,3 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"nbcache: {where}{exc.strerror or exc}", file=sys.stderr)
+        return USAGE_ERROR

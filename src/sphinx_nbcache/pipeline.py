@@ -283,6 +283,12 @@ class Pipeline:
             return None
         return result
 
+    def must_execute(self, planned: PlannedNotebook) -> bool:
+        """Whether a build executes a notebook that goes through the cache: always in
+        ``force`` mode, else when the store has no result to reuse. The build and the
+        ``nbcache`` command both decide here, so they always agree."""
+        return planned.notebook.options.mode == "force" or self.lookup(planned) is None
+
     def changed_dependency(self, result: ExecutionResult) -> str | None:
         """The first file the result depends on that changed, in words; None if none did."""
         root = self.settings.project_root

@@ -185,9 +185,7 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
         if not notebook.needs_execution:
             continue
         planned = plan_document(env, docname, notebook)
-        if notebook.options.mode == "force":
-            misses.append(planned)
-        elif state.pipeline.lookup(planned) is None:
+        if state.pipeline.must_execute(planned):
             explain_new_key(state, env, docname, planned)
             misses.append(planned)
     if not misses:
