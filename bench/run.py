@@ -538,7 +538,7 @@ def section_c(args: argparse.Namespace) -> list[str]:
     worst = max(ratios)
     return [
         f"## C. Discovery: {DISCOVERY_NOTEBOOKS} notebooks of each kind, each reading a data"
-        " file, executed by sphinx-nbcache's pool",
+        " file, executed one at a time by sphinx-nbcache's pool",
         "",
         *table(["notebooks", "seconds", "kernel CPU per notebook (s)", "CPU ratio"], rows),
         "",
@@ -926,7 +926,8 @@ KERNEL_CPU = "print('kernel cpu', __import__('time').process_time())"
 
 def discovery_overhead(kind: str, work: float, repeat: int) -> tuple[Executed, Executed]:
     """The same notebooks executed through sphinx-nbcache's executor without and with
-    discovery of what they read (best of ``repeat``, interleaved)."""
+    discovery of what they read (best of ``repeat``, interleaved), one at a time: kernels
+    sharing CPUs would spin their timed loops on less CPU, and move the CPU measured."""
     import nbformat
 
     from sphinx_nbcache.execute import ExecutionJob, LocalExecutor, make_pool
@@ -969,13 +970,13 @@ def discovery_overhead(kind: str, work: float, repeat: int) -> tuple[Executed, E
         text = "".join(output.get("text", "") for output in result.outputs[-1])
         return float(text.split()[-1])
 
-    LocalExecutor(make_pool(None), ()).run(jobs(False, -1), _Quiet())  # warm up the disk cache
+    LocalExecutor(make_pool(1), ()).run(jobs(False, -1), _Quiet())  # warm up the disk cache
     runs: dict[bool, list[Executed]] = {False: [], True: []}
     for run in range(repeat):
         for discover in (False, True) if run % 2 == 0 else (True, False):
             watcher = _Quiet()
             begin = time.perf_counter()
-            results = LocalExecutor(make_pool(None), ()).run(jobs(discover, run), watcher)
+            results = LocalExecutor(make_pool(1), ()).run(jobs(discover, run), watcher)
             seconds = time.perf_counter() - begin
             if watcher.failed:
                 raise BenchError("discovery run failed: " + "; ".join(watcher.failed))
