@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, ProjectFactory, code, ipynb, myst_notebook
+from conftest import Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
 from sphinx_nbcache import discover
 from sphinx_nbcache.pipeline import ENVIRONMENTS_FILE, kernel_environment
 from sphinx_nbcache.store import Store
@@ -185,6 +185,11 @@ def test_an_upgraded_package_executes_its_importers_again_in_an_incremental_buil
     assert project.build(env=env).executed == []
 
     install_fake_package(site, "2.0")
+    status = nbcache(project, "status", "--json", env=env)
+    assert status.returncode == 1, status.stderr
+    why = {entry["source"]: entry["why"] for entry in json.loads(status.stdout)}
+    assert why["direct.ipynb"] == why["through.ipynb"] == "nbcache-fake-pkg 1.0 -> 2.0"
+    assert not why["plain.ipynb"]
     upgraded = project.build(env=env)
     assert upgraded.executed == ["direct.ipynb", "through.ipynb"], "without -E"
     assert "direct.ipynb: nbcache-fake-pkg 1.0 -> 2.0 since it was executed" in upgraded.stdout
