@@ -103,6 +103,9 @@ def test_a_first_build_starts_the_fork_server_ahead_and_never_leaves_it_behind(
     assert nothing.executed == []
     assert "ran before" in nothing.html("a")
     assert project.kernels() == []
+    still = project.build("-v", "-E", "-D", "nb_execution_mode=auto")
+    assert AHEAD not in still.stdout, "the build before had no cache and executed nothing"
+    assert still.executed == []
 
     with (project.root / "conf.py").open("a") as conf:  # a server still importing these...
         conf.write(PRELOAD)

@@ -23,12 +23,20 @@ if TYPE_CHECKING:
     from sphinx_nbcache.preload import Preloader
 
 
+NOTHING_EXECUTED = "nbcache-executed-nothing"
+"""Left in the doctrees folder by a build that had no cache and executed nothing: the next
+build of such a project (notebooks with their outputs, under ``auto``) starts no server."""
+
+
 def start_early(app: Sphinx) -> Preloader | None:
     """A preloader whose server for the default kernel is already starting, when this build
-    will probably execute notebooks: executing modes, local forked kernels, and no cache
-    yet. Reads conf.py's raw values, as they are not validated before ``config-inited``."""
+    will probably execute notebooks: executing modes, local forked kernels, no cache yet,
+    and no earlier build that found nothing to execute. Reads conf.py's raw values, as
+    they are not validated before ``config-inited``."""
     values = _raw_values(app)
     if values is None or not _will_execute(values, Path(app.confdir)):
+        return None
+    if (Path(app.doctreedir) / NOTHING_EXECUTED).exists():
         return None
     from sphinx_nbcache.preload import LAUNCHER, Preloader, can_fork
 

@@ -32,6 +32,7 @@ from sphinx_nbcache.config import (
     validate,
 )
 from sphinx_nbcache.discover import restore_artefacts
+from sphinx_nbcache.early import NOTHING_EXECUTED
 from sphinx_nbcache.execute import ExecutionResult, ExecutorError
 from sphinx_nbcache.highlight import code_lexer, lexers_to_register
 from sphinx_nbcache.key import explain_difference
@@ -188,9 +189,14 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
         if state.pipeline.must_execute(planned):
             explain_new_key(state, env, docname, planned)
             misses.append(planned)
+    marker = Path(app.doctreedir, NOTHING_EXECUTED)
     if not misses:
         state.pipeline.discard_early()
+        if not (state.settings.cache_path / "cache.db").exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
         return
+    marker.unlink(missing_ok=True)
     progress = Progress(len(misses), live=on_terminal())
     state.executed.update(execute(state, misses, progress))
 
