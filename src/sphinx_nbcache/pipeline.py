@@ -207,25 +207,30 @@ def kernel_environment(kernel: str, cache_path: Path) -> dict[str, Any]:
     remembered = read_json_file(remembered_file)
     known = remembered.get(python or sys.executable)
     fingerprint = known.get("fingerprint", "") if isinstance(known, dict) else ""
-    if python is None:
-        found = _environment.report(fingerprint)
-    else:
-        try:
-            done = subprocess.run(
-                [python, str(ENVIRONMENT_SCRIPT), fingerprint],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            )
-            found = json.loads(done.stdout)
-        except (OSError, subprocess.SubprocessError, ValueError):
-            return {}
+    found = _environment.report(fingerprint) if python is None else _report_of(python, fingerprint)
+    if found is None:
+        return {}
     if set(found) == {"fingerprint"} and isinstance(known, dict):
         return _by_normal_name(known)
     remembered[python or sys.executable] = found
     write_json_file(remembered_file, remembered)
     return _by_normal_name(found)
+
+
+def _report_of(interpreter: str, known: str) -> dict[str, Any] | None:
+    """:func:`_environment.report` as another interpreter gives it; None if it cannot."""
+    try:
+        done = subprocess.run(
+            [interpreter, str(ENVIRONMENT_SCRIPT), known],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        found = json.loads(done.stdout)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _by_normal_name(environment: dict[str, Any]) -> dict[str, Any]:
@@ -343,17 +348,8 @@ class Pipeline:
             if interpreter is None:
                 found: str | None = _environment.fingerprint()
             else:
-                try:
-                    done = subprocess.run(
-                        [interpreter, str(ENVIRONMENT_SCRIPT), known],
-                        capture_output=True,
-                        text=True,
-                        timeout=60,
-                        check=True,
-                    )
-                    found = json.loads(done.stdout).get("fingerprint")
-                except (OSError, subprocess.SubprocessError, ValueError, AttributeError):
-                    found = None
+                report = _report_of(interpreter, known)
+                found = None if report is None else report.get("fingerprint")
             self._fingerprints[interpreter] = found
         return self._fingerprints[interpreter]
 
