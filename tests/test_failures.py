@@ -528,6 +528,10 @@ def test_ctrl_c_stops_every_kernel_and_keeps_finished_results(
     assert len(kernels) == 3  # the fork server and the two slow notebooks' kernels
     assert build.returncode != 0, build.stdout + build.stderr
     assert "Interrupted" in build.stderr
+    (told,) = [line for line in build.stdout.splitlines() if "nbcache: interrupted" in line]
+    assert told.startswith("nbcache: interrupted; 1 of 3 notebook(s) finished; "), told
+    assert "slow1.ipynb" in told or "2 not started" in told
+    assert told.endswith("Finished ones are in the cache; the rest execute next time.")
     assert not [pid for pid in kernels if _alive(pid)], build.stdout + build.stderr
     if sys.platform.startswith("linux"):
         assert project.kernels() == []

@@ -344,12 +344,15 @@ def cmd_execute(args: argparse.Namespace) -> int:
         if not todo:
             print(f"nothing to execute: {len(notebooks)} notebook(s) up to date")
             return 0
+        progress = Progress(len(todo), live=on_terminal())
         try:
             executor = project.pipeline.executor()
             print(f"executing {len(todo)} notebook(s), {executor.describe()}", flush=True)
             _show_progress(project.app)
-            progress = Progress(len(todo), live=on_terminal())
             results = project.pipeline.execute(todo, progress, executor)
+        except KeyboardInterrupt:
+            progress.log_interrupted()
+            raise
         except ExecutorError as exc:
             raise CliError(str(exc)) from None
     failed = [r for r in results.values() if not r.succeeded]

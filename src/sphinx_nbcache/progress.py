@@ -103,6 +103,24 @@ class Progress:
             parts.append(f"about {_duration(left)} left")
         return "; ".join(parts)
 
+    def log_interrupted(self) -> None:
+        """What Ctrl-C left: finished results are in the cache, stopped notebooks and those
+        not started yet execute next time."""
+        now = time.monotonic()
+        stopped = [
+            f"{job.source} ({'' if clock.current is None else f'cell {clock.current}, '}"
+            f"{_duration(now - since)})"
+            for job, clock, since in self.running.values()
+        ]
+        waiting = self.total - self.done - len(stopped)
+        parts = [f"nbcache: interrupted; {self.done} of {self.total} notebook(s) finished"]
+        if stopped:
+            parts.append("stopped " + ", ".join(stopped))
+        if waiting:
+            parts.append(f"{waiting} not started")
+        message = "; ".join(parts) + ". Finished ones are in the cache; the rest execute next time."
+        self._print(message)
+
     def estimate_left(self, now: float) -> float | None:
         """From the mean runtime so far, spread over the notebooks that run at once."""
         if not self.runtimes:

@@ -231,6 +231,9 @@ def execute(
         executor = state.pipeline.executor()
         LOGGER.info("nbcache: executing %d notebook(s), %s", len(notebooks), executor.describe())
         return state.pipeline.execute(notebooks, progress, executor)
+    except KeyboardInterrupt:
+        progress.log_interrupted()
+        raise
     except ExecutorError as exc:
         report_error(str(exc), Subtype.executor)
         raise NbCacheError(str(exc)) from None
