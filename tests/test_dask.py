@@ -153,6 +153,7 @@ def test_a_notebook_whose_worker_dies_runs_again_elsewhere(
     )
     project = make_project({"victim.ipynb": victim}, dask_conf(cluster))
     logs_before = kernel_logs()
+    places_before = set(Path(tempfile.gettempdir()).glob("nbcache-dask-*"))
     process = project.start()
     wait_for(lambda: marker.exists() and marker.read_text() != "")
     first_worker = int(marker.read_text())
@@ -164,6 +165,8 @@ def test_a_notebook_whose_worker_dies_runs_again_elsewhere(
     assert "victim.ipynb executed in" in stdout
     wait_for(lambda: project.kernels() == [], 30)  # the first kernel went with its worker
     assert kernel_logs() <= logs_before, "the killed worker's kernel log went with it"
+    places = set(Path(tempfile.gettempdir()).glob("nbcache-dask-*"))
+    assert places <= places_before, "its working folder is in the worker's scratch space"
 
 
 def kernel_logs() -> set[Path]:

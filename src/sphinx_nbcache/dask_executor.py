@@ -330,7 +330,8 @@ def run_on_worker(
     worker = get_worker()
     job = ExecutionJob.from_json(job_data)
     worker.log_event(STARTED_TOPIC, {"key": job.key, "worker": worker.address, "run": run})
-    with tempfile.TemporaryDirectory(prefix="nbcache-dask-") as place:
+    # in the worker's own scratch folder, which Dask clears even when the worker was killed
+    with tempfile.TemporaryDirectory(prefix="nbcache-", dir=worker.local_directory) as place:
         if bundle is not None and root is not None:
             with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
                 archive.extractall(place)
