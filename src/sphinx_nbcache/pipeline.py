@@ -190,6 +190,10 @@ def installed_version(distribution: str) -> str | None:
         return None
 
 
+KEPT_AT_MOST = 64 * 2**20
+"""Bytes of JSON of the results a build keeps between planning and parsing their pages;
+beyond that (notebooks with many images, say), a page's result is read again."""
+
 ENVIRONMENTS_FILE = "environments.json"
 """Beside the cache entries: the last :mod:`_environment` report per interpreter."""
 
@@ -265,34 +269,62 @@ class Pipeline:
         """What is installed for each kernel, looked at once per build, in a thread."""
         self._fingerprints: dict[str | None, str | None] = {}
         """Each interpreter's :func:`_environment.fingerprint` now, by interpreter."""
+        self._kept: dict[str, tuple[ExecutionResult, int]] = {}
+        """Hits looked up while planning, with their size, until the page is parsed."""
+        self._kept_bytes = 0
         self.early: Preloader | None = None
         """Fork servers started ahead (see :mod:`sphinx_nbcache.early`), for the next run of
         the local executor; :meth:`discard_early` stops them when nothing executes."""
 
-    def lookup(self, planned: PlannedNotebook) -> ExecutionResult | None:
-        """The reusable stored result, or None when the notebook must execute."""
-        try:
-            result = self.store.get(planned.key)
-        except DamagedEntryError as exc:
-            self.warn(f"cache entry {exc}; executing the notebook again", "cache", planned.source)
-            return None
-        if result is None:
-            return None
+    def lookup(self, planned: PlannedNotebook, keep: bool = False) -> ExecutionResult | None:
+        """The reusable stored result, or None when the notebook must execute.
+
+        With ``keep``, a hit stays in memory (within :data:`KEPT_AT_MOST` bytes in all)
+        for the next lookup without it, when its page is parsed: that one then reads,
+        decompresses and checks nothing again.
+        """
+        if keep:
+            kept = self._kept.get(planned.key)
+        else:
+            kept = self._kept.pop(planned.key, None)
+            self._kept_bytes -= kept[1] if kept is not None else 0
+        if kept is not None:
+            result, size = kept
+        else:
+            try:
+                loaded, size = self.store.load(planned.key)
+            except DamagedEntryError as exc:
+                message = f"cache entry {exc}; executing the notebook again"
+                self.warn(message, "cache", planned.source)
+                return None
+            if loaded is None:
+                return None
+            result = loaded
         changed = self.changed_dependency(result) or self.changed_environment(result, planned)
         if changed is not None:
             self.explain(f"{changed} since it was executed; executing it again", planned.source)
             return None
-        if result.error is None:
-            return result
-        if self.settings.retry_failed or self._more_time_now(planned, result):
+        if result.error is not None and (
+            self.settings.retry_failed or self._more_time_now(planned, result)
+        ):
             return None
+        if keep and kept is None and self._kept_bytes + size <= KEPT_AT_MOST:
+            self._kept[planned.key] = (result, size)
+            self._kept_bytes += size
         return result
 
-    def must_execute(self, planned: PlannedNotebook) -> bool:
+    def must_execute(self, planned: PlannedNotebook, keep: bool = False) -> bool:
         """Whether a build executes a notebook that goes through the cache: always in
-        ``force`` mode, else when the store has no result to reuse. The build and the
-        ``nbcache`` command both decide here, so they always agree."""
-        return planned.notebook.options.mode == "force" or self.lookup(planned) is None
+        ``force`` mode, else when the store has no result to reuse (``keep`` as for
+        :meth:`lookup`). The build and the ``nbcache`` command both decide here, so they
+        always agree."""
+        forced = planned.notebook.options.mode == "force"
+        return forced or self.lookup(planned, keep) is None
+
+    def forget_kept(self) -> None:
+        """Once every page is parsed (forked ``-j`` readers parse copies)."""
+        self._kept.clear()
+        self._kept_bytes = 0
 
     def changed_dependency(self, result: ExecutionResult) -> str | None:
         """The first file the result depends on that changed, in words; None if none did."""

@@ -73,10 +73,12 @@ class BuildState:
     """MyST notebooks as myst-nb's reader made them, kept from earlier builds."""
     executed: dict[str, ExecutionResult] = dataclasses.field(default_factory=dict)
     """Results executed during this build, by key."""
-    read_ahead: dict[str, tuple[str, SourceNotebook]] = dataclasses.field(default_factory=dict)
-    """Source text and notebook of each notebook read before reading, by docname, so that
-    parsing the same text does not read the notebook a second time; each is dropped once
-    its document is parsed."""
+    read_ahead: dict[str, tuple[str, SourceNotebook, PlannedNotebook | None]] = dataclasses.field(
+        default_factory=dict
+    )
+    """Source text, notebook and plan of each notebook read before reading, by docname, so
+    that parsing the same text neither reads nor plans the notebook a second time; each is
+    dropped once its document is parsed."""
     read_docs: set[str] = dataclasses.field(default_factory=set)
     lexers_registered: bool = False
 
@@ -101,6 +103,7 @@ def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, An
     app.connect("env-before-read-docs", on_env_before_read_docs)
     app.connect("build-finished", on_build_finished)
     app.connect("env-get-updated", docs_to_rewrite)
+    app.connect("env-updated", forget_kept)
     app.connect("doctree-resolved", on_doctree_resolved)
     app.add_source_parser(NbCacheParser, override=True)
     app.add_env_collector(NbCacheCollector)
@@ -159,9 +162,15 @@ def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook)
         dict(notebook.notebook.metadata),
         state.pipeline.declared_digests,
     )
-    for path in declared.get("files", {}):  # kept when noted while the page is read
+    planned = plan(source, notebook, declared, files)
+    note_declared(env, docname, planned)
+    return planned
+
+
+def note_declared(env: BuildEnvironment, docname: str, planned: PlannedNotebook) -> None:
+    """Sphinx keeps a page's dependencies only when noted while the page is read."""
+    for path in planned.declared.get("files", {}):
         env.note_dependency(str(Path(env.srcdir, path)), docname=docname)
-    return plan(source, notebook, declared, files)
 
 
 def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
@@ -182,11 +191,12 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
             continue  # reported with its location when the document is parsed
         if notebook is None:
             continue
-        state.read_ahead[docname] = (text, notebook)
         if not notebook.needs_execution:
+            state.read_ahead[docname] = (text, notebook, None)
             continue
         planned = plan_document(env, docname, notebook)
-        if state.pipeline.must_execute(planned):
+        state.read_ahead[docname] = (text, notebook, planned)
+        if state.pipeline.must_execute(planned, keep=True):
             explain_new_key(state, env, docname, planned)
             misses.append(planned)
     marker = Path(app.doctreedir, NOTHING_EXECUTED)
@@ -248,8 +258,9 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             super().parse(inputstring, document)
             return
         state = build_state(get_env_app(env))
-        text, notebook = state.read_ahead.pop(env.docname, (None, None))
+        text, notebook, planned = state.read_ahead.pop(env.docname, (None, None, None))
         if notebook is None or text != inputstring:
+            planned = None
             path = Path(env.doc2path(env.docname))
             try:
                 notebook = read_source(env, path, inputstring, state.parsed)
@@ -261,8 +272,11 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             super().parse(inputstring, document)  # plain Markdown, or myst-nb's off/inline
         elif not notebook.needs_execution:
             self._render(notebook.notebook, notebook, document)
-        else:
+        elif planned is None:
             self._render_result(state, plan_document(env, env.docname, notebook), document)
+        else:
+            note_declared(env, env.docname, planned)
+            self._render_result(state, planned, document)
 
     def _render_result(
         self, state: BuildState, planned: PlannedNotebook, document: nodes.document
@@ -508,6 +522,12 @@ class NbCacheCollector(EnvironmentCollector):
                 or installed_since(record)
             )
         )
+
+
+def forget_kept(app: Sphinx, env: BuildEnvironment) -> list[str]:
+    """Every page is read: results kept for them are no longer needed."""
+    build_state(app).pipeline.forget_kept()
+    return []
 
 
 def on_doctree_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> None:

@@ -26,9 +26,13 @@ class DamagedEntryError(Exception):
     """An entry exists but cannot be trusted; the caller treats it as a miss."""
 
 
-def _digest(payload: dict[str, Any]) -> str:
+def _canonical(payload: dict[str, Any]) -> bytes:
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return text.encode("utf-8")
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical(payload)).hexdigest()
 
 
 class Store:
@@ -64,19 +68,25 @@ class Store:
 
         :raises DamagedEntryError: if an entry is there but unreadable or inconsistent.
         """
+        return self.load(key)[0]
+
+    def load(self, key: str) -> tuple[ExecutionResult | None, int]:
+        """:meth:`get`, with the size of the result as JSON (0 when there is none), for a
+        caller that keeps results in memory within a budget."""
         try:
             envelope = self.cache.get(key, default=None, retry=True)
         except Exception as exc:
             raise DamagedEntryError(f"cannot be loaded ({type(exc).__name__}: {exc})") from exc
         if envelope is None:
-            return None
+            return None, 0
         try:
             if envelope["schema"] != STORE_SCHEMA:
                 raise DamagedEntryError(f"has schema {envelope['schema']}, not {STORE_SCHEMA}")
             if envelope["key"] != key:
                 raise DamagedEntryError("is stored under another key")
             payload = envelope["result"]
-            if envelope["digest"] != _digest(payload):
+            canonical = _canonical(payload)
+            if envelope["digest"] != hashlib.sha256(canonical).hexdigest():
                 raise DamagedEntryError("does not match its checksum")
             result = ExecutionResult.from_json(payload)
         except DamagedEntryError:
@@ -85,7 +95,7 @@ class Store:
             raise DamagedEntryError(f"is malformed ({type(exc).__name__}: {exc})") from exc
         if result.key != key:
             raise DamagedEntryError("holds the result of another notebook")
-        return result
+        return result, len(canonical)
 
     def put(self, result: ExecutionResult, material: dict[str, Any] | None = None) -> None:
         """Store ``result`` atomically (one SQLite transaction; large values go to a file
