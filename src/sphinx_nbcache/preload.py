@@ -166,8 +166,11 @@ class ForkedProcess:
         return status
 
     def send_signal(self, signum: int) -> None:
+        """As ``Popen.send_signal``: a kernel that exited after ``poll`` looked (the server
+        reaps it and reports its status a moment later) has nothing left to signal."""
         if self.poll() is None:
-            os.kill(self.pid, signum)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
