@@ -127,7 +127,7 @@ class Project:
         try:
             result = self.store.get(planned.key)
         except DamagedEntryError:
-            return Notebook(docname, source, "damaged", notebook, planned, None, None, executes)
+            return Notebook(docname, source, "damaged", notebook, planned, None, executes=executes)
         if result is not None:
             changed = self.pipeline.changed_dependency(result) or self.pipeline.changed_environment(
                 result, planned
@@ -141,7 +141,7 @@ class Project:
             return Notebook(docname, source, state, notebook, planned, result, why, executes)
         previous = self.by_source().get(source)
         if not previous:
-            return Notebook(docname, source, "new", notebook, planned, None, None, executes)
+            return Notebook(docname, source, "new", notebook, planned, None, executes=executes)
         key, _ = max(previous, key=lambda entry: entry[1].finished)
         old = self.store.material(key)
         new = planned.material
