@@ -281,3 +281,21 @@ def test_a_myst_notebook_loading_a_cell_from_a_file_sees_the_file_change(
     second = project.build()
     assert second.executed == ["loads.md"]
     assert "second snippet" in second.html("loads")
+
+
+def test_the_heap_is_frozen_before_the_process_exits(make_project: ProjectFactory) -> None:
+    """An exit handler registered before the extension loads (in conf.py) runs after the
+    extension's: by then every object is frozen, out of reach of CPython's last garbage
+    collection, which would otherwise walk the whole heap the build left."""
+    project = make_project(
+        {"page.md": "# A page\n"},
+        conf_extra="""
+        import atexit, gc, sys
+        atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count(), file=sys.stderr))
+        """,
+    )
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    frozen = re.search(r"frozen at exit: (\d+)", build.stderr)
+    assert frozen is not None, build.stderr
+    assert int(frozen[1]) > 0
