@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 
-from conftest import Project, ProjectFactory, code, ipynb, markdown, myst_notebook, percent_script
+from conftest import (
+    Build,
+    Project,
+    ProjectFactory,
+    code,
+    ipynb,
+    markdown,
+    myst_notebook,
+    percent_script,
+)
 from sphinx_nbcache.store import PARSED_FOLDER, ParsedStore
 
 THREE_FORMATS = {
@@ -283,19 +292,33 @@ def test_a_myst_notebook_loading_a_cell_from_a_file_sees_the_file_change(
     assert "second snippet" in second.html("loads")
 
 
-def test_the_heap_is_frozen_before_the_process_exits(make_project: ProjectFactory) -> None:
-    """An exit handler registered before the extension loads (in conf.py) runs after the
-    extension's: by then every object is frozen, out of reach of CPython's last garbage
-    collection, which would otherwise walk the whole heap the build left."""
+def test_the_heap_is_frozen_before_the_build_and_at_exit(make_project: ProjectFactory) -> None:
+    """What was loaded before the build is frozen by the time builders start, and
+    everything at exit (conf.py's exit handler, registered first, runs last); with
+    ``nbcache_gc_freeze`` off, the collector sees everything."""
     project = make_project(
         {"page.md": "# A page\n"},
         conf_extra="""
         import atexit, gc, sys
+
+        def setup(app):
+            def started(app):
+                print("frozen at start:", gc.get_freeze_count())
+
+            app.connect("builder-inited", started)
+
         atexit.register(lambda: print("frozen at exit:", gc.get_freeze_count(), file=sys.stderr))
         """,
     )
+
+    def frozen(build: Build, when: str) -> int:
+        found = re.search(rf"frozen at {when}: (\d+)", build.stdout + build.stderr)
+        assert found is not None, build.stderr
+        return int(found[1])
+
     build = project.build()
     assert build.returncode == 0, build.stderr
-    frozen = re.search(r"frozen at exit: (\d+)", build.stderr)
-    assert frozen is not None, build.stderr
-    assert int(frozen[1]) > 0
+    assert 0 < frozen(build, "start") < frozen(build, "exit")
+    build = project.build("-E", "-D", "nbcache_gc_freeze=0")
+    assert build.returncode == 0, build.stderr
+    assert frozen(build, "start") == frozen(build, "exit") == 0

@@ -147,6 +147,16 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         _check_bool,
     ),
     ConfigValue(
+        "nbcache_gc_freeze",
+        True,
+        "",
+        (bool,),
+        "Move what Sphinx and its extensions loaded before the build, and at exit everything, "
+        "out of the garbage collector's reach: shorter collections during the build, none at "
+        "exit.",
+        _check_bool,
+    ),
+    ConfigValue(
         "nbcache_kernel_preload",
         [],
         "",

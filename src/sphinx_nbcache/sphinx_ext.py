@@ -95,10 +95,6 @@ class _NotJupyterCache(logging.Filter):
 
 def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, Any]:
     setattr(app, EARLY_ATTRIBUTE, early)
-    # At exit, CPython's last garbage collection walks the whole heap a build leaves
-    # (0.1 to 0.3 s here) to free memory the system takes back anyway: frozen, it skips it.
-    atexit.unregister(gc.freeze)  # once per process, however many builds it runs
-    atexit.register(gc.freeze)
     logging.getLogger("sphinx.myst_nb.sphinx_ext").addFilter(_NotJupyterCache())
     app.setup_extension("myst_nb")
     for spec in CONFIG_VALUES:
@@ -117,6 +113,20 @@ def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, An
     return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}
 
 
+def freeze_heap() -> None:
+    """Keep the garbage collector off objects that live until the process exits.
+
+    What is loaded by now (modules, classes, the configuration) stays to the end, yet each
+    full collection of the build walks it again: frozen once per process, it is skipped.
+    At exit, CPython's last collection walks the whole heap to free memory the system
+    takes back anyway: freezing everything then leaves it nothing to walk.
+    """
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+    atexit.unregister(gc.freeze)
+    atexit.register(gc.freeze)
+
+
 def on_config_inited(app: Sphinx, config: Config) -> None:
     """Report every bad value (one line each) before failing, then freeze the settings."""
     values = from_command_line({spec.name: config[spec.name] for spec in CONFIG_VALUES})
@@ -126,6 +136,8 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
             report_error(problem, Subtype.config)
         raise ConfigError(f"{len(problems)} invalid nbcache configuration value(s)")
     settings = build_settings(values, Path(app.confdir), Path(app.srcdir))
+    if values["nbcache_gc_freeze"]:
+        freeze_heap()
 
     def warn_at_source(message: str, subtype: str, source: str) -> None:
         warn(message, Subtype(subtype), location=app.env.path2doc(source) if source else None)
