@@ -123,22 +123,20 @@ class Project:
         if not notebook.needs_execution:
             return Notebook(docname, source, "excluded", notebook, None, None)
         planned = plan_document(env, docname, notebook)
-        executes = self.pipeline.must_execute(planned)
-        try:
-            result = self.store.get(planned.key)
-        except DamagedEntryError:
+        checked = self.pipeline.check(planned)
+        executes = checked.reusable is None
+        if checked.damaged:
             return Notebook(docname, source, "damaged", notebook, planned, None, executes=executes)
+        result = checked.entry
         if result is not None:
-            changed = self.pipeline.changed_dependency(result) or self.pipeline.changed_environment(
-                result, planned
-            )
-            if changed is not None:
+            if checked.changed is not None:
                 return Notebook(
-                    docname, source, "stale", notebook, planned, result, changed, executes
+                    docname, source, "stale", notebook, planned, result, checked.changed, executes
                 )
             state = "fresh" if result.succeeded else "failed"
-            why = self._why_again(notebook, result) if executes else None
-            return Notebook(docname, source, state, notebook, planned, result, why, executes)
+            return Notebook(
+                docname, source, state, notebook, planned, result, checked.again, executes
+            )
         previous = self.by_source().get(source)
         if not previous:
             return Notebook(docname, source, "new", notebook, planned, None, executes=executes)
@@ -147,16 +145,6 @@ class Project:
         new = planned.material
         why = "unknown" if old is None else explain_difference(old, new)
         return Notebook(docname, source, "stale", notebook, planned, None, why, executes)
-
-    def _why_again(self, notebook: SourceNotebook, result: ExecutionResult) -> str:
-        """Why the pipeline executes a notebook whose entry is current: only these cases
-        are left once the entry's own files and packages are unchanged."""
-        if notebook.options.mode == "force":
-            return 'nb_execution_mode is "force"'
-        if self.pipeline.settings.retry_failed:
-            return "nbcache_retry_failed is on"
-        assert result.error is not None
-        return f"time limit raised from {result.error.timeout} s"
 
     def by_source(self) -> dict[str, list[tuple[str, ExecutionResult]]]:
         """Every readable entry, by the source it was executed from: a notebook whose own

@@ -251,6 +251,24 @@ def _is_python(notebook: nbformat.NotebookNode) -> bool:
     return not language or str(language).lower() == "python"
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheCheck:
+    """What the store holds for a planned notebook, and why a build would not reuse it."""
+
+    entry: ExecutionResult | None
+    """The stored result, if there is one that could be read."""
+    changed: str | None = None
+    """What changed since ``entry`` was executed (a file it read, a package it imported)."""
+    again: str | None = None
+    """Why ``entry``, current, executes again all the same (``force`` mode, a failure to
+    retry, a raised time limit)."""
+    damaged: bool = False
+
+    @property
+    def reusable(self) -> ExecutionResult | None:
+        return None if self.changed or self.again else self.entry
+
+
 class Pipeline:
     """Looks notebooks up in the store and executes the misses, storing each as it ends."""
 
@@ -277,12 +295,18 @@ class Pipeline:
         the local executor; :meth:`discard_early` stops them when nothing executes."""
 
     def lookup(self, planned: PlannedNotebook, keep: bool = False) -> ExecutionResult | None:
-        """The reusable stored result, or None when the notebook must execute.
+        """The reusable stored result, or None when the notebook must execute (always in
+        ``force`` mode).
 
         With ``keep``, a hit stays in memory (within :data:`KEPT_AT_MOST` bytes in all)
         for the next lookup without it, when its page is parsed: that one then reads,
         decompresses and checks nothing again.
         """
+        return self.check(planned, keep).reusable
+
+    def check(self, planned: PlannedNotebook, keep: bool = False) -> CacheCheck:
+        """What the store holds for the notebook and, if it holds a result the build would
+        not reuse, why: :meth:`lookup` for the build, the whole answer for ``nbcache``."""
         if keep:
             kept = self._kept.get(planned.key)
         else:
@@ -296,30 +320,30 @@ class Pipeline:
             except DamagedEntryError as exc:
                 message = f"cache entry {exc}; executing the notebook again"
                 self.warn(message, "cache", planned.source)
-                return None
+                return CacheCheck(None, damaged=True)
             if loaded is None:
-                return None
+                return CacheCheck(None)
             result = loaded
         changed = self.changed_dependency(result) or self.changed_environment(result, planned)
         if changed is not None:
             self.explain(f"{changed} since it was executed; executing it again", planned.source)
-            return None
-        if result.error is not None and (
-            self.settings.retry_failed or self._more_time_now(planned, result)
-        ):
-            return None
+            return CacheCheck(result, changed=changed)
+        if planned.notebook.options.mode == "force":
+            return CacheCheck(result, again='nb_execution_mode is "force"')
+        if result.error is not None and self.settings.retry_failed:
+            return CacheCheck(result, again="nbcache_retry_failed is on")
+        if result.error is not None and self._more_time_now(planned, result):
+            return CacheCheck(result, again=f"time limit raised from {result.error.timeout} s")
         if keep and kept is None and self._kept_bytes + size <= KEPT_AT_MOST:
             self._kept[planned.key] = (result, size)
             self._kept_bytes += size
-        return result
+        return CacheCheck(result)
 
     def must_execute(self, planned: PlannedNotebook, keep: bool = False) -> bool:
-        """Whether a build executes a notebook that goes through the cache: always in
-        ``force`` mode, else when the store has no result to reuse (``keep`` as for
-        :meth:`lookup`). The build and the ``nbcache`` command both decide here, so they
-        always agree."""
-        forced = planned.notebook.options.mode == "force"
-        return forced or self.lookup(planned, keep) is None
+        """Whether a build executes a notebook that goes through the cache (``keep`` as for
+        :meth:`lookup`). The build and the ``nbcache`` command both decide by
+        :meth:`check`, so they always agree."""
+        return self.check(planned, keep).reusable is None
 
     def forget_kept(self) -> None:
         """Once every page is parsed (forked ``-j`` readers parse copies)."""

@@ -315,8 +315,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         extension changed the source after planning, or the entry vanished since)."""
         if planned.key in state.executed:
             return state.executed[planned.key], "executed"
-        forced = planned.notebook.options.mode == "force"
-        result = None if forced else state.pipeline.lookup(planned)
+        result = state.pipeline.lookup(planned)
         if result is not None:
             return result, "cache"
         executed = execute(state, [planned], Progress(1, live=False))
