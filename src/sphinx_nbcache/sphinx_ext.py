@@ -128,7 +128,8 @@ def freeze_heap() -> None:
 
 
 def on_config_inited(app: Sphinx, config: Config) -> None:
-    """Report every bad value (one line each) before failing, then freeze the settings."""
+    """Report every bad value (one line each) before failing, then fix the settings and,
+    unless turned off, take what is loaded so far out of the garbage collector's reach."""
     values = from_command_line({spec.name: config[spec.name] for spec in CONFIG_VALUES})
     problems = validate(values)
     if problems:
