@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sphinx_nbcache.execute import Pool, make_pool
+import nbformat
+
+from sphinx_nbcache.execute import ExecutionJob, ExecutionResult, LocalExecutor, Pool, make_pool
 
 IDLE, HALF, FULL = 20.0, 60.0, 100.0
 PLENTY, SHORT = 0.8, 0.05
@@ -56,6 +58,61 @@ def test_idle_cpus_with_a_kernel_waiting_grow_the_pool_up_to_its_ceiling() -> No
         pool.adapt(IDLE, PLENTY)
         pool.running = pool.limit
     assert pool.limit == 4
+
+
+def test_notebooks_using_half_a_cpu_each_take_the_pool_to_two_per_cpu_at_once() -> None:
+    pool = waiting_pool(2, 6)
+    pool.adapt(HALF, PLENTY, demand=0.5)
+    assert pool.limit == 4
+    pool.running = 4
+    pool.adapt(HALF, PLENTY, demand=0.05)
+    assert pool.limit == 6, "never above the ceiling"
+
+
+def test_what_the_notebooks_use_counts_unless_the_cpus_are_busy() -> None:
+    pool = waiting_pool(2, 6)
+    pool.adapt(88.0, PLENTY, demand=0.5)  # kernels starting up, say
+    assert pool.limit == 4, "not idle enough for one more, but they leave room for two"
+    pool = waiting_pool(2, 6)
+    pool.adapt(FULL, PLENTY, demand=0.5)
+    assert pool.limit == 2
+    pool = waiting_pool(2, 6)
+    pool.adapt(88.0, PLENTY, demand=1.0)
+    assert pool.limit == 2, "a CPU each: no room"
+
+
+def test_kernel_load_is_the_cpu_time_of_executing_kernels_per_second() -> None:
+    """Real processes: one spinning, one asleep, then gone."""
+    import subprocess
+    import sys
+    import time
+
+    from sphinx_nbcache.execute import ADAPT_EVERY, KernelLoad
+
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 30: pass"
+    spinning, sleeping = (
+        subprocess.Popen([sys.executable, "-c", code])
+        for code in (spin, "import time; time.sleep(30)")
+    )
+    try:
+        time.sleep(ADAPT_EVERY)  # both past their start-up
+        loads = KernelLoad(), KernelLoad()
+        assert loads[0].demand() is None, "nothing executes"
+        for load, process in zip(loads, (spinning, sleeping), strict=True):
+            load.add(process.pid)
+        assert loads[0].demand() is None, "too soon to tell"
+        time.sleep(ADAPT_EVERY)
+        spun, slept = (load.demand() for load in loads)
+        assert spun is not None and slept is not None
+        assert slept < 0.05 < 0.25 < spun
+        sleeping.kill()
+        sleeping.wait()
+        assert loads[1].demand() is None, "a kernel that is gone no longer counts"
+        assert not loads[1].last
+    finally:
+        for process in (spinning, sleeping):
+            process.kill()
+            process.wait()
 
 
 def test_no_growth_without_a_kernel_waiting_for_a_slot() -> None:
@@ -155,13 +212,41 @@ def test_a_kernel_whose_job_never_shut_it_down_is_killed_with_the_pool() -> None
     assert not pool.kernels
 
 
+def notebook_jobs(sources: list[str]) -> list[ExecutionJob]:
+    jobs = []
+    for i, source in enumerate(sources):
+        notebook = nbformat.v4.new_notebook(
+            cells=[nbformat.v4.new_code_cell(f"# {i}\n{source}")],
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+        )
+        jobs.append(
+            ExecutionJob(f"k{i}", f"nb{i}.ipynb", nbformat.writes(notebook), None, 60, False)
+        )
+    return jobs
+
+
+class PeakWatcher:
+    """Notes the most notebooks executing at once, and the most kernels whose CPU time the
+    pool followed."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.peak = self.followed = 0
+
+    def started(self, job: ExecutionJob, clock: object) -> None:
+        self.peak = max(self.peak, self.pool.running)
+        self.followed = max(self.followed, len(self.pool.load.last))
+
+    def finished(self, result: ExecutionResult) -> None:
+        pass
+
+    def tick(self, pool: Pool) -> None:
+        pass
+
+
 def test_kernels_alive_never_exceed_the_executing_and_the_ready() -> None:
     """Real kernels: each notebook counts the live kernels of this process as it starts;
     a finished kernel still shutting down counts too."""
-    import nbformat
-
-    from sphinx_nbcache.execute import ExecutionJob, ExecutionResult, LocalExecutor
-
     count = (
         "import os, psutil\n"
         "kernels = [p for p in psutil.Process(os.getppid()).children()\n"
@@ -169,29 +254,24 @@ def test_kernels_alive_never_exceed_the_executing_and_the_ready() -> None:
         "           and any('ipykernel' in part for part in p.cmdline())]\n"
         "print(len(kernels))"
     )
-    jobs = []
-    for i in range(8):
-        notebook = nbformat.v4.new_notebook(
-            cells=[nbformat.v4.new_code_cell(f"# {i}\n{count}")],
-            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}},
-        )
-        jobs.append(
-            ExecutionJob(f"k{i}", f"nb{i}.ipynb", nbformat.writes(notebook), None, 60, False)
-        )
-
-    class Watcher:
-        def started(self, job: object, clock: object) -> None:
-            pass
-
-        def finished(self, result: ExecutionResult) -> None:
-            pass
-
-        def tick(self, pool: Pool) -> None:
-            pass
-
     pool = make_pool(1)
-    results = LocalExecutor(pool).run(jobs, Watcher())
+    results = LocalExecutor(pool).run(notebook_jobs([count] * 8), PeakWatcher(pool))
     assert all(result.succeeded for result in results), [r.error for r in results]
     alive = [int(result.outputs[0][0]["text"]) for result in results]
     assert 1 <= max(alive) <= pool.limit + pool.ahead_ceiling
     assert pool.alive == 0
+
+
+def test_notebooks_that_mostly_wait_execute_more_at_once_than_one_per_cpu() -> None:
+    """Real kernels that sleep: the pool sees them use next to no CPU and lets those
+    waiting for a slot in, up to its ceiling."""
+    pool = Pool(1, 3, 3, cpus=1)
+    watcher = PeakWatcher(pool)
+    results = LocalExecutor(pool, preload=[]).run(
+        notebook_jobs(["import time; time.sleep(1.5)"] * 6), watcher
+    )
+    assert all(result.succeeded for result in results), [r.error for r in results]
+    assert watcher.peak > 1
+    assert watcher.followed == watcher.peak, "each executing kernel's CPU time is followed"
+    assert pool.limit <= 3
+    assert not pool.load.last

@@ -206,6 +206,49 @@ CPU_IDLE_BELOW = 80.0
 CPU_BUSY_ABOVE = 95.0
 MEMORY_FREE_AT_LEAST = 0.2
 """Fraction of memory that must stay available for the pool to grow."""
+DEMAND_AT_LEAST = 0.05
+"""CPUs a notebook is taken to use at least, however idle its kernel was."""
+
+
+class KernelLoad:
+    """The CPU time of the kernels executing notebooks, per second of their time: how
+    many notebooks like them the CPUs can host, known half a second after they start."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, tuple[float, float]] = {}
+        """Kernel pid -> (CPU seconds, monotonic time) at the last look."""
+
+    def add(self, pid: int) -> None:
+        seconds = _cpu_seconds(pid)
+        if seconds is not None:
+            self.last[pid] = (seconds, time.monotonic())
+
+    def remove(self, pid: int) -> None:
+        self.last.pop(pid, None)
+
+    def demand(self) -> float | None:
+        """CPUs each executing kernel used on average since the last look; None if none
+        has executed long enough to tell."""
+        shares = []
+        for pid, (before, since) in list(self.last.items()):
+            seconds, now = _cpu_seconds(pid), time.monotonic()
+            if seconds is None:
+                del self.last[pid]
+                continue
+            if now - since >= ADAPT_EVERY / 4:
+                shares.append((seconds - before) / (now - since))
+                self.last[pid] = (seconds, now)
+        return sum(shares) / len(shares) if shares else None
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    import psutil
+
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
 
 
 class Pool:
@@ -214,16 +257,22 @@ class Pool:
     At most ``limit`` notebooks execute at once, and at most ``ahead_limit`` kernels start
     meanwhile (booting, or booted and waiting for a slot), so that a free slot finds a
     kernel ready. Both limits move with the machine's load, never below ``floor``: while
-    CPUs are idle, one more kernel may start when kernels wait to start, and one more
-    notebook may execute when booted kernels wait for a slot (up to ``ceiling``, unless the
-    number of workers is fixed); when CPUs stay saturated or memory runs short, both go
-    back down. Nothing running is ever stopped: the limits only gate what starts next.
+    CPUs are idle, one more kernel may start when kernels wait to start, and when booted
+    kernels wait for a slot, as many notebooks may execute as the CPUs can host judging by
+    what those executing use, and at least one more (up to ``ceiling``, unless the number
+    of workers is fixed); when CPUs stay saturated or memory runs short, both go back
+    down. Nothing running is ever stopped: the limits only gate what starts next.
     A kernel whose notebook is done counts until it is gone, so a new one starts only
     while fewer than ``limit + ahead_limit`` are alive.
     """
 
-    def __init__(self, floor: int, ceiling: int, ahead_ceiling: int) -> None:
+    def __init__(
+        self, floor: int, ceiling: int, ahead_ceiling: int, cpus: int | None = None
+    ) -> None:
         self.floor = max(1, floor)
+        self.cpus = cpus or self.floor
+        """CPUs the notebooks share, for :meth:`adapt` to judge how many they can host."""
+        self.load = KernelLoad()
         self.ceiling = max(self.floor, ceiling)
         self.ahead_ceiling = max(self.floor, ahead_ceiling)
         self.limit = self.floor
@@ -246,20 +295,25 @@ class Pool:
     def adaptive(self) -> bool:
         return self.ceiling > self.floor
 
-    def adapt(self, cpu_percent: float, memory_free: float) -> None:
-        """One step of the controller, from the share of CPU in use and memory available.
+    def adapt(self, cpu_percent: float, memory_free: float, demand: float | None = None) -> None:
+        """One step of the controller, from the share of CPU in use, memory available, and
+        the CPUs each executing notebook used (:meth:`KernelLoad.demand`).
 
-        It grows on one idle reading but shrinks only on a busy average: kernels starting
-        up make short bursts of full CPU that say nothing about the notebooks' own needs.
+        It grows on one reading that is not busy but shrinks only on a busy average:
+        kernels starting up make short bursts of CPU that say nothing about the notebooks'
+        own needs. What the notebooks use says how far to grow at once: notebooks that
+        use half a CPU each take the pool from one to two per CPU in one step.
         """
         self.cpu_average = (self.cpu_average + cpu_percent) / 2
         if self.cpu_average > CPU_BUSY_ABOVE or memory_free < MEMORY_FREE_AT_LEAST:
             self.limit = max(self.floor, self.limit - 1)
             self.ahead_limit = max(self.floor, self.ahead_limit - 1)
-        elif cpu_percent < CPU_IDLE_BELOW:
+        elif cpu_percent < CPU_BUSY_ABOVE:
             if self.ready and self.running >= self.limit:
-                self.limit = min(self.ceiling, self.limit + 1)
-            if self.queued and self.starting >= self.ahead_limit:
+                hosted = round(self.cpus / max(demand, DEMAND_AT_LEAST)) if demand else 0
+                step = self.limit + 1 if cpu_percent < CPU_IDLE_BELOW else self.limit
+                self.limit = min(self.ceiling, max(step, hosted))
+            if cpu_percent < CPU_IDLE_BELOW and self.queued and self.starting >= self.ahead_limit:
                 self.ahead_limit = min(self.ahead_ceiling, self.ahead_limit + 1)
         self._wake()
 
@@ -282,16 +336,22 @@ class Pool:
             self.starting -= 1
             self._wake()
 
-    async def acquire(self) -> None:
+    async def acquire(self, pid: int | None = None) -> None:
+        """Wait for an execution slot for the kernel with process id ``pid``, whose CPU
+        time an adaptive pool then follows."""
         self.ready += 1
         try:
             await self._until(lambda: self.running < self.limit)
         finally:
             self.ready -= 1
         self.running += 1
+        if pid is not None and self.adaptive:
+            self.load.add(pid)
 
-    def release(self) -> None:
+    def release(self, pid: int | None = None) -> None:
         """The notebook is done; its kernel counts as alive until :meth:`stopped`."""
+        if pid is not None:
+            self.load.remove(pid)
         self.running -= 1
         self.stopping += 1
         self._wake()
@@ -339,7 +399,9 @@ async def _keep_adapting(pool: Pool) -> None:
     while True:
         await asyncio.sleep(ADAPT_EVERY)
         memory = psutil.virtual_memory()
-        pool.adapt(psutil.cpu_percent(interval=None), memory.available / memory.total)
+        pool.adapt(
+            psutil.cpu_percent(interval=None), memory.available / memory.total, pool.load.demand()
+        )
 
 
 class CellClock:
@@ -495,7 +557,8 @@ async def _execute_once(
                 )
                 await _start_client(client)
                 runtime = time.perf_counter() - begin
-                await pool.acquire()
+                pid = getattr(manager.provisioner, "pid", None)
+                await pool.acquire(pid)
             watcher.started(job, clock)
             discovering = job.discover_root is not None and (
                 await _hidden_request(client, discover.SETUP_REQUEST) is not None
@@ -504,7 +567,7 @@ async def _execute_once(
             try:
                 await client.async_execute()
             finally:
-                pool.release()
+                pool.release(pid)
                 released = True
                 runtime += time.perf_counter() - begin
         except CellTimeoutError as exc:
@@ -777,7 +840,7 @@ def make_pool(workers: int | None) -> Pool:
     if workers is not None:
         return Pool(workers, workers, 2 * workers)
     cpus = os.cpu_count() or 1
-    return Pool(cpus, AUTO_CEILING_PER_CPU * cpus, AUTO_CEILING_PER_CPU * cpus)
+    return Pool(cpus, AUTO_CEILING_PER_CPU * cpus, AUTO_CEILING_PER_CPU * cpus, cpus)
 
 
 def describe_pool(pool: Pool) -> str:
