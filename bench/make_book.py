@@ -13,7 +13,8 @@ A copy of shared/tools/make_book.py, kept here so that the benchmark is self-con
 ``bench/run.py`` imports :func:`make_book`. One difference: a MyST notebook's kernelspec
 names its language, as jupytext writes it and as the other two formats do. Without it,
 myst-nb with execution off finds no lexer for the code cells of a MyST notebook: it warns
-once per cell and leaves them unhighlighted, a cheaper build than any user keeps.
+once per cell and leaves them unhighlighted, a cheaper build than any user keeps. And
+:func:`make_book` can also write loops of a fixed number of steps (``steps``).
 """
 
 from __future__ import annotations
@@ -21,23 +22,25 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import textwrap
 from collections.abc import Callable, Sequence
 
 
-def code_cells(i: int, cells: int, work: float) -> list[str]:
-    """Sources of notebook ``i``'s code cells; the first sets the constant ``N{i} = {i}``."""
+def code_cells(i: int, cells: int, work: float, steps: int | None = None) -> list[str]:
+    """Sources of notebook ``i``'s code cells; the first sets the constant ``N{i} = {i}``.
+
+    A cell's CPU loop runs for half its share of ``work``, or ``steps`` times when given:
+    the same arithmetic however many kernels share the CPUs (see :func:`loop_steps`)."""
     per = work / max(cells, 1)
     src = [f"import time, math\nN{i} = {i}\nprint('notebook', N{i})"]
     for c in range(cells):
+        loop = (
+            f"t = time.time()\nx = 0.0\nwhile time.time() - t < {per / 2:.3f}:"
+            if steps is None
+            else f"x = 0.0\nfor _ in range({steps}):"
+        )
         src.append(
-            textwrap.dedent(f"""\
-            t = time.time()
-            x = 0.0
-            while time.time() - t < {per / 2:.3f}:
-                x += math.sqrt(x + {c})
-            time.sleep({per / 2:.3f})
-            print('cell {c}', x >= 0)""")
+            f"{loop}\n    x += math.sqrt(x + {c})\n"
+            f"time.sleep({per / 2:.3f})\nprint('cell {c}', x >= 0)"
         )
     src.append(f"{{'notebook': N{i}, 'squares': [k * k for k in range(5)]}}")
     return src
@@ -94,6 +97,7 @@ def make_book(
     notebooks: int = 12,
     work: float = 1.0,
     cells: int = 4,
+    steps: int | None = None,
     extension: str = "myst_nb",
     mode: str = "cache",
     formats: Sequence[str] = ("ipynb", "md"),
@@ -105,7 +109,7 @@ def make_book(
         fmt = formats[i % len(formats)]
         name = f"nb{i:03d}"
         names.append(name)
-        WRITERS[fmt](out / f"{name}.{fmt}", i, code_cells(i, cells, work))
+        WRITERS[fmt](out / f"{name}.{fmt}", i, code_cells(i, cells, work, steps))
     (out / "index.md").write_text("# Bench book\n\n```{toctree}\n" + "\n".join(names) + "\n```\n")
     conf = [
         "project = 'bench'",
@@ -118,6 +122,24 @@ def make_book(
         conf.append("nb_custom_formats = {'.py': ['jupytext.reads', {'fmt': 'py:percent'}]}")
     (out / "conf.py").write_text("\n".join(conf) + "\n")
     return names
+
+
+def loop_steps(seconds: float, trials: int = 5) -> int:
+    """Steps of a cell's CPU loop that take ``seconds`` on one idle CPU of this machine,
+    run as a kernel runs a cell: module-level code in a fresh namespace. The fastest of a
+    few trials, as the least disturbed by other work."""
+    import math
+    import time
+
+    probe = 200_000
+    code = compile(f"for _ in range({probe}):\n    x += math.sqrt(x + 1)", "<cell>", "exec")
+    fastest = math.inf
+    for _ in range(trials):
+        namespace = {"math": math, "x": 0.0}
+        start = time.perf_counter()
+        exec(code, namespace)
+        fastest = min(fastest, time.perf_counter() - start)
+    return max(1, round(seconds / fastest * probe))
 
 
 def main() -> None:
