@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import nbformat
+import zmq.asyncio
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
@@ -462,7 +463,7 @@ async def execute_job(
     job: ExecutionJob,
     pool: Pool,
     watcher: Watcher,
-    starter: KernelStarter | None = None,
+    starter: KernelStarter,
     digests: discover.FileDigests | None = None,
 ) -> ExecutionResult:
     """Execute one notebook in its own kernel, started by ``starter``; every
@@ -476,7 +477,7 @@ async def execute_job(
     clock = CellClock(job)
     for _ in range(KERNEL_START_ATTEMPTS):
         error, runtime, collected = await _execute_once(
-            notebook, job, pool, clock, watcher, starter or KernelStarter()
+            notebook, job, pool, clock, watcher, starter
         )
         _raise_if_cancelled()
         if error is None or clock.current is not None or error.name == "NoSuchKernel":
@@ -555,7 +556,7 @@ async def _execute_once(
                 await client.async_start_new_kernel(
                     cwd=job.cwd or tmp, stdout=kernel_log, stderr=kernel_log
                 )
-                await _start_client(client)
+                await _start_client(client, starter.context)
                 runtime = time.perf_counter() - begin
                 pid = getattr(manager.provisioner, "pid", None)
                 await pool.acquire(pid)
@@ -604,15 +605,20 @@ IOPUB_CHECK = 0.2
 """Seconds to wait for the first IOPub message that shows the channel is connected."""
 
 
-async def _start_client(client: NotebookClient) -> None:
+async def _start_client(client: NotebookClient, context: zmq.asyncio.Context) -> None:
     """nbclient's start of the kernel client, without jupyter_client's last step: waiting
     for IOPub to stay silent for 0.2 s. Every kernel would pay that wait, and nbclient
     skips messages of other requests anyway. A reply to ``kernel_info`` and a message on
-    IOPub show that both channels are connected."""
+    IOPub show that both channels are connected.
+
+    Only the two channels nbclient uses are opened: no stdin (input is not allowed), no
+    control channel (the manager has its own), and no heartbeat, whose thread, event loop
+    and ping every second each client would otherwise pay for (the manager tells whether
+    the kernel process is alive)."""
     assert client.km is not None
-    kc: Any = client.km.client()  # an AsyncKernelClient: its getters are coroutines
+    kc: Any = client.km.client(context=context)  # an AsyncKernelClient: getters are coroutines
     client.kc = kc
-    kc.start_channels()
+    kc.start_channels(stdin=False, hb=False, control=False)
     deadline = time.monotonic() + client.startup_timeout
     while True:
         kc.kernel_info()
@@ -626,7 +632,6 @@ async def _start_client(client: NotebookClient) -> None:
             raise RuntimeError("Kernel died before replying to kernel_info")
         if time.monotonic() > deadline:
             raise RuntimeError(f"Kernel didn't respond in {client.startup_timeout} seconds")
-    kc.allow_stdin = False
 
 
 DISCOVERY_TIMEOUT = 10.0
@@ -738,17 +743,24 @@ class _KernelManager(AsyncKernelManager):
 
 
 class KernelStarter:
-    """How the kernels of one run start: kernelspecs looked up once, and forked from
-    ``preloader``'s servers when it is given."""
+    """How the kernels of one run start: kernelspecs looked up once, one ZeroMQ context
+    (and I/O thread) for all managers and clients instead of two per kernel, and kernels
+    forked from ``preloader``'s servers when it is given."""
 
     def __init__(self, preloader: Preloader | None = None) -> None:
         self.preloader = preloader
         self.specs = _RunKernelSpecs()
+        self.context = zmq.asyncio.Context()
+
+    def close(self) -> None:
+        """Once every kernel of the run is shut down."""
+        self.context.destroy(linger=0)
 
     def manager(self, kernel_name: str | None) -> AsyncKernelManager:
         return _KernelManager(
             config=KERNEL_CONFIG,
             kernel_spec_manager=self.specs,
+            context=self.context,
             **({"kernel_name": kernel_name} if kernel_name else {}),
         )
 
@@ -769,8 +781,12 @@ class KernelStarter:
 async def _shutdown(manager: AsyncKernelManager, client: NotebookClient) -> None:
     """Stop the kernel outside the execution slot: a graceful shutdown mostly waits."""
     atexit.unregister(client._cleanup_kernel)  # left registered when a kernel fails to start
-    if client.kc is not None:
-        client.kc.stop_channels()
+    kc: Any = client.kc
+    if kc is not None:
+        # the channels _start_client opened: jupyter_client's stop_channels would open the
+        # others first, to close them
+        kc.shell_channel.close()
+        kc.iopub_channel.close()
     if manager.has_kernel:
         try:
             await manager.shutdown_kernel()
@@ -910,6 +926,7 @@ class LocalExecutor:
                 return runner.run(self._run_all(jobs, watcher, starter))
         finally:
             self.pool.kill_leftovers()
+            starter.close()
             if preloader is not None:
                 preloader.close()
 
