@@ -115,6 +115,34 @@ def test_kernel_load_is_the_cpu_time_of_executing_kernels_per_second() -> None:
             process.wait()
 
 
+def test_kernel_load_counts_the_subprocesses_a_notebook_ran() -> None:
+    """A kernel whose work ran in a subprocess (a shell command, say) is not idle."""
+    import subprocess
+    import sys
+    import time
+
+    from sphinx_nbcache.execute import KernelLoad
+
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 0.5: pass"
+    kernel = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys, time\n"
+            f"subprocess.run([sys.executable, '-c', {spin!r}])\ntime.sleep(30)",
+        ]
+    )
+    try:
+        load = KernelLoad()
+        load.add(kernel.pid)
+        time.sleep(1.5)
+        demand = load.demand()
+        assert demand is not None and demand > 0.2
+    finally:
+        kernel.kill()
+        kernel.wait()
+
+
 def test_no_growth_without_a_kernel_waiting_for_a_slot() -> None:
     pool = Pool(2, 4, 4)
     pool.running = 2

@@ -243,13 +243,15 @@ class KernelLoad:
 
 
 def _cpu_seconds(pid: int) -> float | None:
+    """CPU time of the process, and of its children that have exited (a shell command or
+    a subprocess the notebook ran); children still running are not seen."""
     import psutil
 
     try:
         times = psutil.Process(pid).cpu_times()
     except psutil.Error:
         return None
-    return float(times.user + times.system)
+    return float(times.user + times.system + times.children_user + times.children_system)
 
 
 class Pool:
