@@ -67,6 +67,9 @@ def test_notebooks_using_half_a_cpu_each_take_the_pool_to_two_per_cpu_at_once() 
     pool.running = 4
     pool.adapt(HALF, PLENTY, demand=0.05)
     assert pool.limit == 6, "never above the ceiling"
+    pool = waiting_pool(2, 6)
+    pool.adapt(88.0, PLENTY, demand=0.0)
+    assert pool.limit == 6, "kernels that used no CPU at all"
 
 
 def test_what_the_notebooks_use_counts_unless_the_cpus_are_busy() -> None:

@@ -313,7 +313,7 @@ class Pool:
             self.ahead_limit = max(self.floor, self.ahead_limit - 1)
         elif cpu_percent < CPU_BUSY_ABOVE:
             if self.ready and self.running >= self.limit:
-                hosted = round(self.cpus / max(demand, DEMAND_AT_LEAST)) if demand else 0
+                hosted = 0 if demand is None else round(self.cpus / max(demand, DEMAND_AT_LEAST))
                 step = self.limit + 1 if cpu_percent < CPU_IDLE_BELOW else self.limit
                 self.limit = min(self.ceiling, max(step, hosted))
             if cpu_percent < CPU_IDLE_BELOW and self.queued and self.starting >= self.ahead_limit:
