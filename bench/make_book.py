@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
+import time
 from collections.abc import Callable, Sequence
 
 
@@ -128,9 +130,6 @@ def loop_steps(seconds: float, trials: int = 5) -> int:
     """Steps of a cell's CPU loop that take ``seconds`` on one idle CPU of this machine,
     run as a kernel runs a cell: module-level code in a fresh namespace. The fastest of a
     few trials, as the least disturbed by other work."""
-    import math
-    import time
-
     probe = 200_000
     code = compile(f"for _ in range({probe}):\n    x += math.sqrt(x + 1)", "<cell>", "exec")
     fastest = math.inf
