@@ -20,6 +20,7 @@ from conftest import (
     myst_notebook,
     percent_script,
 )
+from sphinx_nbcache.signing import machine_secret
 from sphinx_nbcache.store import PARSED_FOLDER, ParsedStore
 
 THREE_FORMATS = {
@@ -237,7 +238,7 @@ def test_myst_notebooks_are_read_from_the_cache_while_their_text_is_unchanged(
     notebook["cells"][0]["source"] = notebook["cells"][0]["source"].replace(
         "Some prose.", "Prose as kept."
     )
-    store = ParsedStore(warm.root / ".nbcache", warm.root)
+    store = ParsedStore(warm.root / ".nbcache", warm.root, machine_secret())
     store.put(warm.root / "nb_md.md", entry["key"], notebook)
     shutil.rmtree(warm.root / "_build")
     build = warm.build()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
+import pickle
 import sqlite3
 import zlib
 from pathlib import Path
@@ -12,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from sphinx_nbcache.execute import CellError, ExecutionResult
-from sphinx_nbcache.store import DamagedEntryError, ParsedStore, Store
+from sphinx_nbcache.store import (
+    DamagedEntryError,
+    JSONOnlyDisk,
+    ParsedStore,
+    Store,
+    UnsafeRowError,
+)
 
 
 def make_result(key: str = "k" * 64, big: bool = False) -> ExecutionResult:
@@ -108,10 +116,68 @@ def test_entry_under_the_wrong_key_is_detected(tmp_path: Path) -> None:
 def test_a_reading_that_json_cannot_hold_is_not_kept(tmp_path: Path) -> None:
     """MyST front matter parsed by YAML can hold a date; keeping it as JSON would give
     back another notebook, so it is left out rather than failing the build."""
-    store = ParsedStore(tmp_path / "cache", tmp_path)
+    store = ParsedStore(tmp_path / "cache", tmp_path, b"secret")
     source = tmp_path / "dated.md"
     store.put(source, "key", {"metadata": {"date": datetime.date(2024, 5, 1)}, "cells": []})
     assert store.get(source, "key") is None
     store.put(source, "key", {"metadata": {}, "cells": []})
     assert store.get(source, "key") == {"metadata": {}, "cells": []}
     assert store.get(source, "another key") is None
+
+
+def test_a_reading_signed_with_another_secret_is_a_miss(tmp_path: Path) -> None:
+    source = tmp_path / "nb.md"
+    ParsedStore(tmp_path / "cache", tmp_path, b"theirs").put(source, "key", {"cells": []})
+    assert ParsedStore(tmp_path / "cache", tmp_path, b"ours").get(source, "key") is None
+    assert ParsedStore(tmp_path / "cache", tmp_path, b"theirs").get(source, "key") is not None
+
+
+class Marker:
+    """Unpickling it would create a file: the store must never get that far."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return open, (str(self.path), "w")
+
+
+@pytest.mark.parametrize("where", ["row", "file"])
+def test_a_row_in_pickle_mode_is_refused_unread(tmp_path: Path, where: str) -> None:
+    store = Store(tmp_path / "cache")
+    store.put(make_result())
+    store.close()
+    marker = tmp_path / "unpickled"
+    payload = pickle.dumps(Marker(marker))
+    (tmp_path / "cache" / "p.val").write_bytes(payload)
+    with contextlib.closing(sqlite3.connect(tmp_path / "cache" / "cache.db")) as db, db:
+        if where == "row":
+            db.execute("UPDATE Cache SET mode = 4, value = ?", (payload,))
+        else:
+            db.execute("UPDATE Cache SET mode = 4, value = NULL, filename = 'p.val'")
+    with pytest.raises(DamagedEntryError, match="never writes"):
+        store.get(make_result().key)
+    assert store.remove_unsafe() == 1
+    assert not marker.exists()
+    assert store.all_keys() == []
+
+
+def test_the_store_never_touches_a_file_a_row_names_outside_it(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    disk = JSONOnlyDisk(str(tmp_path / "cache"))
+    for name in (str(victim), "../victim", "a/../../victim"):
+        disk.remove(name)
+        with pytest.raises(UnsafeRowError):
+            disk.fetch(2, name, None, False)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "link").symlink_to(tmp_path)
+    with pytest.raises(UnsafeRowError, match="link out"):
+        disk.fetch(2, "link/victim", None, False)
+    disk.remove("link/victim")
+    assert victim.read_text() == "keep"
+
+
+def test_keys_are_text_only(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        Store(tmp_path).cache.set(("a", "tuple"), {})

@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 import sys
 import tempfile
-import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,13 @@ from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook
 from sphinx_nbcache.progress import Progress, on_terminal
 from sphinx_nbcache.read import NotebookReadError, SourceNotebook
 from sphinx_nbcache.report import plain_text
-from sphinx_nbcache.store import STORE_SCHEMA, DamagedEntryError, ParsedStore, Store
+from sphinx_nbcache.store import (
+    STORE_SCHEMA,
+    DamagedEntryError,
+    ParsedStore,
+    Store,
+    StoreWriteError,
+)
 
 if TYPE_CHECKING:
     from sphinx.application import Sphinx
@@ -86,7 +91,9 @@ class Project:
 
     @property
     def parsed(self) -> ParsedStore:
-        return ParsedStore(self.store.directory, Path(self.app.srcdir))
+        from sphinx_nbcache.sphinx_ext import build_state
+
+        return build_state(self.app).parsed
 
     def notebooks(self, paths: Sequence[str] = ()) -> list[Notebook]:
         """Every notebook of the project, or those at ``paths``, with its state."""
@@ -214,14 +221,16 @@ def open_project(args: argparse.Namespace, overrides: dict[str, Any]) -> Iterato
         state = build_state(app)
         store = state.pipeline.store
         try:
-            len(store.cache)
-        except Exception as exc:
+            len(store)
+        except sqlite3.Error as exc:
             raise CliError(
                 f"the cache at {store.directory} cannot be opened ({exc}); "
                 "delete that folder to start afresh"
             ) from None
         try:
             yield Project(app, state.pipeline)
+        except StoreWriteError as exc:
+            raise CliError(f"cannot write to the cache at {store.directory} ({exc})") from None
         except sqlite3.Error as exc:
             raise CliError(
                 f"the cache at {store.directory} failed ({exc}); "
@@ -256,7 +265,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         size = _size(store.directory)
         data = {
             "cache": str(store.directory),
-            "entries": len(store.cache),
+            "entries": len(store),
             "size": size,
             "schema": STORE_SCHEMA,
             "version": __version__,
@@ -425,7 +434,7 @@ def _dependency_rows(dependencies: dict[str, Any]) -> list[tuple[str, str, str]]
         for path, digest in found.items()
     ]
     rows += [
-        ("env var", name, "unset" if value is None else repr(value))
+        ("env var", name, "unset" if value is None else f"set, salted sha256 {value[:12]}")
         for name, value in dependencies["env_vars"].items()
     ]
     if dependencies["python"]:
@@ -465,16 +474,25 @@ def cmd_clear(args: argparse.Namespace) -> int:
         store = project.store
         before = _size(store.directory)
         if args.paths:
-            sources = {n.source for n in project.notebooks(args.paths)}
-            keys = [key for key, result in entries(store) if result and result.source in sources]
+            notebooks = project.notebooks(args.paths)
+            sources = {n.source for n in notebooks}
+            # a damaged entry tells no source: the notebook's own key finds it
+            present = set(store.all_keys())
+            keys = sorted(
+                {n.planned.key for n in notebooks if n.planned and n.planned.key in present}
+                | {key for key, result in entries(store) if result and result.source in sources}
+            )
+            removed = 0
         else:
             keys = store.all_keys()
             shutil.rmtree(project.parsed.folder, ignore_errors=True)
+            removed = store.remove_unsafe()
         store.delete(keys)
         store.compact()
         after = _size(store.directory)
-    noun = "entry" if len(keys) == 1 else "entries"
-    print(f"removed {len(keys)} {noun}; size {_human(before)} -> {_human(after)}")
+    count = len(keys) + removed
+    noun = "entry" if count == 1 else "entries"
+    print(f"removed {count} {noun}; size {_human(before)} -> {_human(after)}")
     return 0
 
 
@@ -524,7 +542,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if args.max_size is not None:
             kept = [(key, result) for key, result in found if key not in doomed]
             kept.sort(key=lambda e: (e[0] in current, e[1].finished if e[1] else ""))
-            sizes = {key: _entry_size(store, key) for key, _ in kept}
+            sizes = {key: store.size_of(key) for key, _ in kept}
             total = sum(sizes.values())
             for key, _ in kept:
                 if total <= args.max_size:
@@ -532,23 +550,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
                 doomed.add(key)
                 total -= sizes[key]
         store.delete(sorted(doomed))
+        removed = len(doomed) + store.remove_unsafe()
         store.compact()
         after = _size(store.directory)
-    noun = "entry" if len(doomed) == 1 else "entries"
-    print(f"removed {len(doomed)} {noun}; size {_human(before)} -> {_human(after)}")
+    noun = "entry" if removed == 1 else "entries"
+    print(f"removed {removed} {noun}; size {_human(before)} -> {_human(after)}")
     if readings:
         print(f"removed the kept readings of {readings} notebook(s) no longer in the project")
     return 0
-
-
-def _entry_size(store: Store, key: str) -> int:
-    """Bytes an entry takes, compressed as it is stored; 0 for one that cannot be read,
-    which a build replaces anyway."""
-    try:
-        envelope = store.cache.get(key, default=None, retry=True)
-    except (zlib.error, ValueError, OSError):
-        return 0
-    return len(zlib.compress(json.dumps(envelope).encode("utf-8"), 6))
 
 
 def build_parser() -> argparse.ArgumentParser:

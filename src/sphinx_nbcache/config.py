@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -94,6 +96,15 @@ def _check_address(value: Any) -> str | None:
     if value is None or (isinstance(value, str) and value.strip()):
         return None
     return f"must be a scheduler address such as 'tcp://10.0.0.5:8786', or None, not {value!r}"
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_env_name(value: Any) -> str | None:
+    if isinstance(value, str) and ENV_NAME.fullmatch(value):
+        return None
+    return f"must be the name of an environment variable such as 'NBCACHE_SECRET', not {value!r}"
 
 
 def _check_bool(value: Any) -> str | None:
@@ -242,6 +253,15 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         _check_size,
     ),
     ConfigValue(
+        "nbcache_secret_env",
+        "NBCACHE_SECRET",
+        "",
+        (str,),
+        "The environment variable holding the secret that signs cache entries; when it is "
+        "set, entries not signed with it are not used.",
+        _check_env_name,
+    ),
+    ConfigValue(
         "nbcache_report",
         None,
         "",
@@ -288,6 +308,9 @@ class Settings:
     dask_scheduler: str | None = None
     dask_files: str = "shared"
     dask_ship_max_size: int = DEFAULT_SHIP_MAX_SIZE
+    secret_env: str = "NBCACHE_SECRET"
+    """The environment variable holding the secret that signs entries (its name, never
+    its value: settings travel to Dask and into logs)."""
 
 
 def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -322,12 +345,24 @@ def validate(values: Mapping[str, Any]) -> list[str]:
                 f"nbcache_executor = 'dask' needs Dask's distributed package ({exc}): "
                 "pip install 'sphinx-nbcache[dask]'"
             )
+    for module in _missing_modules(values.get("nbcache_kernel_preload")):
+        problems.append(
+            f"nbcache_kernel_preload names {module!r}, which is not installed for {sys.executable}"
+        )
     if values.get("nbcache_kernel_preload") and values.get("nbcache_fork_kernels") is False:
         problems.append(
             "nbcache_kernel_preload needs nbcache_fork_kernels = True: "
             "modules are preloaded in the server kernels are forked from"
         )
     return problems
+
+
+def _missing_modules(modules: Any) -> list[str]:
+    """Modules to preload whose top-level package cannot be found (looked up, not
+    imported: importing numpy here would cost the build what preloading saves)."""
+    if not isinstance(modules, list | tuple) or _check_modules(modules) is not None:
+        return []
+    return [name for name in modules if importlib.util.find_spec(name.partition(".")[0]) is None]
 
 
 def project_root(srcdir: Path) -> Path:
@@ -372,6 +407,7 @@ def build_settings(
         dask_scheduler=values.get("nbcache_dask_scheduler"),
         dask_files=values.get("nbcache_dask_files", "shared"),
         dask_ship_max_size=values.get("nbcache_dask_ship_max_size", DEFAULT_SHIP_MAX_SIZE),
+        secret_env=values.get("nbcache_secret_env", "NBCACHE_SECRET"),
     )
 
 

@@ -275,18 +275,48 @@ def capture_artefacts(
     return captured
 
 
-def restore_artefacts(artefacts: dict[str, dict[str, str]], folder: Path) -> list[str]:
-    """Write back the artefacts that are missing or differ under ``folder``; the paths
-    written. Paths that would leave ``folder`` are ignored."""
-    restored = []
+CODE_SUFFIXES = frozenset({".py", ".pyc", ".pyd", ".pyw", ".so", ".pth", ".dll", ".dylib"})
+"""Files Python would import or load: never restored, whatever an entry says, so that a
+cache from elsewhere cannot put code where the next notebook imports it."""
+
+
+def restore_artefacts(
+    artefacts: dict[str, dict[str, str]],
+    folder: Path,
+    protected: Callable[[Path], str | None] = lambda path: None,
+) -> tuple[list[str], dict[str, str]]:
+    """Write back the artefacts that are missing or differ under ``folder``.
+
+    Only where the notebook itself may write: a relative path that stays inside
+    ``folder`` once links are followed, not Python code (:data:`CODE_SUFFIXES`), and not a
+    file ``protected`` gives a reason to keep (a source of the project, ``conf.py``, a file
+    under version control). Returns the paths written, and those refused with why.
+    """
+    restored, refused = [], {}
     folder = folder.resolve()
     for relative, artefact in sorted(artefacts.items()):
         target = (folder / relative).resolve()
-        if not target.is_relative_to(folder):
+        why = None
+        if not target.is_relative_to(folder) or Path(relative).is_absolute():
+            why = "outside the notebook's folder"
+        elif target.suffix.lower() in CODE_SUFFIXES:
+            why = protected(target) or "Python code"
+        else:
+            why = protected(target)
+        if why is not None:
+            refused[relative] = why
             continue
-        if target.is_file() and file_digest(target) == artefact["sha256"]:
+        try:
+            if target.is_file() and file_digest(target) == artefact["sha256"]:
+                continue
+            data = base64.b64decode(artefact["base64"], validate=True)
+            if hashlib.sha256(data).hexdigest() != artefact["sha256"]:
+                refused[relative] = "its content does not match its checksum"
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        except (OSError, ValueError) as exc:
+            refused[relative] = f"cannot be written ({exc})"
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(base64.b64decode(artefact["base64"]))
         restored.append(relative)
-    return restored
+    return restored, refused

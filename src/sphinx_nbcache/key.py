@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Iterable
 from typing import Any
 
 import nbformat
@@ -16,6 +18,21 @@ KEY_SCHEMA = 1
 EXECUTION_TAGS = frozenset({"raises-exception", "skip-execution", "parameters"})
 """Cell tags that change what the kernel runs or how errors count; all other tags only
 change rendering (``hide-input``, ``remove-output``, ...)."""
+
+
+ENV_SALT = "sphinx-nbcache: environment variable\0"
+
+
+def env_digests(names: Iterable[str]) -> dict[str, str | None]:
+    """The values of environment variables ``names`` as they enter keys and entries: a
+    salted sha256 each (None when unset), so that no cache, report or command shows a
+    secret a variable holds."""
+    found: dict[str, str | None] = {}
+    for name in sorted(names):
+        value = os.environ.get(name)
+        text = f"{ENV_SALT}{name}\0{value}"
+        found[name] = None if value is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return found
 
 
 def key_material(

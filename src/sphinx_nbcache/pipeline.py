@@ -37,10 +37,17 @@ from sphinx_nbcache.execute import (
     cell_timeout,
     make_pool,
 )
-from sphinx_nbcache.key import key_material, notebook_key
+from sphinx_nbcache.key import env_digests, key_material, notebook_key
 from sphinx_nbcache.preload import Preloader
 from sphinx_nbcache.read import SourceNotebook
-from sphinx_nbcache.store import DamagedEntryError, Store, read_json_file, write_json_file
+from sphinx_nbcache.store import (
+    DamagedEntryError,
+    Store,
+    StoreWriteError,
+    UnsignedEntryError,
+    read_json_file,
+    write_json_file,
+)
 
 THIS_PYTHON = frozenset(
     {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}
@@ -95,7 +102,8 @@ def declared_inputs(
     """The files and environment variables declared for the notebook at ``source``
     (relative to ``srcdir``): ``nbcache_dependencies`` globs whose notebook pattern
     matches, globs in the notebook's own ``nbcache: {dependencies: [...]}`` metadata
-    (relative to its folder), and ``nbcache_env_vars``. Files by sha256 of their content,
+    (relative to its folder), and ``nbcache_env_vars`` (salted hashes of their values,
+    see :func:`env_digests`). Files by sha256 of their content,
     under paths relative to ``srcdir``; ``digests`` remembers them across notebooks, so
     that a file shared by many is read once per build."""
     digests = {} if digests is None else digests
@@ -122,7 +130,7 @@ def declared_inputs(
     if files:
         declared["files"] = dict(sorted(files.items()))
     if settings.env_vars:
-        declared["env"] = {name: os.environ.get(name) for name in sorted(settings.env_vars)}
+        declared["env"] = env_digests(settings.env_vars)
     return declared, tuple(paths)
 
 
@@ -290,6 +298,8 @@ class Pipeline:
         self._kept: dict[str, tuple[ExecutionResult, int]] = {}
         """Hits looked up while planning, with their size, until the page is parsed."""
         self._kept_bytes = 0
+        self._said: set[str] = set()
+        """Problems of the whole cache already warned about in this build (each once)."""
         self.early: Preloader | None = None
         """Fork servers started ahead (see :mod:`sphinx_nbcache.early`), for the next run of
         the local executor; :meth:`discard_early` stops them when nothing executes."""
@@ -317,6 +327,16 @@ class Pipeline:
         else:
             try:
                 loaded, size = self.store.load(planned.key)
+            except UnsignedEntryError as exc:
+                self.warn_once(
+                    "unsigned",
+                    f"cache entry {exc}; not used (with the secret in ${self.settings.secret_env} "
+                    "set, only entries signed with it are); executing the notebook again, and "
+                    "any other such entry of this build without a further warning",
+                    "cache",
+                    planned.source,
+                )
+                return CacheCheck(None, damaged=True)
             except DamagedEntryError as exc:
                 message = f"cache entry {exc}; executing the notebook again"
                 self.warn(message, "cache", planned.source)
@@ -499,12 +519,21 @@ class Pipeline:
             return  # no cell ran (missing kernel, start-up failure): not the notebook's fault
         try:
             self.store.put(result, material)
-        except Exception as exc:
-            self.warn(
-                f"could not store the result in {self.store.directory}: {exc}",
+        except StoreWriteError as exc:
+            self.warn_once(
+                "unwritable",
+                f"cannot write to the cache at {self.store.directory} ({exc}): this result, "
+                "and any other of this build that cannot be stored, is used for this build "
+                "only; what the cache held before is still used",
                 "store",
                 result.source,
             )
+
+    def warn_once(self, problem: str, message: str, subtype: str, source: str) -> None:
+        """A problem of the cache as a whole: one warning per build, at its first page."""
+        if problem not in self._said:
+            self._said.add(problem)
+            self.warn(message, subtype, source)
 
 
 class _Storing:

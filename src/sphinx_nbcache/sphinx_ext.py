@@ -8,6 +8,8 @@ import gc
 import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Set
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +39,7 @@ from sphinx_nbcache.discover import restore_artefacts
 from sphinx_nbcache.early import NOTHING_EXECUTED
 from sphinx_nbcache.execute import ExecutionResult, ExecutorError
 from sphinx_nbcache.highlight import code_lexer, lexers_to_register
-from sphinx_nbcache.key import explain_difference
+from sphinx_nbcache.key import env_digests, explain_difference
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, declared_inputs, plan
@@ -56,6 +58,7 @@ from sphinx_nbcache.report import (
     write_json,
     write_junit,
 )
+from sphinx_nbcache.signing import machine_secret, secret_from_env
 from sphinx_nbcache.store import ParsedStore, Store
 
 STATE_ATTRIBUTE = "_nbcache_build"
@@ -83,6 +86,26 @@ class BuildState:
     dropped once its document is parsed."""
     read_docs: set[str] = dataclasses.field(default_factory=set)
     lexers_registered: bool = False
+    source_suffixes: tuple[str, ...] = ()
+    """Every suffix Sphinx reads as a document: artefacts never overwrite a source."""
+    _tracked: frozenset[Path] | None = None
+
+    def protected(self, path: Path) -> str | None:
+        """Why an artefact must not be written at ``path`` (resolved); None if it may."""
+        if path.name == "conf.py":
+            return "a Sphinx configuration"
+        if path.name.endswith(self.source_suffixes):
+            return "a source file of the project"
+        if path in self.tracked():
+            return "a file kept under version control"
+        return None
+
+    def tracked(self) -> frozenset[Path]:
+        """Files git keeps in the project's repository, asked once per build and only
+        when an artefact is about to be written."""
+        if self._tracked is None:
+            self._tracked = frozenset(tracked_files(self.settings.project_root))
+        return self._tracked
 
 
 class _NotJupyterCache(logging.Filter):
@@ -135,7 +158,13 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
     if problems:
         for problem in problems:
             report_error(problem, Subtype.config)
-        raise ConfigError(f"{len(problems)} invalid nbcache configuration value(s)")
+        message = f"{len(problems)} invalid nbcache configuration value(s), listed above"
+        if run_by_sphinx_build():
+            # Sphinx 9 prints any exception with its versions, a traceback and a request to
+            # report it to Sphinx: a mistake in conf.py deserves the lines above and no more
+            print(f"\nConfiguration error:\n{message}", file=sys.stderr)
+            raise SystemExit(2)
+        raise ConfigError(message)
     settings = build_settings(values, Path(app.confdir), Path(app.srcdir))
     if values["nbcache_gc_freeze"]:
         freeze_heap()
@@ -146,15 +175,41 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
     def explain_at_source(message: str, source: str) -> None:
         LOGGER.info("nbcache: %s: %s", source, message)
 
-    pipeline = Pipeline(settings, Store(settings.cache_path), warn_at_source, explain_at_source)
+    secret = secret_from_env(settings.secret_env)
+    store = Store(settings.cache_path, secret)
+    pipeline = Pipeline(settings, store, warn_at_source, explain_at_source)
     early: Preloader | None = getattr(app, EARLY_ATTRIBUTE, None)
     if early is not None:
         if settings.executor == "local" and settings.kernel_preload == tuple(early.modules):
             pipeline.early = early
         else:
             early.close()
-    parsed = ParsedStore(settings.cache_path, Path(app.srcdir))
+    parsed = ParsedStore(settings.cache_path, Path(app.srcdir), secret or machine_secret())
     setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline, parsed))
+
+
+def tracked_files(root: Path | None) -> list[Path]:
+    """The files of the git repository at ``root``, resolved; none when it is not one."""
+    if root is None or not (root / ".git").exists():
+        return []
+    try:
+        listed = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [(root / os.fsdecode(name)).resolve() for name in listed.split(b"\0") if name]
+
+
+def run_by_sphinx_build() -> bool:
+    """Whether this process is the ``sphinx-build`` command (or ``python -m sphinx``),
+    rather than a program using Sphinx's API, which expects an exception."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    main = getattr(spec, "name", "")
+    return Path(sys.argv[0]).name == "sphinx-build" or main in ("sphinx", "sphinx.__main__")
 
 
 def build_state(app: Sphinx) -> BuildState:
@@ -200,6 +255,8 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
     state = build_state(app)
     state.read_docs = set(docnames)
     state.read_ahead.clear()
+    # complete only now: extensions' suffixes join source_suffix after config-inited
+    state.source_suffixes = (*app.config.source_suffix, *env.mystnb_config.custom_formats)  # type: ignore[attr-defined]
     misses = []
     for docname in sorted(docnames):
         path = Path(env.doc2path(docname))
@@ -301,10 +358,15 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         self, state: BuildState, planned: PlannedNotebook, document: nodes.document
     ) -> None:
         result, origin = self._outputs(state, planned)
-        restored = restore_artefacts(result.artefacts, Path(planned.notebook.path).parent)
+        folder = Path(planned.notebook.path).parent
+        restored, refused = restore_artefacts(result.artefacts, folder, state.protected)
         if restored:
             LOGGER.info(
                 "nbcache: %s: restored %s from the cache", planned.source, ", ".join(restored)
+            )
+        for path, why in refused.items():
+            LOGGER.info(
+                "nbcache: %s: did not restore %s from the cache: %s", planned.source, path, why
             )
         merged = merge_outputs(planned.notebook.notebook, result)
         self._render(merged, planned.notebook, document)
@@ -515,7 +577,7 @@ class NbCacheCollector(EnvironmentCollector):
         is read again on every build, from the cache: its warning and the exit status
         under ``nb_execution_raise_on_error`` must not vanish because nothing changed."""
         state = build_state(app)
-        values = {name: os.environ.get(name) for name in state.settings.env_vars}
+        values = env_digests(state.settings.env_vars)
         before = getattr(env, ENV_VALUES_ATTRIBUTE, values)
         setattr(env, ENV_VALUES_ATTRIBUTE, values)
         store = state.pipeline.store

@@ -1,67 +1,323 @@
-"""The only module that touches diskcache: JSON entries, checked on every read."""
+"""The only module that touches diskcache: JSON entries, checked on every read.
+
+The cache folder may come from a place nobody here controls (a CI cache that a pull
+request's job wrote), so what it holds is data and nothing else: no row is ever unpickled
+(value or key, whatever its ``mode`` says), no file outside the folder is opened, written
+or deleted because a row names it, and with a secret set, an entry is used only when its
+signature says this project wrote it. See "Security" in docs/cache.md.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable
-from pathlib import Path
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import diskcache
+from diskcache.core import DEFAULT_SETTINGS, METADATA, MODE_BINARY, MODE_RAW
 
 from sphinx_nbcache.execute import ExecutionResult
+from sphinx_nbcache.signing import sign, verify
 
 STORE_SCHEMA = 1
 """Bump when the entry layout changes; entries of another schema are misses."""
-PARSED_SCHEMA = 1
+PARSED_SCHEMA = 2
 PARSED_FOLDER = "parsed"
 """Beside the entries: :class:`ParsedStore`'s files."""
+DATABASE = "cache.db"
+COMPRESS_LEVEL = 6
+MAX_VALUE_BYTES = 2**30
+"""A value that decompresses to more than this is refused rather than filling memory."""
+BUSY_TIMEOUT = 60.0
+"""Seconds a write waits for another build's transaction before it gives up."""
+
+SETTINGS: dict[str, Any] = {
+    **{name: value for name, value in DEFAULT_SETTINGS.items() if name != "disk_pickle_protocol"},
+    "eviction_policy": "none",
+    "statistics": 0,
+    "disk_compress_level": COMPRESS_LEVEL,
+}
+"""Every setting diskcache would otherwise take from the database's own Settings table,
+given explicitly. Eviction is off, so a build never silently loses entries it needs."""
 
 
 class DamagedEntryError(Exception):
     """An entry exists but cannot be trusted; the caller treats it as a miss."""
 
 
-def _canonical(payload: dict[str, Any]) -> bytes:
+class UnsignedEntryError(DamagedEntryError):
+    """With a secret set, an entry that no holder of the secret signed."""
+
+
+class StoreWriteError(Exception):
+    """The cache cannot be written (read-only folder, full disk, locked past the timeout)."""
+
+
+class UnsafeRowError(ValueError):
+    """A database row says what sphinx-nbcache never writes: a pickle, a key that is not
+    text, a file outside the cache folder. Refused, never acted on."""
+
+
+def _canonical(payload: Any) -> bytes:
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return text.encode("utf-8")
 
 
-def _digest(payload: dict[str, Any]) -> str:
+def _digest(payload: Any) -> str:
     return hashlib.sha256(_canonical(payload)).hexdigest()
+
+
+def _encode(value: Any) -> bytes:
+    return zlib.compress(json.dumps(value).encode("utf-8"), COMPRESS_LEVEL)
+
+
+def _decode(data: object) -> Any:
+    if not isinstance(data, bytes):
+        raise UnsafeRowError(f"holds {type(data).__name__}, not compressed JSON")
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(data, MAX_VALUE_BYTES)
+    except zlib.error as exc:
+        raise UnsafeRowError(f"is not compressed JSON ({exc})") from None
+    if inflater.unconsumed_tail:
+        raise UnsafeRowError(f"decompresses to more than {MAX_VALUE_BYTES} bytes")
+    return json.loads(raw.decode("utf-8"))
+
+
+def inside(folder: Path, name: object) -> Path:
+    """``folder / name`` if ``name`` is a relative path that stays inside ``folder`` once
+    links are followed.
+
+    :raises UnsafeRowError: for anything else (absolute, ``..``, a link pointing out).
+    """
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise UnsafeRowError(f"names the file {name!r}")
+    relative = PurePosixPath(name.replace(os.sep, "/"))
+    if relative.is_absolute() or ".." in relative.parts or Path(name).is_absolute():
+        raise UnsafeRowError(f"names the file {name!r} outside the cache folder")
+    target = folder / relative
+    root = folder.resolve()
+    if not target.resolve().is_relative_to(root):
+        raise UnsafeRowError(f"names the file {name!r}, a link out of the cache folder")
+    return target
+
+
+class JSONOnlyDisk(diskcache.Disk):  # type: ignore[misc]
+    """diskcache's serialiser, reduced to what sphinx-nbcache writes: text keys and
+    compressed JSON values, in the database or in files inside the cache folder.
+
+    diskcache's own ``JSONDisk`` only changes how values are written: its ``fetch`` still
+    unpickles a row whose mode says pickle, and ``remove`` deletes whatever file a row
+    names. Here every other row is an :class:`UnsafeRowError`, and a file a row names is
+    only touched when it lies inside the folder.
+    """
+
+    def __init__(self, directory: str, min_file_size: int = 2**15, **ignored: Any) -> None:
+        super().__init__(directory, min_file_size=min_file_size)
+        self.folder = Path(directory)
+
+    def put(self, key: Any) -> tuple[sqlite3.Binary, bool]:
+        if not isinstance(key, str):
+            raise TypeError(f"cache keys are text, not {type(key).__name__}")
+        return sqlite3.Binary(_encode(key)), True
+
+    def get(self, key: Any, raw: Any) -> str:
+        if raw != 1 or not isinstance(key, bytes):
+            raise UnsafeRowError("has a key that is not text (a pickle?)")
+        found = _decode(key)
+        if not isinstance(found, str):
+            raise UnsafeRowError(f"has a key that is {type(found).__name__}, not text")
+        return found
+
+    def store(self, value: Any, read: bool, key: Any = None) -> tuple[int, int, Any, Any]:
+        if read:
+            raise TypeError("values are JSON, not files")
+        data = _encode(value)
+        if len(data) < self.min_file_size:
+            return 0, MODE_RAW, None, sqlite3.Binary(data)
+        filename, full_path = self.filename(key, value)
+        try:
+            self._write(full_path, iter([data]), "xb")
+        except OSError:
+            self.remove(filename)  # half a file (a full disk) helps no one
+            raise
+        return len(data), MODE_BINARY, filename, None
+
+    def fetch(self, mode: Any, filename: Any, value: Any, read: bool) -> Any:
+        if read:
+            raise TypeError("values are JSON, not files")
+        if mode == MODE_RAW and filename is None:
+            return _decode(value)
+        if mode == MODE_BINARY and value is None:
+            return _decode(inside(self.folder, filename).read_bytes())
+        raise UnsafeRowError(f"is stored in mode {mode!r}, which sphinx-nbcache never writes")
+
+    def remove(self, file_path: Any) -> None:
+        try:
+            target = inside(self.folder, file_path)
+        except UnsafeRowError:
+            return  # a row naming a file elsewhere: that file is none of the cache's business
+        with contextlib.suppress(OSError):
+            target.unlink()
+        with contextlib.suppress(OSError):
+            os.removedirs(target.parent)
+
+
+class _Rows:
+    """Reads rows the way :class:`JSONOnlyDisk` decodes them, through a read-only
+    connection of this process's own: the same whether or not the cache can be written
+    (a read-only folder, a full disk), and never writing while it reads."""
+
+    def __init__(self, folder: Path, disk: JSONOnlyDisk) -> None:
+        self.folder = folder
+        self.disk = disk
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0
+
+    def _connection(self) -> sqlite3.Connection | None:
+        if self._db is not None and self._pid == os.getpid():
+            return self._db
+        self._db = None  # a connection inherited through fork is not this process's to use
+        path = self.folder / DATABASE
+        if not path.is_file():
+            return None
+        uri = path.resolve().as_uri()
+        problem = ""
+        for options in ("mode=ro", "mode=ro&immutable=1"):  # the second: a read-only folder
+            db = sqlite3.connect(f"{uri}?{options}", uri=True, timeout=BUSY_TIMEOUT)
+            try:
+                db.execute("SELECT key, raw, mode, filename, value, size FROM Cache LIMIT 1")
+            except sqlite3.Error as exc:
+                db.close()
+                problem = problem or str(exc)
+                continue
+            self._db, self._pid = db, os.getpid()
+            return db
+        raise sqlite3.OperationalError(f"not a cache sphinx-nbcache can read: {problem}")
+
+    def get(self, key: str) -> Any:
+        """The value under ``key``, None if there is none.
+
+        :raises UnsafeRowError: for a row this store never writes.
+        """
+        db = self._connection()
+        if db is None:
+            return None
+        found = db.execute(
+            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
+            (self.disk.put(key)[0],),
+        ).fetchone()
+        if found is None:
+            return None
+        mode, filename, value = found
+        try:
+            return self.disk.fetch(mode, filename, value, False)
+        except FileNotFoundError:
+            return None  # replaced by another build between the row and its file
+
+    def has(self, key: str) -> bool:
+        db = self._connection()
+        query = "SELECT 1 FROM Cache WHERE key = ? AND raw = 1"
+        return db is not None and db.execute(query, (self.disk.put(key)[0],)).fetchone() is not None
+
+    def size(self, key: str) -> int:
+        """Bytes the value under ``key`` takes as stored, compressed; 0 if none."""
+        db = self._connection()
+        if db is None:
+            return 0
+        found = db.execute(
+            "SELECT CASE WHEN filename IS NULL THEN length(value) ELSE size END"
+            " FROM Cache WHERE key = ? AND raw = 1",
+            (self.disk.put(key)[0],),
+        ).fetchone()
+        return int(found[0] or 0) if found is not None else 0
+
+    def scan(self) -> Iterator[tuple[int, str | None]]:
+        """(rowid, key) of every row; key None for a row whose key is not one this store
+        writes."""
+        db = self._connection()
+        if db is None:
+            return
+        for rowid, key, raw in db.execute("SELECT rowid, key, raw FROM Cache").fetchall():
+            try:
+                yield rowid, self.disk.get(key, raw)
+            except (UnsafeRowError, ValueError):
+                yield rowid, None
+
+    def unsafe(self) -> list[int]:
+        """Rows a lookup would refuse to read: a key or a mode this store never writes, or
+        a file outside the folder."""
+        db = self._connection()
+        if db is None:
+            return []
+        refused = []
+        for rowid, key, raw, mode, filename, value in db.execute(
+            "SELECT rowid, key, raw, mode, filename, value FROM Cache"
+        ):
+            try:
+                self.disk.get(key, raw)
+                if mode == MODE_BINARY and value is None:
+                    inside(self.folder, filename)
+                elif not (mode == MODE_RAW and filename is None):
+                    raise UnsafeRowError(f"mode {mode!r}")
+            except (UnsafeRowError, ValueError):
+                refused.append(rowid)
+        return refused
+
+    def close(self) -> None:
+        if self._db is not None and self._pid == os.getpid():
+            self._db.close()
+        self._db = None
 
 
 class Store:
     """A diskcache directory of execution results keyed by notebook key.
 
-    Values go through diskcache's ``JSONDisk`` (zlib-compressed JSON): a cache restored from
-    a shared CI cache can never unpickle code. Eviction is off, so a build never silently
-    loses entries it still needs; diskcache reconnects by itself after ``fork``.
+    Values are compressed JSON (:class:`JSONOnlyDisk`), each entry carrying a checksum
+    that tells damage and, with ``secret``, an HMAC-SHA256 signature that tells forgery.
+    Reads go through a read-only connection, so a cache that cannot be written still
+    serves what it holds; writes through diskcache (atomic, safe across processes and
+    ``fork``), opened only when the build has something to write.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, secret: bytes | None = None) -> None:
         self.directory = directory
+        self.secret = secret
         self._cache: diskcache.Cache | None = None
+        self._rows = _Rows(directory, JSONOnlyDisk(str(directory)))
 
     @property
     def cache(self) -> diskcache.Cache:
+        """The writable diskcache, opened on first use.
+
+        :raises StoreWriteError: if the folder or its database cannot be written.
+        """
         if self._cache is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._cache = diskcache.Cache(
-                str(self.directory),
-                disk=diskcache.JSONDisk,
-                disk_compress_level=6,
-                eviction_policy="none",
-                statistics=False,
-            )
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                _forget_foreign_settings(self.directory / DATABASE)
+                self._cache = diskcache.Cache(
+                    str(self.directory), timeout=BUSY_TIMEOUT, disk=JSONOnlyDisk, **SETTINGS
+                )
+            except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+                raise StoreWriteError(_why_unwritable(exc)) from None
         return self._cache
 
     def __contains__(self, key: str) -> bool:
-        return key in self.cache
+        try:
+            return self._rows.has(key)
+        except sqlite3.Error:
+            return False
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._rows.scan())
 
     def get(self, key: str) -> ExecutionResult | None:
         """The stored result, or None if there is none.
@@ -73,29 +329,54 @@ class Store:
     def load(self, key: str) -> tuple[ExecutionResult | None, int]:
         """:meth:`get`, with the size of the result as JSON (0 when there is none), for a
         caller that keeps results in memory within a budget."""
-        try:
-            envelope = self.cache.get(key, default=None, retry=True)
-        except Exception as exc:
-            raise DamagedEntryError(f"cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        envelope = self._envelope(key)
         if envelope is None:
             return None, 0
         try:
-            if envelope["schema"] != STORE_SCHEMA:
-                raise DamagedEntryError(f"has schema {envelope['schema']}, not {STORE_SCHEMA}")
-            if envelope["key"] != key:
-                raise DamagedEntryError("is stored under another key")
             payload = envelope["result"]
             canonical = _canonical(payload)
-            if envelope["digest"] != hashlib.sha256(canonical).hexdigest():
+            digest = hashlib.sha256(canonical).hexdigest()
+            if envelope["digest"] != digest:
                 raise DamagedEntryError("does not match its checksum")
+            self._check_signature(envelope, key, digest)
+            check_payload(payload)
             result = ExecutionResult.from_json(payload)
         except DamagedEntryError:
             raise
         except Exception as exc:
-            raise DamagedEntryError(f"is malformed ({type(exc).__name__}: {exc})") from exc
+            raise DamagedEntryError(f"is malformed ({exc})") from exc
         if result.key != key:
             raise DamagedEntryError("holds the result of another notebook")
         return result, len(canonical)
+
+    def _envelope(self, key: str) -> dict[str, Any] | None:
+        try:
+            envelope = self._rows.get(key)
+        except UnsafeRowError as exc:
+            raise DamagedEntryError(f"is refused: its database row {exc}") from None
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            raise DamagedEntryError(f"cannot be read ({exc})") from None
+        if envelope is None:
+            return None
+        if not isinstance(envelope, dict):
+            raise DamagedEntryError("is not an entry sphinx-nbcache wrote")
+        if envelope.get("schema") != STORE_SCHEMA:
+            raise DamagedEntryError(f"has schema {envelope.get('schema')!r}, not {STORE_SCHEMA}")
+        if envelope.get("key") != key:
+            raise DamagedEntryError("is stored under another key")
+        return envelope
+
+    def _signed_parts(self, envelope: dict[str, Any], key: str, digest: str) -> tuple[str, ...]:
+        return (str(STORE_SCHEMA), key, digest, _digest(envelope.get("material")))
+
+    def _check_signature(self, envelope: dict[str, Any], key: str, digest: str) -> None:
+        if self.secret is None:
+            return
+        signature = envelope.get("signature")
+        if signature is None:
+            raise UnsignedEntryError("is not signed (written without the secret, or forged)")
+        if not verify(self.secret, signature, *self._signed_parts(envelope, key, digest)):
+            raise UnsignedEntryError("has a wrong signature (another secret, or forged)")
 
     def put(self, result: ExecutionResult, material: dict[str, Any] | None = None) -> None:
         """Store ``result`` atomically (one SQLite transaction; large values go to a file
@@ -103,32 +384,84 @@ class Store:
 
         ``material`` (what the key was made of) is kept beside the result, outside its
         checksum, only to explain later why a notebook no longer matches it.
+
+        :raises StoreWriteError: if the cache cannot be written.
         """
         payload = result.to_json()
-        envelope = {
+        envelope: dict[str, Any] = {
             "schema": STORE_SCHEMA,
             "key": result.key,
             "digest": _digest(payload),
             "result": payload,
             "material": material,
         }
-        self.cache.set(result.key, envelope, retry=True)
+        if self.secret is not None:
+            parts = self._signed_parts(envelope, result.key, envelope["digest"])
+            envelope["signature"] = sign(self.secret, *parts)
+        try:
+            self.cache.set(result.key, envelope)
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            raise StoreWriteError(_why_unwritable(exc)) from None
 
     def material(self, key: str) -> dict[str, Any] | None:
-        """What the key of an entry was made of, if the entry recorded it."""
+        """What the key of an entry was made of, if the entry recorded it (and, with a
+        secret, is signed)."""
         try:
-            envelope = self.cache.get(key, default=None, retry=True)
-        except Exception:
+            envelope = self._envelope(key)
+            if envelope is None:
+                return None
+            self._check_signature(envelope, key, str(envelope.get("digest")))
+        except DamagedEntryError:
             return None
-        material = envelope.get("material") if isinstance(envelope, dict) else None
+        material = envelope.get("material")
         return material if isinstance(material, dict) else None
 
     def all_keys(self) -> list[str]:
-        return [str(key) for key in self.cache]
+        """Every key this store could have written; rows with other keys are
+        :meth:`remove_unsafe`'s."""
+        return [key for _, key in self._rows.scan() if key is not None]
 
-    def delete(self, keys: list[str]) -> None:
-        for key in keys:
-            self.cache.delete(key, retry=True)
+    def size_of(self, key: str) -> int:
+        """Bytes an entry takes, compressed as stored."""
+        try:
+            return self._rows.size(key)
+        except sqlite3.Error:
+            return 0
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """:raises StoreWriteError: if the cache cannot be written."""
+        try:
+            for key in keys:
+                self.cache.delete(key)
+        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            raise StoreWriteError(_why_unwritable(exc)) from None
+
+    def remove_unsafe(self) -> int:
+        """Delete the rows no lookup would read (see :meth:`_Rows.unsafe`), and their
+        files where those lie inside the folder; how many.
+
+        :raises StoreWriteError: if the cache cannot be written.
+        """
+        rows = self._rows.unsafe()
+        if not rows:
+            return 0
+        disk = JSONOnlyDisk(str(self.directory))
+        try:
+            with (
+                contextlib.closing(
+                    sqlite3.connect(self.directory / DATABASE, timeout=BUSY_TIMEOUT)
+                ) as db,
+                db,
+            ):
+                for rowid in rows:
+                    found = db.execute("SELECT filename FROM Cache WHERE rowid = ?", (rowid,))
+                    for (filename,) in found.fetchall():
+                        if filename is not None:
+                            disk.remove(filename)
+                    db.execute("DELETE FROM Cache WHERE rowid = ?", (rowid,))
+        except sqlite3.Error as exc:
+            raise StoreWriteError(_why_unwritable(exc)) from None
+        return len(rows)
 
     def compact(self) -> None:
         """Give the space of deleted entries back to the file system; skipped while
@@ -136,19 +469,106 @@ class Store:
         self.close()
         with (
             contextlib.suppress(sqlite3.OperationalError),
-            contextlib.closing(sqlite3.connect(self.directory / "cache.db", timeout=5)) as db,
+            contextlib.closing(sqlite3.connect(self.directory / DATABASE, timeout=5)) as db,
         ):
             db.execute("VACUUM")
 
     def close(self) -> None:
+        self._rows.close()
         if self._cache is not None:
             self._cache.close()
             self._cache = None
 
 
+def _forget_foreign_settings(database: Path) -> None:
+    """Delete rows of diskcache's Settings table that diskcache itself never writes: it
+    would run ``PRAGMA <name> = <value>`` for each ``sqlite_`` one, names and values
+    taken from the database."""
+    if not database.is_file():
+        return
+    known = sorted({*DEFAULT_SETTINGS, *METADATA, *SETTINGS})
+    marks = ",".join("?" * len(known))
+    with (
+        contextlib.closing(sqlite3.connect(database, timeout=BUSY_TIMEOUT)) as db,
+        db,
+        contextlib.suppress(sqlite3.OperationalError),  # no Settings table yet, or read-only
+    ):
+        db.execute(f"DELETE FROM Settings WHERE key NOT IN ({marks})", known)
+
+
+def _why_unwritable(exc: BaseException) -> str:
+    if isinstance(exc, diskcache.Timeout):
+        return f"the database stayed locked by another process for {BUSY_TIMEOUT:.0f} s"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+def check_payload(payload: Any) -> None:
+    """Refuse a stored result whose fields are not the types a build wrote, or whose paths
+    (files it read, files it wrote) leave the project or the notebook's folder.
+
+    :raises DamagedEntryError: naming the first field that is wrong.
+    """
+
+    def need(ok: bool, field: str) -> None:
+        if not ok:
+            raise DamagedEntryError(f"has a malformed {field!r} field")
+
+    need(isinstance(payload, dict), "result")
+    for field in ("key", "source", "finished", "worker"):
+        need(isinstance(payload.get(field, ""), str), field)
+    need(isinstance(payload.get("succeeded"), bool), "succeeded")
+    need(_number(payload.get("runtime")), "runtime")
+    outputs = payload.get("outputs")
+    need(isinstance(outputs, list) and all(_list_of_dicts(cell) for cell in outputs), "outputs")
+    counts = payload.get("execution_counts")
+    need(isinstance(counts, list) and all(_count(c) for c in counts), "execution_counts")
+    times = payload.get("cell_times")
+    need(isinstance(times, list) and all(t is None or _number(t) for t in times), "cell_times")
+    need(isinstance(payload.get("metadata"), dict), "metadata")
+    need(isinstance(payload.get("environment", {}), dict), "environment")
+    error = payload.get("error")
+    need(error is None or isinstance(error, dict), "error")
+    dependencies = payload.get("dependencies", {})
+    need(isinstance(dependencies, dict), "dependencies")
+    for path, digest in dependencies.items():
+        need(_relative(path) and isinstance(digest, str), "dependencies")
+    artefacts = payload.get("artefacts", {})
+    need(isinstance(artefacts, dict), "artefacts")
+    for path, artefact in artefacts.items():
+        need(_relative(path) and isinstance(artefact, dict), "artefacts")
+        need(all(isinstance(artefact.get(f), str) for f in ("sha256", "base64")), "artefacts")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _list_of_dicts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) for item in value)
+
+
+def _relative(path: Any) -> bool:
+    """A relative POSIX path that does not climb out of where it is taken from."""
+    if not isinstance(path, str) or not path or "\0" in path or "\\" in path:
+        return False
+    pure = PurePosixPath(path)
+    return not pure.is_absolute() and ".." not in pure.parts and not Path(path).drive
+
+
 class ParsedStore:
     """Notebooks as a reader made them from a text source, one JSON file per source in the
     cache's ``parsed`` folder, each valid for one key (what the reading depended on).
+
+    A reading says which code runs, so each file is signed with ``secret``: the project's
+    own when set, else one that never leaves this machine
+    (:func:`sphinx_nbcache.signing.machine_secret`). A file that someone else wrote is a
+    miss like a missing one, and the notebook is read from its source.
 
     The file is named after the source's path under the project's source folder, so that
     editing a notebook replaces its file rather than adding one, and a copy of the project
@@ -156,9 +576,10 @@ class ParsedStore:
     checks is a miss, and one that cannot be written is not kept.
     """
 
-    def __init__(self, cache_path: Path, srcdir: Path) -> None:
+    def __init__(self, cache_path: Path, srcdir: Path, secret: bytes) -> None:
         self.folder = cache_path / PARSED_FOLDER
         self.root = srcdir.resolve()
+        self.secret = secret
 
     def _file(self, source: Path) -> Path:
         resolved = source.resolve()
@@ -171,10 +592,13 @@ class ParsedStore:
             if envelope["schema"] != PARSED_SCHEMA or envelope["key"] != key:
                 return None
             notebook = envelope["notebook"]
-            if not isinstance(notebook, dict) or envelope["digest"] != _digest(notebook):
+            digest = _digest(notebook)
+            if not isinstance(notebook, dict) or envelope["digest"] != digest:
+                return None
+            if not verify(self.secret, envelope.get("signature"), key, digest):
                 return None
             return notebook
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, ValueError):
             return None
 
     def prune(self, sources: Iterable[Path]) -> int:
@@ -195,7 +619,13 @@ class ParsedStore:
             digest = _digest(notebook)
         except (TypeError, ValueError):
             return
-        envelope = {"schema": PARSED_SCHEMA, "key": key, "digest": digest, "notebook": notebook}
+        envelope = {
+            "schema": PARSED_SCHEMA,
+            "key": key,
+            "digest": digest,
+            "signature": sign(self.secret, key, digest),
+            "notebook": notebook,
+        }
         write_json_file(self._file(source), envelope)
 
 
@@ -211,12 +641,16 @@ def read_json_file(path: Path) -> dict[str, Any]:
 def write_json_file(path: Path, value: dict[str, Any]) -> None:
     """Atomically (a concurrent build reads the old or the new file, never half of one);
     best effort, since such files only save time."""
+    temporary: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(
             "w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False
         ) as file:
+            temporary = Path(file.name)
             json.dump(value, file)
-        Path(file.name).replace(path)
+        temporary.replace(path)
     except OSError:
-        return
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
