@@ -28,6 +28,18 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+SOAK = {"NBCACHE_SOAK_ROUNDS": "10"}
+"""The reliability suite's bounds at full length; ``nox -s tests`` runs it short."""
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """tests/reliability at full length: more rounds of concurrent builds, more kills,
+    more generated notebooks. Long; not part of ``nox -s tests``."""
+    install(session, "test")
+    session.run("pytest", "tests/reliability", *session.posargs, env=SOAK)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy --strict."""
