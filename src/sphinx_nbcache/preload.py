@@ -49,7 +49,7 @@ class ForkServer:
     def __init__(self, python: str, preload: Sequence[str], env: Mapping[str, str]) -> None:
         self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         self.process = subprocess.Popen(
-            [python, str(SERVER_SCRIPT), *preload],
+            [python, str(SERVER_SCRIPT), str(os.getpid()), *preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
