@@ -721,6 +721,9 @@ class ForkedProvisioner(LocalProvisioner):
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         env = {**kwargs.get("env", os.environ), "JPY_PARENT_PID": str(os.getpid())}
+        if self.reaper is not None:
+            env[RUN_VARIABLE] = self.reaper.run
+        kwargs["env"] = env
         server = None if self.preloader is None else await self.preloader.server_for(cmd, env)
         if server is None:
             if os.name == "posix":
@@ -757,6 +760,9 @@ class _KernelManager(AsyncKernelManager):
 
 REAPER_SCRIPT = Path(__file__).with_name("_reaper.py")
 REAPER_WAIT = 5.0
+RUN_VARIABLE = "NBCACHE_RUN"
+"""Set in every kernel's environment to its run's id: what a notebook starts inherits it,
+so that the run's :class:`Reaper` finds it wherever it was re-parented."""
 
 
 class Reaper:
@@ -766,8 +772,11 @@ class Reaper:
     terminal is the build's to handle."""
 
     def __init__(self) -> None:
+        self.run = uuid.uuid4().hex
         self.process = subprocess.Popen(
-            [sys.executable, str(REAPER_SCRIPT)], stdin=subprocess.PIPE, start_new_session=True
+            [sys.executable, str(REAPER_SCRIPT), RUN_VARIABLE, self.run],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
         )
 
     def watch(self, pid: int) -> None:
