@@ -37,7 +37,8 @@ subprocess.Popen(["sleep", "600"], start_new_session=True)
 subprocess.run("sleep 600 &", shell=True)  # its shell exits: init would adopt it
 print("started")
 """
-"""Two processes that outlive the cell, neither in the kernel's session."""
+"""Two processes that outlive the cell: one in a session of its own, one whose parent
+(the shell) exits at once."""
 
 
 def alive(project: Project) -> list[str]:
