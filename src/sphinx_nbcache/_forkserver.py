@@ -1,4 +1,5 @@
-"""A kernel fork server: run as a script by the kernel's own Python, never imported.
+"""A kernel fork server: run as a script by the kernel's own Python; the build imports
+only its helpers that tie a process's life to its parent's (:func:`guard`).
 
 It imports ipykernel and the modules named on its command line once, then forks one
 ipykernel kernel per request, so that each notebook skips interpreter start-up and those
@@ -11,11 +12,14 @@ imports. It speaks JSON lines: requests on stdin, replies and exit events on std
 - ``{"event": "exited", "pid": N, "status": S}`` is printed when a kernel ends (``S`` as
   ``subprocess.Popen.returncode``: negative for a signal).
 
-The server ends when its stdin closes. Only the standard library is used at the top level,
-because the kernel's Python need not have sphinx-nbcache installed.
+The server ends when its stdin closes, and dies with the process that started it (the
+first argument is that process's id); each kernel dies with the server. Only the standard
+library is used at the top level, because the kernel's Python need not have sphinx-nbcache
+installed.
 """
 
 import contextlib
+import functools
 import gc
 import importlib
 import importlib.util
@@ -24,7 +28,10 @@ import os
 import selectors
 import signal
 import sys
+import threading
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +43,14 @@ KERNEL_NAME = b"nbcache-kernel"
 """The process name a forked kernel shows in ``ps`` (its command line is the server's)."""
 
 
-def main(preload: list[str]) -> None:
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+WATCH_PARENT_EVERY = 0.1
+"""Seconds between two looks at the parent, where there is no parent-death signal."""
+
+
+def main(parent: int, preload: list[str]) -> None:
+    die_with(parent)  # first: importing can take minutes, and nothing else listens meanwhile
     # the script's folder must not shadow anything, as ipykernel_launcher takes the cwd out
     del sys.path[0]
     # what ipykernel does before any user code, so a preloaded matplotlib draws inline
@@ -90,10 +104,11 @@ def serve(launcher: str, failed: dict[str, str]) -> None:
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
                 request = json.loads(line)
+                server = os.getpid()
                 pid = os.fork()
                 if pid == 0:
                     selector.close()
-                    become_kernel(request, launcher, (wake_read, wake_write))
+                    become_kernel(request, launcher, (wake_read, wake_write), server)
                 children.add(pid)
                 send({"event": "forked", "pid": pid})
         reap(children)
@@ -111,11 +126,15 @@ def reap(children: set[int]) -> None:
             send({"event": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
 
 
-def become_kernel(request: dict[str, Any], launcher: str, server_fds: tuple[int, int]) -> None:
-    """In the child: the state a freshly started ``ipykernel_launcher`` would have."""
+def become_kernel(
+    request: dict[str, Any], launcher: str, server_fds: tuple[int, int], server: int
+) -> None:
+    """In the child: the state a freshly started ``ipykernel_launcher`` would have, tied
+    to the server's life as a normally started kernel is to the build's (:func:`guard`)."""
     code = 1
     try:
         os.setsid()
+        die_with(server, adopt=True)
         signal.set_wakeup_fd(-1)
         for fd in server_fds:
             os.close(fd)
@@ -149,6 +168,55 @@ def become_kernel(request: dict[str, Any], launcher: str, server_fds: tuple[int,
         os._exit(code)
 
 
+def die_with(parent: int, adopt: bool = False) -> None:
+    """End this process at once when ``parent`` dies, however it dies (SIGKILL included):
+    :func:`guard`, or where there is no parent-death signal, a thread watching the parent."""
+    if _prctl() is None:
+        threading.Thread(target=_watch, args=(parent,), name="nbcache-parent", daemon=True).start()
+    guard(parent, adopt)()
+
+
+def guard(parent: int, adopt: bool = False) -> Callable[[], None]:
+    """What ties the process that calls it to ``parent``, also as a ``preexec_fn``: on Linux,
+    the parent-death signal (SIGKILL); with ``adopt``, the process becomes a subreaper, so
+    that what it starts stays among its descendants even when the process in between
+    exits (a shell's ``cmd &``, a daemon's double fork) and can be found to be killed.
+
+    The signal comes when the *thread* that started the process ends: the build keeps its
+    kernels and servers within the life of the thread that runs them. The C function is
+    looked up here, as a child forked from a threaded process must not import."""
+    prctl = _prctl()
+
+    def tie() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if adopt:
+                prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        if os.getppid() != parent:  # it died before the signal was set
+            os._exit(1)
+
+    return tie
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        function: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+def _watch(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(WATCH_PARENT_EVERY)
+    os._exit(1)
+
+
 def name_process(name: bytes) -> None:
     with contextlib.suppress(OSError):  # Linux only; elsewhere ps shows the server's name
         Path("/proc/self/comm").write_bytes(name)
@@ -163,4 +231,4 @@ def reseed() -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(int(sys.argv[1]), sys.argv[2:])

@@ -14,6 +14,8 @@ import os
 import queue
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -34,6 +36,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError
 from traitlets.config import Config
 
 from sphinx_nbcache import discover
+from sphinx_nbcache._forkserver import guard
 from sphinx_nbcache.preload import ForkedProcess, Preloader
 
 KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}})
@@ -710,23 +713,34 @@ class _RunKernelSpecs(KernelSpecManager):
 
 
 class ForkedProvisioner(LocalProvisioner):
-    """jupyter_client's local provisioner, launching through a fork server when it can."""
+    """jupyter_client's local provisioner, launching through a fork server when it can,
+    and tying every kernel's life to the build's (see :func:`guard`, :class:`Reaper`)."""
 
     preloader: Preloader | None = None
+    reaper: Reaper | None = None
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         env = {**kwargs.get("env", os.environ), "JPY_PARENT_PID": str(os.getpid())}
+        if self.reaper is not None:
+            env[RUN_VARIABLE] = self.reaper.run
+        kwargs["env"] = env
         server = None if self.preloader is None else await self.preloader.server_for(cmd, env)
         if server is None:
-            return await super().launch_kernel(cmd, **kwargs)
-        cwd = str(kwargs.get("cwd") or Path.cwd())
-        log = getattr(kwargs.get("stdout"), "name", None)
-        pid = server.spawn(cmd[3:], cwd, env, log if isinstance(log, str) else os.devnull)
-        self.process = ForkedProcess(pid, server)  # type: ignore[assignment]  # Popen-like
-        self.pid = pid
-        self.pgid = pid  # the kernel makes itself a session (and group) leader
-        self.cwd = cwd
-        return self.connection_info
+            if os.name == "posix":
+                kwargs["preexec_fn"] = guard(os.getpid(), adopt=True)
+            info = await super().launch_kernel(cmd, **kwargs)
+        else:
+            cwd = str(kwargs.get("cwd") or Path.cwd())
+            log = getattr(kwargs.get("stdout"), "name", None)
+            pid = server.spawn(cmd[3:], cwd, env, log if isinstance(log, str) else os.devnull)
+            self.process = ForkedProcess(pid, server)  # type: ignore[assignment]  # Popen-like
+            self.pid = pid
+            self.pgid = pid  # the kernel makes itself a session (and group) leader
+            self.cwd = cwd
+            info = self.connection_info
+        if self.reaper is not None and self.pid is not None:
+            self.reaper.watch(self.pid)
+        return info
 
 
 SHUTDOWN_POLL = 0.01
@@ -744,19 +758,60 @@ class _KernelManager(AsyncKernelManager):
         await super()._async_finish_shutdown(waittime, min(pollinterval, SHUTDOWN_POLL), restart)
 
 
+REAPER_SCRIPT = Path(__file__).with_name("_reaper.py")
+REAPER_WAIT = 5.0
+RUN_VARIABLE = "NBCACHE_RUN"
+"""Set in every kernel's environment to its run's id: what a notebook starts inherits it,
+so that the run's :class:`Reaper` finds it wherever it was re-parented."""
+
+
+class Reaper:
+    """The run's ``_reaper.py`` process, told each kernel's process id: what the kernels
+    started that is still alive when the run ends, or when the build dies however it
+    dies (even SIGKILL closes the pipe), is killed. Its own session: a Ctrl-C at the
+    terminal is the build's to handle."""
+
+    def __init__(self) -> None:
+        self.run = uuid.uuid4().hex
+        self.process = subprocess.Popen(
+            [sys.executable, str(REAPER_SCRIPT), RUN_VARIABLE, self.run],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def watch(self, pid: int) -> None:
+        assert self.process.stdin is not None
+        with contextlib.suppress(OSError):  # it stopped: nothing left to do about it here
+            self.process.stdin.write(f"{pid}\n".encode())
+            self.process.stdin.flush()
+
+    def close(self) -> None:
+        """Kill what the kernels left, and wait for it to be done."""
+        assert self.process.stdin is not None
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=REAPER_WAIT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
 class KernelStarter:
     """How the kernels of one run start: kernelspecs looked up once, one ZeroMQ context
-    (and I/O thread) for all managers and clients instead of two per kernel, and kernels
-    forked from ``preloader``'s servers when it is given."""
+    (and I/O thread) for all managers and clients instead of two per kernel, kernels
+    forked from ``preloader``'s servers when it is given, and a :class:`Reaper`."""
 
     def __init__(self, preloader: Preloader | None = None) -> None:
         self.preloader = preloader
         self.specs = _RunKernelSpecs()
         self.context = zmq.asyncio.Context()
+        self.reaper = Reaper()
 
     def close(self) -> None:
         """Once every kernel of the run is shut down."""
         self.context.destroy(linger=0)
+        self.reaper.close()
 
     def manager(self, kernel_name: str | None) -> AsyncKernelManager:
         return _KernelManager(
@@ -768,20 +823,20 @@ class KernelStarter:
 
     def prepare(self, manager: AsyncKernelManager) -> None:
         """Just before the kernel starts (a missing kernel raises ``NoSuchKernel`` here):
-        a provisioner that launches through a fork server, which jupyter_client keeps
-        since one is already set."""
-        if self.preloader is None:
-            return
+        a provisioner of ours, which jupyter_client keeps since one is already set."""
         manager.kernel_id = manager.kernel_id or str(uuid.uuid4())
         provisioner = ForkedProvisioner(
             kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager
         )
         provisioner.preloader = self.preloader
+        provisioner.reaper = self.reaper
         manager.provisioner = provisioner
 
 
 async def _shutdown(manager: AsyncKernelManager, client: NotebookClient) -> None:
-    """Stop the kernel outside the execution slot: a graceful shutdown mostly waits."""
+    """Stop the kernel outside the execution slot: a graceful shutdown mostly waits. What
+    the notebook started and left running (in a session of its own, say) is killed once
+    the kernel is gone: the kernel adopts orphans, so they are all among its descendants."""
     atexit.unregister(client._cleanup_kernel)  # left registered when a kernel fails to start
     kc: Any = client.kc
     if kc is not None:
@@ -790,10 +845,30 @@ async def _shutdown(manager: AsyncKernelManager, client: NotebookClient) -> None
         kc.shell_channel.close()
         kc.iopub_channel.close()
     if manager.has_kernel:
+        left = _descendants(getattr(manager.provisioner, "pid", None))
         try:
             await manager.shutdown_kernel()
         except Exception:
             await manager.shutdown_kernel(now=True)
+        _kill(left)
+
+
+def _descendants(pid: int | None) -> list[Any]:
+    """The ``psutil.Process`` of every descendant of ``pid``, whatever their session."""
+    import psutil
+
+    try:
+        return list(psutil.Process(pid).children(recursive=True)) if pid else []
+    except psutil.Error:
+        return []
+
+
+def _kill(processes: list[Any]) -> None:
+    import psutil
+
+    for process in processes:
+        with contextlib.suppress(psutil.Error):  # gone already, or its id is another's now
+            process.kill()
 
 
 def _cell_error(exc: Exception, current: int | None, tb: str) -> CellError:

@@ -49,7 +49,7 @@ class ForkServer:
     def __init__(self, python: str, preload: Sequence[str], env: Mapping[str, str]) -> None:
         self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         self.process = subprocess.Popen(
-            [python, str(SERVER_SCRIPT), *preload],
+            [python, str(SERVER_SCRIPT), str(os.getpid()), *preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
@@ -63,20 +63,24 @@ class ForkServer:
         self._ready = threading.Event()
         self._forked: queue.Queue[dict[str, Any]] = queue.Queue()
         self._lock = threading.Lock()
-        threading.Thread(target=self._read, name="nbcache-forkserver", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name="nbcache-forkserver", daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
+        """Until the server's output ends, then closes it: a long-lived process (such as
+        sphinx-autobuild) running many builds would otherwise keep one pipe per server."""
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            message = json.loads(line)
-            event = message.get("event")
-            if event == "ready":
-                self.failed = message["failed"]
-                self._ready.set()
-            elif event == "forked":
-                self._forked.put(message)
-            elif event == "exited":
-                self.exits[message["pid"]] = message["status"]
+        with self.process.stdout as output:
+            for line in output:
+                message = json.loads(line)
+                event = message.get("event")
+                if event == "ready":
+                    self.failed = message["failed"]
+                    self._ready.set()
+                elif event == "forked":
+                    self._forked.put(message)
+                elif event == "exited":
+                    self.exits[message["pid"]] = message["status"]
         self.gone = True
         self._ready.set()
         self._forked.put({"event": "gone"})
@@ -135,6 +139,7 @@ class ForkServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self._reader.join(timeout=CLOSE_WAIT)  # it closes the server's output at its end
         self.log.close()
 
 
