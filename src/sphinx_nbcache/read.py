@@ -257,6 +257,11 @@ def reader_failure(exc: Exception, reader: NbReader, text: str, nb_config: NbPar
     kind, what the checks find in the front matter, else what kind of file it was."""
     if isinstance(exc, NotebookProblem | yaml.YAMLError | MystMetadataParsingError):
         return str(exc)
+    if isinstance(exc, nbformat.ValidationError):  # myst-nb's reader validates each cell
+        where = ".".join(str(step) for step in getattr(exc, "absolute_path", ()))
+        message = str(getattr(exc, "message", "")) or "it does not match the notebook format"
+        message = message if len(message) <= 200 else message[:197] + "..."
+        return f"{where}: {message}" if where else message
     if isinstance(exc, nbformat.reader.NotJSONError):
         return "not valid JSON"
     if isinstance(exc, RecursionError):
