@@ -353,11 +353,11 @@ def mutated_ipynb(draw: st.DrawFn, trivial: bool = False) -> bytes:
         at = draw(st.sampled_from(list(paths(notebook))))
         parent = _walk(notebook, at[:-1]) if at else None
         edit = draw(st.sampled_from(["replace", "delete", "add", "cells"]))
-        if edit == "cells":
+        if edit == "cells" and isinstance(notebook, dict):
             huge = draw(st.sampled_from(["x = 1\n" * 20000, "# " + "long " * 20000]))
             many = [code(draw(trivial_code)) for _ in range(300)]
             notebook["cells"] = draw(st.sampled_from([[code("")], [code(huge)], many]))
-        elif not at:
+        elif edit == "cells" or not at:
             notebook = draw(json_values) if edit == "replace" else notebook
         elif edit == "replace":
             parent[at[-1]] = draw(json_values)
