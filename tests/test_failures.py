@@ -312,7 +312,7 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
         return found
 
     def ours(run: Build) -> list[str]:
-        """Not Sphinx's own (the unreadable page has no title for the toctree)."""
+        """Not Sphinx's own."""
         return sorted(w for w in run.warnings if "[nbcache." in w)
 
     assert "error.md:14: WARNING: notebook execution failed in cell 2: ValueError: broken" in (
@@ -334,7 +334,9 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
         warning("asks.ipynb")
     )
     assert "(a notebook cannot read input() during a build)" in warning("asks.ipynb")
-    assert "broken.ipynb: WARNING: notebook could not be read: " in warning("broken.ipynb")
+    assert "broken.ipynb:1: WARNING: notebook could not be read: not valid JSON: " in warning(
+        "broken.ipynb"
+    )
     assert project.kernels() == []
 
     incremental = project.build()

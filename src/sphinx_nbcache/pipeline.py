@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
 import nbformat
@@ -97,6 +97,7 @@ def declared_inputs(
     srcdir: Path,
     source: str,
     metadata: dict[str, Any],
+    warn: Warn,
     digests: dict[str, str | None] | None = None,
 ) -> tuple[dict[str, Any], tuple[Path, ...]]:
     """The files and environment variables declared for the notebook at ``source``
@@ -105,10 +106,11 @@ def declared_inputs(
     (relative to its folder), and ``nbcache_env_vars`` (salted hashes of their values,
     see :func:`env_digests`). Files by sha256 of their content,
     under paths relative to ``srcdir``; ``digests`` remembers them across notebooks, so
-    that a file shared by many is read once per build."""
+    that a file shared by many is read once per build. A pattern that is absolute or
+    reaches outside the project is left out, with a ``warn(message, subtype, source)``."""
     digests = {} if digests is None else digests
     patterns = [
-        (srcdir, glob)
+        (srcdir, glob, "config")
         for notebooks, globs in settings.dependencies
         if fnmatch.fnmatchcase(source, notebooks)
         for glob in globs
@@ -116,9 +118,15 @@ def declared_inputs(
     own = metadata.get("nbcache", {})
     own_globs = own.get("dependencies", []) if isinstance(own, dict) else []
     folder = (srcdir / source).parent
-    patterns += [(folder, glob) for glob in own_globs if isinstance(glob, str)]
+    patterns += [(folder, glob, "read") for glob in own_globs if isinstance(glob, str)]
     files, paths = {}, []
-    for base, glob in patterns:
+    for base, glob, declared_in in patterns:
+        unusable = _unusable_pattern(srcdir, base, glob)
+        if unusable is not None:
+            where = "nbcache_dependencies" if declared_in == "config" else "its metadata"
+            message = f"dependency pattern {glob!r} in {where} is ignored: {unusable}"
+            warn(message, declared_in, source)
+            continue
         for path in sorted(base.glob(glob)):
             if path.is_file():
                 absolute = str(path.resolve())
@@ -132,6 +140,20 @@ def declared_inputs(
     if settings.env_vars:
         declared["env"] = env_digests(settings.env_vars)
     return declared, tuple(paths)
+
+
+def _unusable_pattern(srcdir: Path, base: Path, glob: str) -> str | None:
+    """Why ``glob`` (relative to ``base``, inside ``srcdir``) cannot be used; None if it can.
+    ``Path.glob`` raises on absolute and empty patterns, and a notebook's dependencies
+    outside the project would make its key depend on where the project is checked out."""
+    if not glob or "\0" in glob:
+        return "it is empty or not a file name"
+    if PurePath(glob).anchor or PureWindowsPath(glob).anchor:
+        return "it is an absolute path; patterns are relative to the notebook's folder"
+    inside = os.path.normpath(Path(os.path.relpath(base, srcdir), glob))
+    if inside == ".." or inside.startswith(("../", "..\\")):
+        return "it reaches outside the project"
+    return None
 
 
 def make_job(planned: PlannedNotebook, settings: Settings) -> ExecutionJob:

@@ -12,12 +12,25 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import nbformat
+import yaml
 from myst_nb.core.config import NbParserConfig
 from myst_nb.core.nb_to_tokens import nb_node_to_dict
-from myst_nb.core.read import create_nb_reader
+from myst_nb.core.read import (
+    MystMetadataParsingError,
+    NbReader,
+    create_nb_reader,
+    standard_nb_read,
+)
 from myst_parser.config.main import MdParserConfig
 
+from sphinx_nbcache.decoding import undecodable
 from sphinx_nbcache.store import ParsedStore
+from sphinx_nbcache.validate import (
+    FORMAT_VERSION,
+    NotebookProblem,
+    check_notebook,
+    check_version,
+)
 
 EXECUTING_MODES = ("auto", "cache", "force")
 """``nb_execution_mode`` values that go through the cache; ``off`` and ``inline`` do not."""
@@ -73,7 +86,12 @@ def read_merged_notebook(text: str) -> nbformat.NotebookNode:
 
 
 class NotebookReadError(Exception):
-    """The source looks like a notebook but its reader failed."""
+    """The source looks like a notebook but cannot be read, in words a person understands;
+    ``line`` is where in the file, when known (a JSON syntax error, a text notebook's cell)."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 MYST_READER = {"type": "plugin", "name": "myst_nb_md"}
@@ -90,7 +108,7 @@ def parse_key(path: Path, text: str, md_config: MdParserConfig, custom: Any) -> 
     if str(path).endswith((".ipynb", *custom)) or not text.startswith("---") or ":load:" in text:
         return None
     material = {
-        "text": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "text": hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
         "markdown": dataclasses.asdict(md_config),
         "versions": _reader_versions(),
     }
@@ -123,13 +141,16 @@ def read_notebook(
     md_config: MdParserConfig,
     nb_config: NbParserConfig,
     parsed: ParsedStore | None = None,
+    encoding: str = "utf-8",
 ) -> SourceNotebook | None:
     """Read ``text`` (the content of ``path``); None if myst-nb would not treat it as a
     notebook. A MyST notebook comes from ``parsed`` when it holds this text's reading:
     myst-nb's reader parses YAML and checks every cell against the nbformat schema, 1.5
     to 2 ms a notebook, three times what a warm build spends on an ``.ipynb``.
 
-    :raises NotebookReadError: if the notebook reader fails on the text.
+    :raises NotebookReadError: if the text is not a notebook the build can use: bytes that
+        are not text in ``encoding`` (kept by :func:`decoding.escaping`), a reader's
+        failure, a field of the wrong kind.
     """
     key = None if parsed is None else parse_key(path, text, md_config, nb_config.custom_formats)
     kept = None if parsed is None or key is None else parsed.get(path, key)
@@ -140,15 +161,17 @@ def read_notebook(
         reader = create_nb_reader(str(path), md_config, nb_config, text)
         if reader is None:
             return None
-        try:
-            notebook = reader.read(text)
-        except Exception as exc:
-            raise NotebookReadError(f"{type(exc).__name__}: {exc}") from exc
+        bad_bytes = undecodable(text, encoding)
+        if bad_bytes is not None:
+            raise NotebookReadError(*bad_bytes)
+        notebook = _read_checked(reader, text, nb_config)
         commonmark_only = reader.md_config.commonmark_only
         if reader.read_fmt is None and path.suffix != ".ipynb":
             cell_lines = code_cell_lines(notebook, text)
         if parsed is not None and key is not None and reader.read_fmt == MYST_READER:
             parsed.put(path, key, nb_node_to_dict(notebook))
+    else:
+        _check(notebook, nb_config, cell_lines)
     apply_kernel_alias(notebook, nb_config.kernel_rgx_aliases)
     effective = notebook_config(notebook, nb_config)
     return SourceNotebook(
@@ -159,6 +182,113 @@ def read_notebook(
         commonmark_only=commonmark_only,
         cell_lines=cell_lines,
     )
+
+
+def _read_checked(reader: NbReader, text: str, nb_config: NbParserConfig) -> nbformat.NotebookNode:
+    """Read with myst-nb's reader, then check what it returned.
+
+    A ``.ipynb`` notebook in the current format is checked (and its omissions filled in)
+    before nbformat reads it, which would otherwise trip over a wrong type itself.
+
+    :raises NotebookReadError: with what is wrong and where.
+    """
+    if _reads_ipynb(reader):
+        text = _checked_ipynb(text, nb_config)
+    try:
+        notebook: nbformat.NotebookNode = reader.read(text)
+    except Exception as exc:
+        raise NotebookReadError(reader_failure(exc, reader, text, nb_config)) from exc
+    _check(notebook, nb_config, {})
+    return notebook
+
+
+def _reads_ipynb(reader: NbReader) -> bool:
+    """Whether ``reader`` is myst-nb's own ``.ipynb`` reader (``nbformat.reads``)."""
+    return getattr(reader.read, "func", None) is standard_nb_read
+
+
+def _checked_ipynb(text: str, nb_config: NbParserConfig) -> str:
+    """``text`` checked as notebook JSON; the same JSON, omissions filled in, when it is in
+    the current format (older ones are checked once nbformat has converted them).
+
+    :raises NotebookReadError: if it is not JSON or not a notebook the build can use.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        message = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        raise NotebookReadError(message, exc.lineno) from None
+    except RecursionError:
+        raise NotebookReadError("not valid JSON: nested too deeply") from None
+    try:
+        if check_version(data) != FORMAT_VERSION:
+            return text
+        check_notebook(data, nb_config.metadata_key, nb_config.cell_metadata_key)
+    except NotebookProblem as problem:
+        raise NotebookReadError(str(problem)) from None
+    return json.dumps(data)
+
+
+def _check(
+    notebook: nbformat.NotebookNode, nb_config: NbParserConfig, cell_lines: dict[int, int]
+) -> None:
+    """:raises NotebookReadError: if a reader returned a notebook the build cannot use."""
+    try:
+        check_notebook(notebook, nb_config.metadata_key, nb_config.cell_metadata_key)
+    except NotebookProblem as problem:
+        line = None if problem.cell is None else cell_line(notebook, cell_lines, problem.cell)
+        raise NotebookReadError(str(problem), line) from None
+
+
+def cell_line(
+    notebook: nbformat.NotebookNode, cell_lines: dict[int, int], index: int
+) -> int | None:
+    """Source line of a cell in text notebooks (MyST's source map, else the line found in
+    a jupytext file); None for ``.ipynb`` (no lines to point at)."""
+    source_map = notebook.metadata.get("source_map")
+    if not source_map:
+        return cell_lines.get(index)
+    return int(source_map[index]) + 1 if index < len(source_map) else None
+
+
+def reader_failure(exc: Exception, reader: NbReader, text: str, nb_config: NbParserConfig) -> str:
+    """What a reader's exception means, without the names of its internals: the messages
+    of errors about the input itself; for a reader that tripped over a value of the wrong
+    kind, what the checks find in the front matter, else what kind of file it was."""
+    if isinstance(exc, NotebookProblem | yaml.YAMLError | MystMetadataParsingError):
+        return str(exc)
+    if isinstance(exc, nbformat.ValidationError):  # myst-nb's reader validates each cell
+        where = ".".join(str(step) for step in getattr(exc, "absolute_path", ()))
+        message = str(getattr(exc, "message", "")) or "it does not match the notebook format"
+        message = message if len(message) <= 200 else message[:197] + "..."
+        return f"{where}: {message}" if where else message
+    if isinstance(exc, nbformat.reader.NotJSONError):
+        return "not valid JSON"
+    if isinstance(exc, RecursionError):
+        return "the notebook is nested too deeply to read"
+    if reader.read_fmt == MYST_READER:
+        problem = _front_matter_problem(text, nb_config)
+        if problem is not None:
+            return f"front matter: {problem}"
+        return "the MyST notebook has a field of a kind its reader cannot use"
+    if _reads_ipynb(reader):
+        version = json.loads(text).get("nbformat")  # checked before reading
+        return (
+            f"nbformat could not convert this version {version} notebook to version "
+            f"{FORMAT_VERSION}: one of its fields is of a kind it cannot use"
+        )
+    return "the notebook reader found a field of a kind it cannot use"
+
+
+def _front_matter_problem(text: str, nb_config: NbParserConfig) -> str | None:
+    """What the checks find wrong in a MyST notebook's front matter, if anything."""
+    head = text.split("\n---", 1)[0].removeprefix("---")
+    try:
+        metadata = yaml.safe_load(head)
+        check_notebook({"metadata": metadata, "cells": []}, nb_config.metadata_key, "")
+    except (yaml.YAMLError, NotebookProblem) as problem:
+        return str(problem)
+    return None
 
 
 def code_cell_lines(notebook: nbformat.NotebookNode, text: str) -> dict[int, int]:

@@ -35,7 +35,8 @@ STATUS_LABELS = {
 ENV_REPORT_DOCS = "nbcache_report_docs"
 DEFAULT_SLOWEST = 3
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+"""ECMA-48 escape sequences: CSI (colours, cursor), OSC (titles, hyperlinks), the rest."""
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 

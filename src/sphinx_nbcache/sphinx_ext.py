@@ -18,6 +18,7 @@ from typing import Any, cast
 import nbformat
 from docutils import nodes
 from myst_nb._compat import get_env_app
+from myst_nb.core.read import create_nb_reader
 from myst_nb.sphinx_ import NbMetadataCollector
 from myst_nb.sphinx_ import Parser as MystNbParser
 from myst_parser.parsers.sphinx_ import MystParser
@@ -35,6 +36,7 @@ from sphinx_nbcache.config import (
     from_command_line,
     validate,
 )
+from sphinx_nbcache.decoding import escaping, replace_undecodable, undecodable
 from sphinx_nbcache.discover import restore_artefacts
 from sphinx_nbcache.early import NOTHING_EXECUTED
 from sphinx_nbcache.execute import ExecutionResult, ExecutorError
@@ -45,7 +47,13 @@ from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, declared_inputs, plan
 from sphinx_nbcache.preload import Preloader
 from sphinx_nbcache.progress import Progress, on_terminal
-from sphinx_nbcache.read import EXECUTING_MODES, NotebookReadError, SourceNotebook, read_notebook
+from sphinx_nbcache.read import (
+    EXECUTING_MODES,
+    NotebookReadError,
+    SourceNotebook,
+    cell_line,
+    read_notebook,
+)
 from sphinx_nbcache.report import (
     NbCacheReport,
     build_report,
@@ -130,6 +138,7 @@ def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, An
     app.connect("env-get-updated", docs_to_rewrite)
     app.connect("env-updated", forget_kept)
     app.connect("doctree-resolved", on_doctree_resolved)
+    app.connect("source-read", on_source_read, priority=100)
     app.add_source_parser(NbCacheParser, override=True)
     app.add_env_collector(NbCacheCollector)
     app.add_directive("nbcache-report", NbCacheReport)
@@ -223,7 +232,14 @@ def read_source(
 
     :raises NotebookReadError: if the notebook reader fails on the text.
     """
-    return read_notebook(path, text, env.myst_config, env.mystnb_config, parsed)  # type: ignore[attr-defined]
+    return read_notebook(
+        path,
+        text,
+        env.myst_config,  # type: ignore[attr-defined]
+        env.mystnb_config,  # type: ignore[attr-defined]
+        parsed,
+        env.config.source_encoding,
+    )
 
 
 def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook) -> PlannedNotebook:
@@ -234,6 +250,7 @@ def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook)
         Path(env.srcdir),
         source,
         dict(notebook.notebook.metadata),
+        state.pipeline.warn,
         state.pipeline.declared_digests,
     )
     planned = plan(source, notebook, declared, files)
@@ -257,11 +274,14 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
     state.read_ahead.clear()
     # complete only now: extensions' suffixes join source_suffix after config-inited
     state.source_suffixes = (*app.config.source_suffix, *env.mystnb_config.custom_formats)  # type: ignore[attr-defined]
+    # Sphinx decodes sources strictly before any event: an undecodable byte would stop
+    # the build; this codec keeps it, for the page's parser to report (see decoding.py)
+    env.settings["input_encoding"] = escaping(env.config.source_encoding)
     misses = []
     for docname in sorted(docnames):
         path = Path(env.doc2path(docname))
         try:
-            text = path.read_text(encoding=env.config.source_encoding)
+            text = path.read_text(encoding=env.settings["input_encoding"])
             notebook = read_source(env, path, text, state.parsed)
         except (NotebookReadError, OSError, UnicodeDecodeError):
             continue  # reported with its location when the document is parsed
@@ -342,7 +362,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
                 notebook = read_source(env, path, inputstring, state.parsed)
             except NotebookReadError as exc:
                 _record_unreadable(env, exc)
-                MystParser.parse(self, "", document)
+                _render_unreadable(self, document, path, exc)
                 return
         if notebook is None or notebook.options.mode not in EXECUTING_MODES:
             super().parse(inputstring, document)  # plain Markdown, or myst-nb's off/inline
@@ -483,11 +503,13 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(plain_text(error.traceback), encoding="utf-8")
         where = "" if error.cell_index is None else f" in cell {error.cell_index}"
-        message = f"{FAILURE_TEXT[error.kind]}{where}: {error.name}: {error.value}"
+        # a kernel's error value can hold colour codes (IPython's own, a library's)
+        value = plain_text(error.value)
+        message = f"{FAILURE_TEXT[error.kind]}{where}: {plain_text(error.name)}: {value}"
         if error.name == STDIN_ERROR:
             message += " (a notebook cannot read input() during a build)"
         if options.show_tb:
-            message += f"\n{error.traceback}"
+            message += f"\n{plain_text(error.traceback)}"
         message += f"\n(traceback saved in {report})"
         log = report_error if options.raise_on_error else warn
         log(message, Subtype(error.kind), location=(docname, line))
@@ -525,18 +547,42 @@ def _record_unreadable(env: BuildEnvironment, exc: NotebookReadError) -> None:
         },
         "cells": [],
     }
-    (report_error if strict else warn)(message, Subtype.read, location=env.docname)
+    log = report_error if strict else warn
+    log(message, Subtype.read, location=(env.docname, exc.line))
+
+
+def _render_unreadable(
+    parser: MystParser, document: nodes.document, path: Path, exc: NotebookReadError
+) -> None:
+    """The page says that its notebook could not be read, under the file's name as its
+    title: an empty page has no title, so the toctree would warn and drop its link."""
+    MystParser.parse(parser, "", document)  # the settings myst's transforms expect
+    section = nodes.section(ids=[nodes.make_id(path.name)], names=[path.name])
+    section += nodes.title(text=path.name)
+    section += nodes.paragraph(text=f"This notebook could not be read: {exc}")
+    document += section
+
+
+def on_source_read(app: Sphinx, docname: str, content: list[str]) -> None:
+    """A page that is not a notebook, with bytes its encoding cannot decode (kept by
+    :func:`decoding.escaping`), is shown with replacement characters, and warned about
+    once; a notebook's parser reports them as an unreadable notebook."""
+    env = app.env
+    bad_bytes = undecodable(content[0], env.config.source_encoding)
+    if bad_bytes is None:
+        return
+    path = env.doc2path(docname)
+    if create_nb_reader(str(path), env.myst_config, env.mystnb_config, content[0]) is not None:  # type: ignore[attr-defined]
+        return
+    message, line = bad_bytes
+    warn(f"{message}; shown as \ufffd", Subtype.read, location=(docname, line))
+    content[0] = replace_undecodable(content[0])
 
 
 def _cell_line(notebook: SourceNotebook, cell_index: int | None) -> int | None:
-    """Source line of a cell in text notebooks (MyST's source map, else the line found in a
-    jupytext file); None for ``.ipynb`` (no lines to point at)."""
     if cell_index is None:
         return None
-    source_map = notebook.notebook.metadata.get("source_map")
-    if not source_map:
-        return notebook.cell_lines.get(cell_index)
-    return int(source_map[cell_index]) + 1 if cell_index < len(source_map) else None
+    return cell_line(notebook.notebook, notebook.cell_lines, cell_index)
 
 
 def _doc_records(env: BuildEnvironment) -> dict[str, dict[str, Any]]:
