@@ -28,7 +28,7 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
-SOAK = {"NBCACHE_SOAK_ROUNDS": "10"}
+SOAK = {"NBCACHE_SOAK_ROUNDS": "10", "NBCACHE_SOAK_KILLS": "20", "NBCACHE_SOAK_EXAMPLES": "5000"}
 """The reliability suite's bounds at full length; ``nox -s tests`` runs it short."""
 
 

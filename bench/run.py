@@ -822,11 +822,12 @@ def warm_path(book: Book) -> dict[str, float]:
     from sphinx_nbcache.config import build_settings
     from sphinx_nbcache.pipeline import Pipeline, declared_inputs, plan
     from sphinx_nbcache.read import read_notebook
+    from sphinx_nbcache.signing import machine_secret
     from sphinx_nbcache.store import ParsedStore, Store
 
     settings = build_settings({}, book.src, book.src)
     pipeline = Pipeline(settings, Store(settings.cache_path), lambda *args: None)
-    parsed = ParsedStore(settings.cache_path, book.src)
+    parsed = ParsedStore(settings.cache_path, book.src, machine_secret())
     md_config = MdParserConfig()
     nb_config = NbParserConfig(execution_mode="cache", execution_timeout=300)
     times: dict[str, list[float]] = {}
@@ -838,7 +839,7 @@ def warm_path(book: Book) -> dict[str, float]:
             raise BenchError(f"{path} is not a notebook")
         metadata = dict(notebook.notebook.metadata)
         declared, files = declared_inputs(
-            settings, book.src, path.name, metadata, pipeline.declared_digests
+            settings, book.src, path.name, metadata, pipeline.warn, pipeline.declared_digests
         )
         found = pipeline.lookup(plan(path.name, notebook, declared, files))
         elapsed = time.perf_counter() - begin
