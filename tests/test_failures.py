@@ -13,6 +13,7 @@ import jupytext
 import pytest
 
 from conftest import (
+    BASE_CONF,
     Build,
     Project,
     ProjectFactory,
@@ -225,7 +226,8 @@ def test_bad_config_values_fail_at_config_inited_one_line_each(
         {"good.ipynb": GOOD},
         "nbcache_workers = 0\nnbcache_retry_failed = 'yes'\nnbcache_path = 3\n"
         "nbcache_env_vars = 'HOME'\nnbcache_artefact_max_size = -1\n"
-        "nbcache_kernel_preload = ['numpy', 'not a module']\nnbcache_fork_kernels = False\n",
+        "nbcache_kernel_preload = ['numpy', 'not a module']\nnbcache_fork_kernels = False\n"
+        "nbcache_secret_env = 'not a name'\n",
     )
     build = project.build()
     assert build.returncode == 2
@@ -238,9 +240,20 @@ def test_bad_config_values_fail_at_config_inited_one_line_each(
     assert "nbcache_artefact_max_size must be a number of bytes" in build.stderr
     assert "nbcache_kernel_preload must be a list of module names" in build.stderr
     assert "nbcache_kernel_preload needs nbcache_fork_kernels = True" in build.stderr
-    assert "7 invalid nbcache configuration value(s)" in build.stderr
-    assert build.stderr.count("[nbcache.config]") == 7
+    assert "nbcache_secret_env must be the name of an environment variable" in build.stderr
+    assert build.stderr.count("[nbcache.config]") == 8
+    assert build.stderr.endswith(
+        "\nConfiguration error:\n8 invalid nbcache configuration value(s), listed above\n"
+    ), "one plain ending: no traceback, no request to report a bug to Sphinx"
+    assert "Traceback" not in build.stderr and "open an issue" not in build.stderr
     assert not (project.root / ".nbcache").exists()
+    project.write(
+        "conf.py",
+        BASE_CONF + "nbcache_kernel_preload = ['json', 'nmupy.linalg']\n",
+    )
+    missing = project.build()
+    assert missing.returncode == 2
+    assert "nbcache_kernel_preload names 'nmupy.linalg', which is not installed" in (missing.stderr)
 
 
 def test_settings_can_be_given_on_the_command_line(make_project: ProjectFactory) -> None:

@@ -62,13 +62,16 @@ def test_kernels_are_forked_and_a_module_that_fails_to_import_only_warns(
         name: ipynb(code(f"# {name}\nprint(open('/proc/self/comm').read().strip())"))
         for name in ("a.ipynb", "b.ipynb")
     }
-    conf = 'nbcache_kernel_preload = ["numpy", "no_such_module_here"]\n'
+    conf = 'nbcache_kernel_preload = ["numpy", "broken_on_import"]\n'
     project = make_project(files, conf)
-    build = project.build()
+    modules = project.root.parent / "modules"
+    modules.mkdir()
+    (modules / "broken_on_import.py").write_text("raise ImportError('broken on purpose')\n")
+    build = project.build(env={"PYTHONPATH": str(modules)})
     assert build.returncode == 0, build.stderr
     (warning,) = build.warnings
-    assert "nbcache_kernel_preload: cannot import no_such_module_here in " in warning
-    assert "ModuleNotFoundError" in warning
+    assert "nbcache_kernel_preload: cannot import broken_on_import in " in warning
+    assert "ImportError: broken on purpose" in warning
     assert warning.endswith("[nbcache.preload]")
     assert build.executed == ["a.ipynb", "b.ipynb"]
     for page in ("a", "b"):
