@@ -192,13 +192,15 @@ def _read_checked(reader: NbReader, text: str, nb_config: NbParserConfig) -> nbf
 
     :raises NotebookReadError: with what is wrong and where.
     """
+    checked = None
     if _reads_ipynb(reader):
-        text = _checked_ipynb(text, nb_config)
+        checked = _checked_ipynb(text, nb_config)
     try:
-        notebook: nbformat.NotebookNode = reader.read(text)
+        notebook: nbformat.NotebookNode = reader.read(checked or text)
     except Exception as exc:
         raise NotebookReadError(reader_failure(exc, reader, text, nb_config)) from exc
-    _check(notebook, nb_config, {})
+    if checked is None:  # checked already: nbformat's reading of checked JSON is sound
+        _check(notebook, nb_config, {})
     return notebook
 
 
@@ -207,9 +209,9 @@ def _reads_ipynb(reader: NbReader) -> bool:
     return getattr(reader.read, "func", None) is standard_nb_read
 
 
-def _checked_ipynb(text: str, nb_config: NbParserConfig) -> str:
+def _checked_ipynb(text: str, nb_config: NbParserConfig) -> str | None:
     """``text`` checked as notebook JSON; the same JSON, omissions filled in, when it is in
-    the current format (older ones are checked once nbformat has converted them).
+    the current format; None for older ones, checked once nbformat has converted them.
 
     :raises NotebookReadError: if it is not JSON or not a notebook the build can use.
     """
@@ -222,7 +224,7 @@ def _checked_ipynb(text: str, nb_config: NbParserConfig) -> str:
         raise NotebookReadError("not valid JSON: nested too deeply") from None
     try:
         if check_version(data) != FORMAT_VERSION:
-            return text
+            return None
         check_notebook(data, nb_config.metadata_key, nb_config.cell_metadata_key)
     except NotebookProblem as problem:
         raise NotebookReadError(str(problem)) from None
