@@ -8,17 +8,20 @@ import json
 import os
 import pickle
 import sqlite3
+import time
 import zlib
 from pathlib import Path
 
 import pytest
 
+from sphinx_nbcache import store as store_module
 from sphinx_nbcache.execute import CellError, ExecutionResult
 from sphinx_nbcache.store import (
     DamagedEntryError,
     JSONOnlyDisk,
     ParsedStore,
     Store,
+    StoreWriteError,
     UnsafeRowError,
 )
 
@@ -181,3 +184,27 @@ def test_the_store_never_touches_a_file_a_row_names_outside_it(tmp_path: Path) -
 def test_keys_are_text_only(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         Store(tmp_path).cache.set(("a", "tuple"), {})
+
+
+def test_a_cache_locked_past_the_timeout_is_given_up_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holding the database: the write fails after the timeout, later
+    writes of the same build fail at once instead of waiting as long again, and reads
+    go on (WAL readers are not blocked)."""
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT", 2.0)
+    store = Store(tmp_path)
+    store.put(make_result("a" * 64))
+    with contextlib.closing(sqlite3.connect(tmp_path / "cache.db", isolation_level=None)) as db:
+        db.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreWriteError, match="locked by another process"):
+            store.put(make_result("b" * 64))
+        started = time.monotonic()
+        with pytest.raises(StoreWriteError, match="locked by another process"):
+            store.put(make_result("c" * 64))
+        assert time.monotonic() - started < 1.0, "given up, not waited for again"
+        assert store.get("a" * 64) == make_result("a" * 64)
+        db.execute("ROLLBACK")
+    store.close()
+    store.put(make_result("b" * 64))
+    assert sorted(store.all_keys()) == ["a" * 64, "b" * 64]

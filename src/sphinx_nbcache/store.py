@@ -292,6 +292,10 @@ class Store:
         self.secret = secret
         self._cache: diskcache.Cache | None = None
         self._rows = _Rows(directory, JSONOnlyDisk(str(directory)))
+        self._given_up: str | None = None
+        """Why writing stopped being tried until :meth:`close`: the cache could not be
+        opened for writing, or stayed locked past the timeout. Each further try would
+        only wait as long again."""
 
     @property
     def cache(self) -> diskcache.Cache:
@@ -299,6 +303,8 @@ class Store:
 
         :raises StoreWriteError: if the folder or its database cannot be written.
         """
+        if self._given_up is not None:
+            raise StoreWriteError(self._given_up)
         if self._cache is None:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
@@ -307,7 +313,8 @@ class Store:
                     str(self.directory), timeout=BUSY_TIMEOUT, disk=JSONOnlyDisk, **SETTINGS
                 )
             except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
-                raise StoreWriteError(_why_unwritable(exc)) from None
+                self._given_up = _why_unwritable(exc)
+                raise StoreWriteError(self._given_up) from None
         return self._cache
 
     def __contains__(self, key: str) -> bool:
@@ -398,9 +405,13 @@ class Store:
         if self.secret is not None:
             parts = self._signed_parts(envelope, result.key, envelope["digest"])
             envelope["signature"] = sign(self.secret, *parts)
+        cache = self.cache
         try:
-            self.cache.set(result.key, envelope)
-        except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+            cache.set(result.key, envelope)
+        except diskcache.Timeout as exc:
+            self._given_up = _why_unwritable(exc)
+            raise StoreWriteError(self._given_up) from None
+        except (OSError, sqlite3.Error) as exc:  # a full disk: a smaller entry may still fit
             raise StoreWriteError(_why_unwritable(exc)) from None
 
     def material(self, key: str) -> dict[str, Any] | None:
@@ -475,6 +486,7 @@ class Store:
 
     def close(self) -> None:
         self._rows.close()
+        self._given_up = None
         if self._cache is not None:
             self._cache.close()
             self._cache = None
@@ -487,13 +499,14 @@ def _forget_foreign_settings(database: Path) -> None:
     if not database.is_file():
         return
     known = sorted({*DEFAULT_SETTINGS, *METADATA, *SETTINGS})
-    marks = ",".join("?" * len(known))
+    where = f"FROM Settings WHERE key NOT IN ({','.join('?' * len(known))})"
     with (
         contextlib.closing(sqlite3.connect(database, timeout=BUSY_TIMEOUT)) as db,
         db,
         contextlib.suppress(sqlite3.OperationalError),  # no Settings table yet, or read-only
     ):
-        db.execute(f"DELETE FROM Settings WHERE key NOT IN ({marks})", known)
+        if db.execute(f"SELECT 1 {where} LIMIT 1", known).fetchone() is not None:
+            db.execute(f"DELETE {where}", known)  # only then: a write waits for other builds
 
 
 def _why_unwritable(exc: BaseException) -> str:
