@@ -16,7 +16,8 @@ import pytest
 
 from conftest import Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
 from sphinx_nbcache import discover
-from sphinx_nbcache.pipeline import ENVIRONMENTS_FILE, kernel_environment
+from sphinx_nbcache.config import build_settings
+from sphinx_nbcache.pipeline import ENVIRONMENTS_FILE, declared_inputs, kernel_environment
 from sphinx_nbcache.store import Store
 
 CONF = 'exclude_patterns.append("lib")\n'
@@ -376,3 +377,32 @@ def test_a_file_read_by_many_notebooks_is_hashed_once_while_it_stays_as_it_was(
     assert digests(data) == first
     os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
     assert digests(data) == discover.file_digest(data) != first, "rewritten: hashed again"
+
+
+def test_declared_patterns_may_reach_the_repository_but_not_beyond(tmp_path: Path) -> None:
+    """``../scripts/convert.sh`` from a docs folder is the project's own file; a pattern
+    that is absolute or climbs out of the repository is left out with a warning."""
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "scripts").mkdir()
+    (repo / "scripts" / "convert.sh").write_text("echo\n")
+    (tmp_path / "secret.txt").write_text("not the project's\n")
+    docs = repo / "docs"
+    docs.mkdir()
+    settings = build_settings(
+        {"nbcache_dependencies": {"*": ["../scripts/*.sh", "../../secret.txt", "/etc/hosts"]}},
+        docs,
+        docs,
+    )
+    warned: list[str] = []
+    declared, files = declared_inputs(
+        settings, docs, "nb.ipynb", {}, lambda message, subtype, source: warned.append(message)
+    )
+    assert list(declared["files"]) == ["../scripts/convert.sh"]
+    assert files == (docs / "../scripts/convert.sh",)
+    assert warned == [
+        "dependency pattern '../../secret.txt' in nbcache_dependencies is ignored: "
+        "it reaches outside the project",
+        "dependency pattern '/etc/hosts' in nbcache_dependencies is ignored: it is an "
+        "absolute path; patterns are relative to the notebook's folder",
+    ]

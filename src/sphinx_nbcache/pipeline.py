@@ -121,7 +121,7 @@ def declared_inputs(
     patterns += [(folder, glob, "read") for glob in own_globs if isinstance(glob, str)]
     files, paths = {}, []
     for base, glob, declared_in in patterns:
-        unusable = _unusable_pattern(srcdir, base, glob)
+        unusable = _unusable_pattern(settings.project_root or srcdir, base, glob)
         if unusable is not None:
             where = "nbcache_dependencies" if declared_in == "config" else "its metadata"
             message = f"dependency pattern {glob!r} in {where} is ignored: {unusable}"
@@ -142,16 +142,16 @@ def declared_inputs(
     return declared, tuple(paths)
 
 
-def _unusable_pattern(srcdir: Path, base: Path, glob: str) -> str | None:
-    """Why ``glob`` (relative to ``base``, inside ``srcdir``) cannot be used; None if it can.
-    ``Path.glob`` raises on absolute and empty patterns, and a notebook's dependencies
-    outside the project would make its key depend on where the project is checked out."""
+def _unusable_pattern(root: Path, base: Path, glob: str) -> str | None:
+    """Why ``glob`` (relative to ``base``) cannot be used; None if it can. ``Path.glob``
+    raises on absolute and empty patterns, and files outside the project's repository
+    (``root``; a docs folder's ``../scripts`` is inside it) are not the project's to
+    declare: where they are depends on the machine."""
     if not glob or "\0" in glob:
         return "it is empty or not a file name"
     if PurePath(glob).anchor or PureWindowsPath(glob).anchor:
         return "it is an absolute path; patterns are relative to the notebook's folder"
-    inside = os.path.normpath(Path(os.path.relpath(base, srcdir), glob))
-    if inside == ".." or inside.startswith(("../", "..\\")):
+    if not Path(os.path.normpath(base.resolve() / glob)).is_relative_to(root.resolve()):
         return "it reaches outside the project"
     return None
 
