@@ -23,7 +23,7 @@ from myst_nb.core.read import (
 )
 from myst_parser.config.main import MdParserConfig
 
-from sphinx_nbcache.decoding import undecodable
+from sphinx_nbcache.decoding import replace_undecodable, undecodable
 from sphinx_nbcache.store import ParsedStore
 from sphinx_nbcache.validate import (
     FORMAT_VERSION,
@@ -158,10 +158,13 @@ def read_notebook(
     commonmark_only = md_config.commonmark_only
     cell_lines: dict[int, int] = {}
     if notebook is None:
-        reader = create_nb_reader(str(path), md_config, nb_config, text)
+        bad_bytes = undecodable(text, encoding)
+        # whether it is a notebook is told from the text as the page would show it, as
+        # the source-read handler does: a bad byte in front matter hides nothing
+        shown = text if bad_bytes is None else replace_undecodable(text)
+        reader = create_nb_reader(str(path), md_config, nb_config, shown)
         if reader is None:
             return None
-        bad_bytes = undecodable(text, encoding)
         if bad_bytes is not None:
             raise NotebookReadError(*bad_bytes)
         notebook = _read_checked(reader, text, nb_config)

@@ -572,11 +572,16 @@ def on_source_read(app: Sphinx, docname: str, content: list[str]) -> None:
     if bad_bytes is None:
         return
     path = env.doc2path(docname)
-    if create_nb_reader(str(path), env.myst_config, env.mystnb_config, content[0]) is not None:  # type: ignore[attr-defined]
+    shown = replace_undecodable(content[0])
+    try:  # a bad byte in front matter must not make a notebook look like a plain page
+        reader = create_nb_reader(str(path), env.myst_config, env.mystnb_config, shown)  # type: ignore[attr-defined]
+    except Exception:
+        return  # the notebook's parser reports it, once
+    if reader is not None:
         return
     message, line = bad_bytes
     warn(f"{message}; shown as \ufffd", Subtype.read, location=(docname, line))
-    content[0] = replace_undecodable(content[0])
+    content[0] = shown
 
 
 def _cell_line(notebook: SourceNotebook, cell_index: int | None) -> int | None:
