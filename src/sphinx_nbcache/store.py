@@ -153,10 +153,19 @@ class JSONOnlyDisk(diskcache.Disk):  # type: ignore[misc]
     def fetch(self, mode: Any, filename: Any, value: Any, read: bool) -> Any:
         if read:
             raise TypeError("values are JSON, not files")
+        file = self.value_file(mode, filename, value)
+        return _decode(value if file is None else file.read_bytes())
+
+    def value_file(self, mode: Any, filename: Any, value: Any) -> Path | None:
+        """Where a row's value is: None for one inline in the row, else its file inside
+        the folder.
+
+        :raises UnsafeRowError: for any other mode, or a file outside the folder.
+        """
         if mode == MODE_RAW and filename is None:
-            return _decode(value)
+            return None
         if mode == MODE_BINARY and value is None:
-            return _decode(inside(self.folder, filename).read_bytes())
+            return inside(self.folder, filename)
         raise UnsafeRowError(f"is stored in mode {mode!r}, which sphinx-nbcache never writes")
 
     def remove(self, file_path: Any) -> None:
@@ -263,10 +272,7 @@ class _Rows:
         ):
             try:
                 self.disk.get(key, raw)
-                if mode == MODE_BINARY and value is None:
-                    inside(self.folder, filename)
-                elif not (mode == MODE_RAW and filename is None):
-                    raise UnsafeRowError(f"mode {mode!r}")
+                self.disk.value_file(mode, filename, value)
             except (UnsafeRowError, ValueError):
                 refused.append(rowid)
         return refused
@@ -456,7 +462,7 @@ class Store:
         rows = self._rows.unsafe()
         if not rows:
             return 0
-        disk = JSONOnlyDisk(str(self.directory))
+        disk = self._rows.disk
         try:
             with (
                 contextlib.closing(
