@@ -8,12 +8,14 @@ import re
 import select
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from conftest import ProjectFactory, code, ipynb
 from sphinx_nbcache.execute import CellClock, CellError, ExecutionJob, ExecutionResult, Pool
-from sphinx_nbcache.progress import CLEAR_LINE, QUIET_FOR, Progress, outcome
+from sphinx_nbcache.progress import CLEAR_LINE, QUIET_FOR, Progress, colour_allowed, outcome
+from sphinx_nbcache.report import plain_text
 
 
 def job(source: str) -> ExecutionJob:
@@ -125,3 +127,92 @@ def test_a_terminal_gets_a_live_status_line(make_project: ProjectFactory) -> Non
     # kernels take the free slot in the order they become ready: any slow one will do
     live = r"\x1b\[2Knbcache: [12]/3 done; running slow[12]\.ipynb \(cell 1, [\d.]+ s\); about"
     assert re.search(live + r" [\d.]+ s left\r", text), text[text.find("nbcache") :][:3000]
+
+
+def run_at_terminal(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Run a command with a pseudo-terminal as its stdout and stderr, as a person would;
+    its exit status and all it wrote."""
+    import pty
+
+    leader, follower = pty.openpty()
+    base = {k: v for k, v in os.environ.items() if k not in {"NO_COLOR", "FORCE_COLOR"}}
+    process = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        stdout=follower,
+        stderr=follower,
+        env={**base, "CI": "", "TERM": "xterm", "COLUMNS": "200", **env},
+    )
+    os.close(follower)
+    seen = b""
+    while select.select([leader], [], [], 120)[0]:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the command exited and closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    return process.wait(timeout=60), seen.decode(errors="replace")
+
+
+FAILING = {
+    "ok.ipynb": ipynb(code("import time\ntime.sleep(1.5)\nprint('ok')")),
+    "bad.ipynb": ipynb(code("1 / 0")),
+}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals")
+def test_a_terminal_with_no_color_gets_plain_progress_lines(make_project: ProjectFactory) -> None:
+    """As Sphinx prints its own progress then, one line each: no escape codes, no
+    redrawn line."""
+    project = make_project(FAILING, "nbcache_workers = 1\n")
+    argv = [sys.executable, "-m", "sphinx", "-b", "html", str(project.root), "_build"]
+    status, text = run_at_terminal(argv, project.root, {"NO_COLOR": "1"})
+    assert status == 0, text
+    assert "\x1b" not in text, text
+    assert re.search(r"\nnbcache: \[\d/2\] ok\.ipynb executed in [\d.]+ s\r\n", text), text
+    assert re.search(r"\nnbcache: \[\d/2\] bad\.ipynb failed in .*ZeroDivisionError", text)
+    assert "reading sources... [100%]" in text, "Sphinx's own progress, plain too"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals")
+def test_nbcache_at_a_terminal_respects_no_color(make_project: ProjectFactory) -> None:
+    project = make_project(FAILING)
+    nbcache = [sys.executable, "-m", "sphinx_nbcache"]
+    status, text = run_at_terminal([*nbcache, "execute"], project.root, {"NO_COLOR": "1"})
+    assert status == 1, text
+    assert "\x1b" not in text, text
+    assert "bad.ipynb failed in" in text and "1 succeeded, 1 failed" in text
+
+    show = [*nbcache, "show", "bad.ipynb"]
+    status, plain = run_at_terminal(show, project.root, {"NO_COLOR": "1"})
+    assert status == 0, plain
+    assert "ZeroDivisionError" in plain
+    assert "\x1b" not in plain, plain
+    status, coloured = run_at_terminal(show, project.root, {"NO_COLOR": ""})
+    assert "\x1b[" in coloured, "an empty NO_COLOR is no request (no-color.org)"
+    assert plain_text(coloured) == plain
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals")
+def test_escape_codes_only_for_a_terminal_without_no_color(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pty
+
+    leader, follower = pty.openpty()
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    with os.fdopen(follower, "w") as terminal, (tmp_path / "log").open("w") as file:
+        assert colour_allowed(terminal)
+        assert not colour_allowed(file)
+        monkeypatch.setenv("NO_COLOR", "1")
+        assert not colour_allowed(terminal)
+        monkeypatch.setenv("NO_COLOR", "")
+        assert colour_allowed(terminal)
+        monkeypatch.setenv("TERM", "dumb")
+        assert not colour_allowed(terminal)
+    assert not colour_allowed(terminal), "closed"
+    os.close(leader)

@@ -29,7 +29,7 @@ from sphinx_nbcache.execute import ExecutionResult, ExecutorError
 from sphinx_nbcache.key import explain_difference
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook
-from sphinx_nbcache.progress import Progress, on_terminal
+from sphinx_nbcache.progress import Progress, colour_allowed, on_terminal
 from sphinx_nbcache.read import NotebookReadError, SourceNotebook
 from sphinx_nbcache.report import plain_text
 from sphinx_nbcache.store import (
@@ -358,9 +358,13 @@ def cmd_execute(args: argparse.Namespace) -> int:
 
 
 def _show_progress(app: Sphinx) -> None:
-    """The project was loaded silently; from here on, progress lines go to stdout."""
+    """The project was loaded silently; from here on, progress lines go to stdout, in
+    colour only where :func:`colour_allowed` (as ``sphinx-build`` decides for its own)."""
+    from sphinx.util import console
     from sphinx.util import logging as sphinx_logging
 
+    if not colour_allowed(sys.stdout):
+        console.nocolor()
     sphinx_logging.setup(app, sys.stdout, sys.stderr)
 
 
@@ -401,7 +405,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         if result.error is not None:
             tb = (
                 result.error.traceback
-                if sys.stdout.isatty()
+                if colour_allowed(sys.stdout)
                 else plain_text(result.error.traceback)
             )
             print(f"\n{result.error.name}: {result.error.value}\n\n{tb}")

@@ -14,6 +14,7 @@ import shutil
 import statistics
 import sys
 import time
+from typing import TextIO
 
 from sphinx_nbcache.execute import CellClock, ExecutionJob, ExecutionResult, Pool
 from sphinx_nbcache.log import LOGGER
@@ -23,14 +24,21 @@ QUIET_FOR = 30.0
 CLEAR_LINE = "\x1b[2K"
 
 
+def colour_allowed(stream: TextIO) -> bool:
+    """Whether escape codes (colour, redrawn lines) written to ``stream`` reach a person at
+    a terminal that wants them: not a file or a pipe, not ``TERM=dumb``, and not with
+    ``NO_COLOR`` set to anything but the empty string (https://no-color.org)."""
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+    return terminal and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
 def on_terminal() -> bool:
-    """Whether a redrawn status line will be seen as one line: an interactive terminal,
-    not a CI log (``CI=true``) or a file."""
-    return (
-        sys.stdout.isatty()
-        and os.environ.get("TERM", "") != "dumb"
-        and os.environ.get("CI", "").lower() not in {"true", "1"}
-    )
+    """Whether a redrawn status line will be seen as one line: escape codes allowed on
+    stdout (see :func:`colour_allowed`), and not a CI log (``CI=true``)."""
+    return colour_allowed(sys.stdout) and os.environ.get("CI", "").lower() not in {"true", "1"}
 
 
 def outcome(result: ExecutionResult) -> str:
