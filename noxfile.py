@@ -68,6 +68,14 @@ def example(session: nox.Session) -> None:
 
 
 @nox.session
+def nbcache(session: nox.Session) -> None:
+    """The ``nbcache`` command, with the example book's packages, without installing
+    anything yourself: ``nox -s nbcache -- --project example_book status``."""
+    install(session, "example")
+    session.run("nbcache", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Time myst-nb's cache mode against sphinx-nbcache on generated books."""
     install(session, "bench")
