@@ -20,8 +20,7 @@ myst_heading_anchors = 3
 
 exclude_patterns = ["_build", "jupyter_execute", ".nbcache", "**/.ipynb_checkpoints"]
 
-html_theme = "alabaster"
-html_theme_options = {
-    "description": "Concurrent notebook execution and an on-disk output cache for myst-nb",
-    "fixed_sidebar": True,
-}
+# The theme of Jupyter Book 1 and most myst-nb books: notebook outputs (DataFrames,
+# tracebacks) look here as they will in yours.
+html_theme = "sphinx_book_theme"
+html_title = "sphinx-nbcache"

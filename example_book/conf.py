@@ -25,5 +25,5 @@ exclude_patterns = [
     "conf.py",
 ]
 
-html_theme = "alabaster"
+html_theme = "sphinx_book_theme"  # as Jupyter Book 1 and most myst-nb books use
 html_title = project
