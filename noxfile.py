@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import tarfile
+import zipfile
 from pathlib import Path
 
 import nox
@@ -88,3 +90,49 @@ def clean(session: nox.Session) -> None:
     for folder in ("docs", "example_book"):
         for name in ("_build", ".nbcache", "jupyter_execute"):
             shutil.rmtree(ROOT / folder / name, ignore_errors=True)
+
+
+DIST = ROOT / "dist"
+NOT_SHIPPED = {".gitignore", ".ci/run"}
+"""Tracked files the sdist leaves out; it carries every other one (tests, docs, example)."""
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """The sdist and, built from it, the wheel, checked as the package index will
+    (``twine check --strict``) and for what they must carry; then the wheel installed
+    alone builds the sdist's example book."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "build"))
+    shutil.rmtree(DIST, ignore_errors=True)
+    session.run("python", "-m", "build", "--outdir", str(DIST))
+    (sdist,), (wheel,) = DIST.glob("*.tar.gz"), DIST.glob("*.whl")
+    session.run("twine", "check", "--strict", str(sdist), str(wheel))
+
+    with zipfile.ZipFile(wheel) as opened:
+        in_wheel = set(opened.namelist())
+    schemas = [f"sphinx_nbcache/schemas/{p.name}" for p in (ROOT / "src").glob("*/schemas/*.json")]
+    missing = {"sphinx_nbcache/py.typed", *schemas} - in_wheel
+    if missing or not schemas:
+        session.error(f"{wheel.name} lacks {sorted(missing) or 'schemas/*.json'}")
+
+    top = sdist.name.removesuffix(".tar.gz")
+    with tarfile.open(sdist) as opened:
+        in_sdist = {name.removeprefix(f"{top}/") for name in opened.getnames()}
+    tracked = session.run("git", "ls-files", external=True, silent=True)
+    missing = set(str(tracked).splitlines()) - NOT_SHIPPED - in_sdist
+    if missing:
+        session.error(f"{sdist.name} lacks {sorted(missing)}")
+    built = {"_build", ".nbcache", "jupyter_execute", "__pycache__"}
+    stray = sorted(name for name in in_sdist if built & set(name.split("/")))
+    if stray:
+        session.error(f"{sdist.name} holds build output: {stray}")
+
+    session.install(str(wheel), *nox.project.dependency_groups(PYPROJECT, "example"))
+    session.run("nbcache", "--version")
+    unpacked = Path(session.create_tmp()) / "sdist"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    with tarfile.open(sdist) as opened:
+        opened.extractall(unpacked, filter="data")
+    book = unpacked / top / "example_book"
+    session.run("sphinx-build", "-q", "-b", "html", str(book), str(book / "_build" / "html"))
+    session.log(f"built {sdist.name} and {wheel.name} in {DIST}")
