@@ -93,15 +93,14 @@ def clean(session: nox.Session) -> None:
 
 
 DIST = ROOT / "dist"
-NOT_SHIPPED = {".gitignore", ".ci/run"}
-"""Tracked files the sdist leaves out; it carries every other one (tests, docs, example)."""
 
 
 @nox.session
 def build(session: nox.Session) -> None:
     """The sdist and, built from it, the wheel, checked as the package index will
-    (``twine check --strict``) and for what they must carry; then the wheel installed
-    alone builds the sdist's example book."""
+    (``twine check --strict``) and for what they must carry (the sdist: every tracked
+    file but the repository's dot-files, CI settings and the like); then the wheel,
+    installed alone, builds the sdist's example book."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "build"))
     shutil.rmtree(DIST, ignore_errors=True)
     session.run("python", "-m", "build", "--outdir", str(DIST))
@@ -118,8 +117,8 @@ def build(session: nox.Session) -> None:
     top = sdist.name.removesuffix(".tar.gz")
     with tarfile.open(sdist) as opened:
         in_sdist = {name.removeprefix(f"{top}/") for name in opened.getnames()}
-    tracked = session.run("git", "ls-files", external=True, silent=True)
-    missing = set(str(tracked).splitlines()) - NOT_SHIPPED - in_sdist
+    tracked = str(session.run("git", "ls-files", external=True, silent=True)).splitlines()
+    missing = {name for name in tracked if not name.startswith(".")} - in_sdist
     if missing:
         session.error(f"{sdist.name} lacks {sorted(missing)}")
     built = {"_build", ".nbcache", "jupyter_execute", "__pycache__"}
@@ -128,6 +127,8 @@ def build(session: nox.Session) -> None:
         session.error(f"{sdist.name} holds build output: {stray}")
 
     session.install(str(wheel), *nox.project.dependency_groups(PYPROJECT, "example"))
+    # this wheel, even over an earlier one of the same version
+    session.install("--no-deps", "--force-reinstall", str(wheel))
     session.run("nbcache", "--version")
     unpacked = Path(session.create_tmp()) / "sdist"
     shutil.rmtree(unpacked, ignore_errors=True)
