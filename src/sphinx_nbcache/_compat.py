@@ -1,5 +1,5 @@
 """What differs between the supported versions of Sphinx, myst-parser and myst-nb, in one
-place: Sphinx 7.4 to 9, myst-parser 3 to 5, myst-nb 1.1 to 1.4."""
+place: Sphinx 7.4 to 9, myst-parser 3 to 5, myst-nb 1.0 to 1.4."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def reading_document_with(
 ) -> dict[str, tuple[str, dict[str, Any], bool]]:
     """myst-nb's ``custom_formats`` with ``reader`` reading the document at ``path``.
 
-    myst-nb 1.2 and later apply a format to the paths that end with its key, longest key
-    first, so the document's own path picks it out of every suffix; myst-nb 1.1 compares
-    only the path's last suffix with each key, so that suffix is mapped too (in a copy of
-    the settings used for this document only).
+    myst-nb applies a format to the paths that end with its key, longest key first, so
+    the document's own path picks it out of every suffix; myst-nb 1.1 alone compares only
+    the path's last suffix with each key, so that suffix is mapped too (in a copy of the
+    settings used for this document only).
     """
     return {**formats, path.suffix: reader, str(path): reader}
