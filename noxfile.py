@@ -70,6 +70,14 @@ def tests_oldest(session: nox.Session) -> None:
         session.run("pytest", "tests/test_build.py::test_cold_build_renders_every_format")
 
 
+@nox.session
+def jb1(session: nox.Session) -> None:
+    """``jupyter-book build`` (Jupyter Book 1) of tests/data/jb1_book through
+    sphinx-nbcache, with the Sphinx, myst-parser and myst-nb that jupyter-book<2 picks."""
+    session.install(".", *nox.project.dependency_groups(PYPROJECT, "jb1"))
+    session.run("pytest", "tests/jb1", *session.posargs)
+
+
 SOAK = {"NBCACHE_SOAK_ROUNDS": "10", "NBCACHE_SOAK_KILLS": "20", "NBCACHE_SOAK_EXAMPLES": "5000"}
 """The reliability suite's bounds at full length; ``nox -s tests`` runs it short."""
 
