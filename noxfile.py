@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import nox
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).parent
 PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
@@ -28,6 +29,55 @@ def tests(session: nox.Session) -> None:
     """The test suite: real kernels, real caches, real sphinx-build runs."""
     install(session, "test")
     session.run("pytest", *session.posargs)
+
+
+OLDEST = ("sphinx", "docutils", "myst-parser", "myst-nb")
+"""What ``tests_oldest`` installs at its lower bound in pyproject.toml (the newest release
+of that minor), so that the bounds say what is tested; ``tests`` gets the newest."""
+OLDEST_TESTS = [
+    "tests/test_build.py",
+    "tests/test_failures.py",
+    "tests/test_settings.py",
+    "tests/test_reports.py",
+    "tests/test_cli.py::test_status_execute_then_build_executes_nothing",
+    "tests/test_cli.py::test_show_lists_the_files_variables_and_packages_the_entry_depends_on",
+    "tests/reliability/test_malformed.py::test_unreadable_notebook_gets_one_readable_warning",
+    "tests/reliability/test_malformed.py::"
+    "test_undecodable_page_that_is_no_notebook_is_shown_with_replacement_characters",
+]
+"""The build-level tests: what reaches Sphinx, myst-parser and myst-nb (builds, failures,
+settings, reports, the command line's Sphinx application, source decoding)."""
+
+
+def oldest_supported() -> list[str]:
+    pins = []
+    for text in PYPROJECT["project"]["dependencies"]:
+        requirement = Requirement(text)
+        if requirement.name in OLDEST:
+            (lower,) = (s.version for s in requirement.specifier if s.operator == ">=")
+            pins.append(f"{requirement.name}=={lower}.*")
+    return pins
+
+
+@nox.session
+def tests_oldest(session: nox.Session) -> None:
+    """The build-level tests on the oldest supported Sphinx, docutils, myst-parser and
+    myst-nb (``nox -s tests`` runs everything on the newest)."""
+    requirements = nox.project.dependency_groups(PYPROJECT, "test")
+    session.install(".", *oldest_supported(), *requirements)
+    session.run("pytest", *(session.posargs or OLDEST_TESTS))
+    if not session.posargs:
+        # myst-nb 1.1 alone matches nb_custom_formats by the last suffix (see _compat.py)
+        session.install("myst-nb==1.1.*")
+        session.run("pytest", "tests/test_build.py::test_cold_build_renders_every_format")
+
+
+@nox.session
+def jb1(session: nox.Session) -> None:
+    """``jupyter-book build`` (Jupyter Book 1) of tests/data/jb1_book through
+    sphinx-nbcache, with the Sphinx, myst-parser and myst-nb that jupyter-book<2 picks."""
+    session.install(".", *nox.project.dependency_groups(PYPROJECT, "jb1"))
+    session.run("pytest", "tests/jb1", *session.posargs)
 
 
 SOAK = {"NBCACHE_SOAK_ROUNDS": "10", "NBCACHE_SOAK_KILLS": "20", "NBCACHE_SOAK_EXAMPLES": "5000"}

@@ -79,6 +79,7 @@ extensions = ["sphinx_nbcache"]
 nb_execution_mode = "cache"
 nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}
 exclude_patterns = ["_build", "jupyter_execute", ".nbcache", "conf.py"]
+show_warning_types = True  # the default since Sphinx 8; Sphinx 7.4 shows [nbcache.cell] if set
 """
 
 

@@ -17,7 +17,6 @@ from typing import Any, cast
 
 import nbformat
 from docutils import nodes
-from myst_nb._compat import get_env_app
 from myst_nb.core.read import create_nb_reader
 from myst_nb.sphinx_ import NbMetadataCollector
 from myst_nb.sphinx_ import Parser as MystNbParser
@@ -29,6 +28,7 @@ from sphinx.environment.collectors import EnvironmentCollector
 from sphinx.errors import ConfigError, SphinxError
 
 from sphinx_nbcache import __version__
+from sphinx_nbcache._compat import env_app, note_dependency, reading_document_with
 from sphinx_nbcache.config import (
     CONFIG_VALUES,
     Settings,
@@ -244,7 +244,7 @@ def read_source(
 
 def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook) -> PlannedNotebook:
     source = str(env.doc2path(docname, False))
-    state = build_state(get_env_app(env))
+    state = build_state(env_app(env))
     declared, files = declared_inputs(
         state.settings,
         Path(env.srcdir),
@@ -261,7 +261,7 @@ def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook)
 def note_declared(env: BuildEnvironment, docname: str, planned: PlannedNotebook) -> None:
     """Sphinx keeps a page's dependencies only when noted while the page is read."""
     for path in planned.declared.get("files", {}):
-        env.note_dependency(str(Path(env.srcdir, path)), docname=docname)
+        note_dependency(env, Path(env.srcdir, path), docname)
 
 
 def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
@@ -353,7 +353,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         if (document.current_source or "").endswith("<translated>"):
             super().parse(inputstring, document)
             return
-        state = build_state(get_env_app(env))
+        state = build_state(env_app(env))
         text, notebook, planned = state.read_ahead.pop(env.docname, (None, None, None))
         if notebook is None or text != inputstring:
             planned = None
@@ -426,7 +426,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         )
         env.mystnb_config = original.copy(
             execution_mode="off",
-            custom_formats={**original.custom_formats, str(notebook.path): reader},
+            custom_formats=reading_document_with(original.custom_formats, notebook.path, reader),
         )
         try:
             super().parse(json.dumps(merged), document)
@@ -445,7 +445,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         docname = env.docname
         options = planned.notebook.options
         error = result.error
-        state = build_state(get_env_app(env))
+        state = build_state(env_app(env))
         root = state.settings.project_root
         if root is not None:
             for path in result.dependencies:
@@ -498,7 +498,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         }
         if error is None:
             return
-        app = get_env_app(env)
+        app = env_app(env)
         report = Path(app.outdir, "reports", *f"{docname}.err.log".split("/"))
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(plain_text(error.traceback), encoding="utf-8")
