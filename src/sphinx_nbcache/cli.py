@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import io
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -109,10 +110,45 @@ class Project:
         return [notebook for notebook in found if notebook is not None]
 
     def _docname(self, path: str) -> str:
-        docname = self.app.env.path2doc(str(Path(path).resolve()))
-        if docname is None or docname not in self.app.env.found_docs:
-            raise CliError(f"{path}: not a document of the project in {self.app.srcdir}")
-        return docname
+        """The document ``path`` names: a file from the current folder or from the source
+        folder (as ``status`` lists it), with or without its suffix (a docname). Paths are
+        taken as written, not resolved, so that a folder the source tree links to keeps
+        the name the project gives it; the file a link points to is accepted too."""
+        env = self.app.env
+        srcdir = Path(self.app.srcdir)
+        found: dict[str, list[str]] = {}
+        for base in dict.fromkeys((Path.cwd(), srcdir)):
+            written = Path(os.path.normpath(base / path))
+            for docname, files in self._documents_at(written).items():
+                found.setdefault(docname, []).extend(files)
+        if not found:
+            real = Path(path).resolve()
+            for docname in sorted(env.found_docs):
+                if Path(env.doc2path(docname)).resolve() == real:
+                    found[docname] = [str(env.doc2path(docname, False))]
+        if not found:
+            raise CliError(f"{path}: not a document of the project in {srcdir}")
+        files = sorted({file for names in found.values() for file in names})
+        if len(found) > 1 or len(files) > 1:
+            raise CliError(f"{path} is ambiguous: it could be {' or '.join(files)}; say which")
+        return next(iter(found))
+
+    def _documents_at(self, written: Path) -> dict[str, list[str]]:
+        """Documents at the absolute path ``written``, a file or a docname: docname -> the
+        source files it could be (two for ``x`` beside ``x.ipynb`` and ``x.md``)."""
+        env = self.app.env
+        docname = env.path2doc(str(written))
+        if docname in env.found_docs:
+            return {docname: [str(env.doc2path(docname, False))]}
+        srcdir = Path(self.app.srcdir)
+        if not written.is_relative_to(srcdir):
+            return {}
+        stem = written.relative_to(srcdir).as_posix()
+        if stem not in env.found_docs:
+            return {}
+        suffixes = env.config.source_suffix
+        files = [f"{stem}{suffix}" for suffix in suffixes if (srcdir / f"{stem}{suffix}").is_file()]
+        return {stem: files or [str(env.doc2path(stem, False))]}
 
     def _notebook(self, docname: str) -> Notebook | None:
         from sphinx_nbcache.sphinx_ext import plan_document, read_source
@@ -566,15 +602,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="See, execute, merge and manage sphinx-nbcache's cache outside a build.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--project",
-        metavar="DIR",
-        help="folder with conf.py (default: the current folder or the nearest parent with one)",
+    project_help = (
+        "folder with conf.py (default: the current folder or the nearest parent with one)"
     )
+    parser.add_argument("--project", metavar="DIR", help=project_help)
+    # the same option after the command; SUPPRESS keeps a value given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--project", metavar="DIR", default=argparse.SUPPRESS, help=project_help)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, json_flag: bool = False) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
+        sub = commands.add_parser(name, help=help, description=help, parents=[common])
         if json_flag:
             sub.add_argument("--json", action="store_true", help="print JSON for scripts")
         return sub
