@@ -22,6 +22,7 @@ from conftest import (
     ProjectFactory,
     code,
     ipynb,
+    markdown,
     myst_notebook,
     nbcache,
     percent_script,
@@ -84,7 +85,7 @@ def test_execute_reports_failures_and_show_explains_them(make_project: ProjectFa
     assert shown["state"] == "failed"
     assert shown["error"] == "RuntimeError"
     assert "broken on purpose" in shown["traceback"]
-    assert [cell["index"] for cell in shown["cells"]] == [1]
+    assert [(cell["cell"], cell["index"]) for cell in shown["cells"]] == [(1, 1)]
     human = nbcache(project, "show", "bad.ipynb").stdout
     assert "RuntimeError: broken on purpose" in human
     assert "\x1b[" not in human
@@ -335,7 +336,7 @@ def test_status_shows_each_state_and_prune_copes_with_a_damaged_entry(
     assert re.search(r"^bad\.ipynb\s+cached failure\s+[\d.]+\s+RuntimeError$", listing, re.M)
     assert re.search(r"^broken\.ipynb\s+cannot be read$", listing, re.M)
     assert re.search(
-        r"^skipped\.ipynb\s+not executed \(excluded or execution off\)$", listing, re.M
+        r"^skipped\.ipynb\s+not executed \(nb_execution_excludepatterns\)$", listing, re.M
     )
     assert "0 of 4 notebook(s) would execute" in listing
     key = json.loads(nbcache(project, "show", "good.ipynb", "--json").stdout)["key"]
@@ -425,3 +426,67 @@ def test_the_nbcache_script_is_installed() -> None:
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert result.stdout.startswith("nbcache ")
+
+
+def test_status_tells_inline_code_less_off_and_excluded_notebooks_apart(
+    make_project: ProjectFactory,
+) -> None:
+    inline = ipynb(code("print(1)"), metadata={"mystnb": {"execution_mode": "inline"}})
+    off = ipynb(code("print(1)"), metadata={"mystnb": {"execution_mode": "off"}})
+    project = make_project(
+        {
+            "inline.ipynb": inline,
+            "prose.ipynb": ipynb(markdown("# Only prose")),
+            "off.ipynb": off,
+            "skipped.ipynb": GOOD,
+            "good.ipynb": GOOD,
+        },
+        'nb_execution_excludepatterns = ["skipped.ipynb"]\n',
+    )
+    assert states(project) == {
+        "good.ipynb": "new",
+        "inline.ipynb": "inline",
+        "off.ipynb": "off",
+        "prose.ipynb": "no-code",
+        "skipped.ipynb": "excluded",
+    }
+    listing = nbcache(project, "status").stdout
+    for line in (
+        r"inline\.ipynb\s+executed by myst-nb on every build, not cached \(inline mode\)",
+        r"prose\.ipynb\s+nothing to execute \(no code cells\)",
+        r"off\.ipynb\s+not executed \(execution off\)",
+        r"skipped\.ipynb\s+not executed \(nb_execution_excludepatterns\)",
+    ):
+        assert re.search(f"^{line}$", listing, re.M), listing
+    assert "1 of 5 notebook(s) would execute" in listing
+
+
+def test_documents_by_docname_and_options_after_the_command(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    project = make_project(
+        {"notebooks/x.ipynb": GOOD, "twice.ipynb": GOOD, "twice.md": TEXT},
+        'suppress_warnings = ["misc.multiple_files"]\n',
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for args in (
+        ("--project", str(project.root), "status", "--json", "notebooks/x"),
+        ("status", "--json", "notebooks/x", "--project", str(project.root)),
+        ("status", "--project", str(project.root), "--json", "notebooks/x.ipynb"),
+    ):
+        listed = nbcache(project, *args, cwd=elsewhere)
+        assert listed.returncode == 1, (args, listed.stderr)
+        assert [n["source"] for n in json.loads(listed.stdout)] == ["notebooks/x.ipynb"]
+    executed = nbcache(project, "execute", "--project", str(project.root), "notebooks/x")
+    assert executed.returncode == 0, executed.stderr
+    assert "nbcache: [1/1] notebooks/x.ipynb executed" in executed.stdout
+    shown = nbcache(project, "show", "notebooks/x", cwd=project.root / "notebooks")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("notebook: notebooks/x.ipynb\nstate:    cached, up to date")
+    ambiguous = nbcache(project, "show", "twice")
+    assert ambiguous.returncode == 2
+    assert ambiguous.stderr == (
+        "nbcache: twice is ambiguous: it could be twice.ipynb or twice.md; say which\n"
+    )
+    assert nbcache(project, "show", "twice.md").returncode == 0

@@ -31,7 +31,7 @@ from sphinx_nbcache.key import explain_difference
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook
 from sphinx_nbcache.progress import Progress, on_terminal
-from sphinx_nbcache.read import NotebookReadError, SourceNotebook
+from sphinx_nbcache.read import EXECUTING_MODES, NotebookReadError, SourceNotebook
 from sphinx_nbcache.report import plain_text
 from sphinx_nbcache.store import (
     STORE_SCHEMA,
@@ -40,6 +40,7 @@ from sphinx_nbcache.store import (
     Store,
     StoreWriteError,
 )
+from sphinx_nbcache.validate import code_cell_number
 
 if TYPE_CHECKING:
     from sphinx.application import Sphinx
@@ -53,7 +54,11 @@ STATES = {
     "stale": "cached, out of date",
     "new": "never executed",
     "damaged": "damaged cache entry",
-    "excluded": "not executed (excluded or execution off)",
+    "excluded": "not executed (nb_execution_excludepatterns)",
+    "off": "not executed (execution off)",
+    "outputs": "not executed (auto mode, outputs stored in the file)",
+    "inline": "executed by myst-nb on every build, not cached (inline mode)",
+    "no-code": "nothing to execute (no code cells)",
     "unreadable": "cannot be read",
 }
 """Each notebook's state, as ``status`` shows it."""
@@ -164,7 +169,7 @@ class Project:
         if notebook is None:
             return None
         if not notebook.needs_execution:
-            return Notebook(docname, source, "excluded", notebook, None, None)
+            return Notebook(docname, source, _not_executed(notebook), notebook, None, None)
         planned = plan_document(env, docname, notebook)
         checked = self.pipeline.check(planned)
         executes = checked.reusable is None
@@ -199,6 +204,20 @@ class Project:
                 if result is not None:
                     self._by_source.setdefault(result.source, []).append((key, result))
         return self._by_source
+
+
+def _not_executed(notebook: SourceNotebook) -> str:
+    """Why a build does not execute a notebook through the cache, as a :data:`STATES` key:
+    the same tests as :attr:`SourceNotebook.needs_execution`, each told apart."""
+    if notebook.excluded:
+        return "excluded"
+    if not notebook.code_cells:
+        return "no-code"
+    if notebook.options.mode == "inline":
+        return "inline"
+    if notebook.options.mode not in EXECUTING_MODES:
+        return "off"
+    return "outputs"
 
 
 def entries(store: Store) -> Iterator[tuple[str, ExecutionResult | None]]:
@@ -413,6 +432,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         **_status_json(notebook),
         "cells": [] if result is None else _cells(notebook, result),
         "traceback": result.error.traceback if result and result.error else None,
+        "error_cell": _error_cell(notebook),
         "worker": result.worker if result is not None else "",
         "dependencies": _dependencies(notebook),
     }
@@ -427,10 +447,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         where = f" on {result.worker}" if result.worker else ""
         print(f"executed: {result.finished}, {result.runtime:.2f} s{where}")
         rows = [
-            (str(c["index"]), "" if c["seconds"] is None else f"{c['seconds']:.2f}")
+            (str(c["cell"]), "" if c["seconds"] is None else f"{c['seconds']:.2f}")
             for c in data["cells"]
         ]
-        print("\n" + table(rows, ("cell", "seconds")))
+        print("\n" + table(rows, ("code cell", "seconds")))
         dependencies = _dependency_rows(data["dependencies"])
         if dependencies:
             print("\n" + table(dependencies, ("depends on", "name", "recorded")))
@@ -440,8 +460,17 @@ def cmd_show(args: argparse.Namespace) -> int:
                 if sys.stdout.isatty()
                 else plain_text(result.error.traceback)
             )
-            print(f"\n{result.error.name}: {result.error.value}\n\n{tb}")
+            where = "" if data["error_cell"] is None else f" (in code cell {data['error_cell']})"
+            print(f"\n{result.error.name}: {result.error.value}{where}\n\n{tb}")
     return 0
+
+
+def _error_cell(notebook: Notebook) -> int | None:
+    """The failed code cell's number, as every message gives it."""
+    result, source = notebook.result, notebook.notebook
+    if result is None or result.error is None or source is None:
+        return None
+    return code_cell_number(source.notebook.cells, result.error.cell_index)
 
 
 def _dependencies(notebook: Notebook) -> dict[str, Any] | None:
@@ -480,11 +509,15 @@ def _dependency_rows(dependencies: dict[str, Any]) -> list[tuple[str, str, str]]
 
 
 def _cells(notebook: Notebook, result: ExecutionResult) -> list[dict[str, Any]]:
+    """Each code cell's time: ``cell`` numbers it as every message does (code cells from
+    1), ``index`` is nbformat's, among all cells from 0."""
     assert notebook.notebook is not None
     indices = [i for i, c in enumerate(notebook.notebook.notebook.cells) if c.cell_type == "code"]
     return [
-        {"index": index, "seconds": seconds}
-        for index, seconds in zip(indices, result.cell_times, strict=False)
+        {"cell": number, "index": index, "seconds": seconds}
+        for number, (index, seconds) in enumerate(
+            zip(indices, result.cell_times, strict=False), start=1
+        )
     ]
 
 
