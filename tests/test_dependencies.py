@@ -470,3 +470,26 @@ def test_inputs_behind_a_linked_folder_are_named_through_the_link(tmp_path: Path
     assert list(declared["files"]) == ["sub/content/data.csv"]
     assert len(warned) == 1
     assert "'../../../outside.csv' in its metadata is ignored: it reaches outside" in warned[0]
+
+
+def test_packages_are_the_notebooks_imports_not_those_ipython_loads_for_a_traceback(
+    make_project: ProjectFactory,
+) -> None:
+    """IPython imports stack_data, executing, asttokens, pure_eval and pygments to show a
+    traceback, outside the notebook's code: they are not packages the notebook uses."""
+    errors = ipynb(
+        code("import importlib\nformat_module = importlib.import_module('nbformat')"),
+        code("1 / 0", tags=["raises-exception"]),
+        code(
+            "def fails():\n    raise ValueError('with a traceback')\nfails()", ["raises-exception"]
+        ),
+    )
+    project = make_project({"errors.ipynb": errors})
+    build = project.build()
+    assert build.executed == ["errors.ipynb"]
+    assert "ZeroDivisionError" in build.html("errors")
+    shown = json.loads(nbcache(project, "show", "--json", "errors.ipynb").stdout)
+    packages = {discover.normal(name) for name in shown["dependencies"]["packages"]}
+    assert "nbformat" in packages, "a module imported through importlib counts"
+    helpers = {"ipython", "stack-data", "executing", "asttokens", "pure-eval", "pygments"}
+    assert packages & helpers == set()

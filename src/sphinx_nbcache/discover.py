@@ -4,7 +4,9 @@ opens, so that the cache can tell when they change.
 A hidden setup request installs an audit hook in the kernel (Python kernels only) before
 the first cell; a hidden collection request after the last cell reads what it saw. Both are
 ``silent`` requests: no output, no execution count, no history, and no name left in the
-notebook's namespace.
+notebook's namespace. The hook also tells whose each import is: the notebook's when a frame
+of its code (globals: IPython's ``user_ns``) is on the stack, IPython's own otherwise (the
+modules it loads to show a traceback), so that only the notebook's count as its packages.
 """
 
 from __future__ import annotations
@@ -26,8 +28,22 @@ def _setup():
     state = types.ModuleType("_nbcache_discover")
     state.before = set(sys.modules)
     state.read, state.written = set(), set()
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    user_ns = getattr(shell, "user_ns", None)
+    state.own, state.others, state.collecting = set(), set(), False
+
+    def by_notebook():
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_globals is user_ns:
+                return True
+            frame = frame.f_back
+        return False
 
     def hook(event, args):
+        if event == "import" and args and user_ns is not None and not state.collecting:
+            (state.own if by_notebook() else state.others).add(args[0])
+            return
         if event != "open" or not args:
             return
         path = args[0]
@@ -44,16 +60,21 @@ def _setup():
             pass
 
     def collect():
+        state.collecting = True
         import ast, json, platform
         modules, tops, noted = set(), set(), set()
+        # loaded by IPython's own machinery (a traceback's stack_data, pygments, ...),
+        # outside the notebook's code; without an import event (importlib), a module counts
+        theirs = state.others - state.own
 
-        def note(name):
-            if name in noted:
-                return
-            noted.add(name)
+        def note(name, package=True):
             file = getattr(sys.modules.get(name), "__file__", None)
-            if isinstance(file, str):
+            if not isinstance(file, str):
+                return
+            if name not in noted:
+                noted.add(name)
                 modules.add(os.path.abspath(file))
+            if package:
                 tops.add(name.partition(".")[0])
 
         def note_with_parents(name):
@@ -63,10 +84,11 @@ def _setup():
 
         name_of = types.ModuleType.__getattribute__  # a lazy module's own would load it
         for name in set(sys.modules) - state.before:
-            note(name)
+            package = name not in theirs
+            note(name, package)
             for value in list(getattr(sys.modules.get(name), "__dict__", {}).values()):
                 if isinstance(value, types.ModuleType):
-                    note(name_of(value, "__name__"))
+                    note(name_of(value, "__name__"), package)
         shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
         for source in getattr(getattr(shell, "history_manager", None), "input_hist_parsed", []):
             try:
