@@ -16,6 +16,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from conftest import (
     Project,
@@ -27,7 +28,7 @@ from conftest import (
     nbcache,
     percent_script,
 )
-from sphinx_nbcache.cli import build_parser
+from sphinx_nbcache.cli import build_parser, human_size
 from sphinx_nbcache.store import PARSED_FOLDER, Store
 
 GOOD = ipynb(code("print('from the good notebook')"))
@@ -350,7 +351,7 @@ def test_status_shows_each_state_and_prune_copes_with_a_damaged_entry(
     assert re.search(r"^good\.ipynb\s+damaged cache entry$", damaged.stdout, re.M)
     kept = nbcache(project, "prune", "--max-size", "1G")
     assert (kept.returncode, kept.stderr) == (0, "")
-    assert kept.stdout.startswith("removed 0 entries")
+    assert kept.stdout.startswith("removed nothing; ")
     pruned = nbcache(project, "prune", "--max-size", "1")
     assert pruned.stdout.startswith("removed 2 entries"), pruned.stderr
     assert states(project)["good.ipynb"] == "new"
@@ -401,8 +402,8 @@ def test_status_says_what_changed_and_prune_honours_each_option(
     assert entries() == 3, "the entry of the old code is still there"
     assert nbcache(project, "prune", "--unused").stdout.startswith("removed 1 entry;")
     assert states(project) == {"good.ipynb": "fresh", "text.md": "fresh"}
-    assert nbcache(project, "prune", "--older-than", "1d").stdout.startswith("removed 0 entries")
-    assert nbcache(project, "prune", "--max-size", "1G").stdout.startswith("removed 0 entries")
+    assert nbcache(project, "prune", "--older-than", "1d").stdout.startswith("removed nothing; ")
+    assert nbcache(project, "prune", "--max-size", "1G").stdout.startswith("removed nothing; ")
     assert nbcache(project, "prune", "--max-size", "1").stdout.startswith("removed 2 entries")
     assert entries() == 0
     nbcache(project, "execute")
@@ -490,3 +491,29 @@ def test_documents_by_docname_and_options_after_the_command(
         "nbcache: twice is ambiguous: it could be twice.ipynb or twice.md; say which\n"
     )
     assert nbcache(project, "show", "twice.md").returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("du") is None, reason="compared with du")
+def test_sizes_are_those_du_finds_and_a_prune_says_what_it_did(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project({"good.ipynb": GOOD, "text.md": TEXT})
+    assert nbcache(project, "execute").returncode == 0
+    project.edit("text.md", "from the text notebook", "edited")
+    assert nbcache(project, "execute").returncode == 0
+    cache = project.root / ".nbcache"
+
+    def du(*options: str) -> int:
+        found = subprocess.run(["du", "-s", "-B1", *options, cache], capture_output=True, text=True)
+        return int(found.stdout.split()[0])
+
+    pruned = nbcache(project, "prune", "--unused").stdout
+    assert pruned.startswith("removed 1 entry; "), pruned
+    for _ in range(2):
+        nothing = nbcache(project, "prune", "--unused").stdout
+        info = json.loads(nbcache(project, "info", "--json").stdout)
+        assert (info["size"], info["apparent_size"]) == (du(), du("--apparent-size"))
+        assert nothing == f"removed nothing; {human_size(info['size'])} on disk " + (
+            f"({human_size(info['apparent_size'])} apparent)\n"
+        )
+        assert f"size:    {human_size(info['size'])} on disk" in nbcache(project, "info").stdout

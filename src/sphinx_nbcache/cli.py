@@ -8,6 +8,7 @@ built) Sphinx application, so they see exactly the notebooks, settings and cache
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import json
@@ -34,6 +35,7 @@ from sphinx_nbcache.progress import Progress, on_terminal
 from sphinx_nbcache.read import EXECUTING_MODES, NotebookReadError, SourceNotebook
 from sphinx_nbcache.report import plain_text
 from sphinx_nbcache.store import (
+    DATABASE,
     STORE_SCHEMA,
     DamagedEntryError,
     ParsedStore,
@@ -292,7 +294,7 @@ def open_project(args: argparse.Namespace, overrides: dict[str, Any]) -> Iterato
                 "if it persists, delete that folder to start afresh"
             ) from None
         finally:
-            state.pipeline.store.close()
+            _close(state.pipeline.store)
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
@@ -301,11 +303,69 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     return "\n".join("  ".join(line).rstrip() for line in lines)
 
 
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """A folder's size as ``du -s`` (on disk: allocated blocks) and ``du -s --apparent-size``
+    (bytes of data) count it: the folder and everything in it, each file once however many
+    links it has, symbolic links not followed."""
+
+    disk: int
+    apparent: int
+
+    def __str__(self) -> str:
+        return f"{human_size(self.disk)} on disk ({human_size(self.apparent)} apparent)"
 
 
-def _human(size: int) -> str:
+def usage(folder: Path) -> Usage:
+    seen: set[tuple[int, int]] = set()
+    disk = apparent = 0
+    for current, folders, files in os.walk(folder):
+        links = [name for name in folders if Path(current, name).is_symlink()]
+        for path in [Path(current), *(Path(current, name) for name in [*files, *links])]:
+            try:
+                found = path.lstat()
+            except OSError:
+                continue  # gone meanwhile
+            if (found.st_dev, found.st_ino) in seen:
+                continue
+            seen.add((found.st_dev, found.st_ino))
+            disk += getattr(found, "st_blocks", 0) * 512 or found.st_size
+            apparent += found.st_size
+    return Usage(disk, apparent)
+
+
+def _close(store: Store) -> None:
+    """Close the store and leave the folder as ``du`` should find it between commands:
+    SQLite keeps a write-ahead log and a shared-memory index (32 KiB) beside an open
+    database, and a read-only connection, the last to close, leaves them behind; one that
+    may write takes them away as it closes (unless a build still has the database open)."""
+    store.close()
+    database = store.directory / DATABASE
+    if database.is_file():
+        with (
+            contextlib.suppress(sqlite3.Error),
+            contextlib.closing(sqlite3.connect(database, timeout=1)) as db,
+        ):
+            db.execute("PRAGMA schema_version").fetchone()
+
+
+def _measured(store: Store) -> Usage:
+    """The cache folder's size, as ``du`` finds it once the command has finished."""
+    _close(store)
+    return usage(store.directory)
+
+
+def _removed(count: int, before: Usage, after: Usage) -> str:
+    """What ``clear`` or ``prune`` did, and only that: the size before and after only when
+    it changed (compacting the database may free space even when nothing was removed)."""
+    noun = "entry" if count == 1 else "entries"
+    removed = f"removed {count} {noun}" if count else "removed nothing"
+    if after.disk == before.disk:
+        return f"{removed}; {after}"
+    return f"{removed}; {human_size(before.disk)} -> {after}"
+
+
+def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
@@ -317,11 +377,13 @@ def _human(size: int) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     with open_project(args, {}) as project:
         store = project.store
-        size = _size(store.directory)
+        entries = len(store)
+        size = _measured(store)
         data = {
             "cache": str(store.directory),
-            "entries": len(store),
-            "size": size,
+            "entries": entries,
+            "size": size.disk,
+            "apparent_size": size.apparent,
             "schema": STORE_SCHEMA,
             "version": __version__,
         }
@@ -330,7 +392,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         print(f"cache:   {data['cache']}")
         print(f"entries: {data['entries']}")
-        print(f"size:    {_human(size)}")
+        print(f"size:    {size}")
         print(f"schema:  {data['schema']} (sphinx-nbcache {__version__})")
     return 0
 
@@ -541,7 +603,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_clear(args: argparse.Namespace) -> int:
     with open_project(args, {}) as project:
         store = project.store
-        before = _size(store.directory)
+        before = _measured(store)
         if args.paths:
             notebooks = project.notebooks(args.paths)
             sources = {n.source for n in notebooks}
@@ -558,10 +620,8 @@ def cmd_clear(args: argparse.Namespace) -> int:
             removed = store.remove_unsafe()
         store.delete(keys)
         store.compact()
-        after = _size(store.directory)
-    count = len(keys) + removed
-    noun = "entry" if count == 1 else "entries"
-    print(f"removed {count} {noun}; size {_human(before)} -> {_human(after)}")
+        after = _measured(store)
+    print(_removed(len(keys) + removed, before, after))
     return 0
 
 
@@ -592,7 +652,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise CliError("prune needs --max-size, --older-than or --unused")
     with open_project(args, {}) as project:
         store = project.store
-        before = _size(store.directory)
+        before = _measured(store)
         current = {n.planned.key for n in project.notebooks() if n.planned is not None}
         found = list(entries(store))
         doomed: set[str] = set()
@@ -621,9 +681,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         store.delete(sorted(doomed))
         removed = len(doomed) + store.remove_unsafe()
         store.compact()
-        after = _size(store.directory)
-    noun = "entry" if removed == 1 else "entries"
-    print(f"removed {removed} {noun}; size {_human(before)} -> {_human(after)}")
+        after = _measured(store)
+    print(_removed(removed, before, after))
     if readings:
         print(f"removed the kept readings of {readings} notebook(s) no longer in the project")
     return 0
