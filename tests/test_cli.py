@@ -371,6 +371,8 @@ def test_the_command_reference_lists_every_command_and_option() -> None:
         )
     }
     parser = build_parser()
+    common = {"-h", "--help"}  # and the global options, also taken after the command
+    common |= {option for action in parser._actions for option in action.option_strings}
     for action in parser._actions:
         for option in action.option_strings:
             if option not in ("-h", "--help"):
@@ -380,7 +382,7 @@ def test_the_command_reference_lists_every_command_and_option() -> None:
             assert name in sections, f"no section for nbcache {name}"
             for sub_action in sub._actions:
                 for option in sub_action.option_strings:
-                    if option not in ("-h", "--help"):
+                    if option not in common:
                         assert mentions(sections[name], option), f"{name} {option}"
 
 
@@ -490,7 +492,13 @@ def test_documents_by_docname_and_options_after_the_command(
     assert ambiguous.stderr == (
         "nbcache: twice is ambiguous: it could be twice.ipynb or twice.md; say which\n"
     )
-    assert nbcache(project, "show", "twice.md").returncode == 0
+    read = {n["source"] for n in json.loads(nbcache(project, "status", "--json").stdout)}
+    (chosen,) = read & {"twice.ipynb", "twice.md"}
+    (ignored,) = {"twice.ipynb", "twice.md"} - {chosen}
+    assert nbcache(project, "show", chosen).returncode == 0
+    unread = nbcache(project, "show", ignored)
+    assert unread.returncode == 2
+    assert unread.stderr.startswith(f"nbcache: {ignored}: not a document of the project")
 
 
 @pytest.mark.skipif(shutil.which("du") is None, reason="compared with du")

@@ -146,7 +146,9 @@ class Project:
         env = self.app.env
         docname = env.path2doc(str(written))
         if docname in env.found_docs:
-            return {docname: [str(env.doc2path(docname, False))]}
+            # of x.ipynb and x.md, only the file Sphinx reads is the document x
+            same = Path(env.doc2path(docname)) == written
+            return {docname: [str(env.doc2path(docname, False))]} if same else {}
         srcdir = Path(self.app.srcdir)
         if not written.is_relative_to(srcdir):
             return {}
