@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -493,3 +495,30 @@ def test_packages_are_the_notebooks_imports_not_those_ipython_loads_for_a_traceb
     assert "nbformat" in packages, "a module imported through importlib counts"
     helpers = {"ipython", "stack-data", "executing", "asttokens", "pure-eval", "pygments"}
     assert packages & helpers == set()
+
+
+def test_artefacts_of_a_notebook_behind_a_link_go_to_its_folder_and_nowhere_else(
+    tmp_path: Path,
+) -> None:
+    """Following links is for reading: a restored artefact lands in the notebook's own
+    folder (where the link points), and neither ``..`` nor a link inside it lead out."""
+    site, content, elsewhere = tmp_path / "site", tmp_path / "content", tmp_path / "elsewhere"
+    for folder in (site, content, elsewhere):
+        folder.mkdir()
+    (site / "content").symlink_to(content, target_is_directory=True)
+    (content / "escape").symlink_to(elsewhere, target_is_directory=True)
+    data = b"made by the notebook"
+    artefact = {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "base64": base64.b64encode(data).decode(),
+    }
+    wanted = {"fig.txt": artefact, "../site.txt": artefact, "escape/out.txt": artefact}
+    restored, refused = discover.restore_artefacts(wanted, site / "content")
+    assert restored == ["fig.txt"]
+    assert (content / "fig.txt").read_bytes() == data
+    assert refused == {
+        "../site.txt": "outside the notebook's folder",
+        "escape/out.txt": "outside the notebook's folder",
+    }
+    assert list(elsewhere.iterdir()) == []
+    assert not (tmp_path / "site.txt").exists()
