@@ -16,17 +16,19 @@ from importlib.metadata import version
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from conftest import (
     Project,
     ProjectFactory,
     code,
     ipynb,
+    markdown,
     myst_notebook,
     nbcache,
     percent_script,
 )
-from sphinx_nbcache.cli import build_parser
+from sphinx_nbcache.cli import build_parser, human_size
 from sphinx_nbcache.store import PARSED_FOLDER, Store
 
 GOOD = ipynb(code("print('from the good notebook')"))
@@ -84,7 +86,7 @@ def test_execute_reports_failures_and_show_explains_them(make_project: ProjectFa
     assert shown["state"] == "failed"
     assert shown["error"] == "RuntimeError"
     assert "broken on purpose" in shown["traceback"]
-    assert [cell["index"] for cell in shown["cells"]] == [1]
+    assert [(cell["cell"], cell["index"]) for cell in shown["cells"]] == [(1, 1)]
     human = nbcache(project, "show", "bad.ipynb").stdout
     assert "RuntimeError: broken on purpose" in human
     assert "\x1b[" not in human
@@ -335,7 +337,7 @@ def test_status_shows_each_state_and_prune_copes_with_a_damaged_entry(
     assert re.search(r"^bad\.ipynb\s+cached failure\s+[\d.]+\s+RuntimeError$", listing, re.M)
     assert re.search(r"^broken\.ipynb\s+cannot be read$", listing, re.M)
     assert re.search(
-        r"^skipped\.ipynb\s+not executed \(excluded or execution off\)$", listing, re.M
+        r"^skipped\.ipynb\s+not executed \(nb_execution_excludepatterns\)$", listing, re.M
     )
     assert "0 of 4 notebook(s) would execute" in listing
     key = json.loads(nbcache(project, "show", "good.ipynb", "--json").stdout)["key"]
@@ -349,7 +351,7 @@ def test_status_shows_each_state_and_prune_copes_with_a_damaged_entry(
     assert re.search(r"^good\.ipynb\s+damaged cache entry$", damaged.stdout, re.M)
     kept = nbcache(project, "prune", "--max-size", "1G")
     assert (kept.returncode, kept.stderr) == (0, "")
-    assert kept.stdout.startswith("removed 0 entries")
+    assert kept.stdout.startswith("removed nothing; ")
     pruned = nbcache(project, "prune", "--max-size", "1")
     assert pruned.stdout.startswith("removed 2 entries"), pruned.stderr
     assert states(project)["good.ipynb"] == "new"
@@ -369,6 +371,8 @@ def test_the_command_reference_lists_every_command_and_option() -> None:
         )
     }
     parser = build_parser()
+    common = {"-h", "--help"}  # and the global options, also taken after the command
+    common |= {option for action in parser._actions for option in action.option_strings}
     for action in parser._actions:
         for option in action.option_strings:
             if option not in ("-h", "--help"):
@@ -378,7 +382,7 @@ def test_the_command_reference_lists_every_command_and_option() -> None:
             assert name in sections, f"no section for nbcache {name}"
             for sub_action in sub._actions:
                 for option in sub_action.option_strings:
-                    if option not in ("-h", "--help"):
+                    if option not in common:
                         assert mentions(sections[name], option), f"{name} {option}"
 
 
@@ -400,8 +404,8 @@ def test_status_says_what_changed_and_prune_honours_each_option(
     assert entries() == 3, "the entry of the old code is still there"
     assert nbcache(project, "prune", "--unused").stdout.startswith("removed 1 entry;")
     assert states(project) == {"good.ipynb": "fresh", "text.md": "fresh"}
-    assert nbcache(project, "prune", "--older-than", "1d").stdout.startswith("removed 0 entries")
-    assert nbcache(project, "prune", "--max-size", "1G").stdout.startswith("removed 0 entries")
+    assert nbcache(project, "prune", "--older-than", "1d").stdout.startswith("removed nothing; ")
+    assert nbcache(project, "prune", "--max-size", "1G").stdout.startswith("removed nothing; ")
     assert nbcache(project, "prune", "--max-size", "1").stdout.startswith("removed 2 entries")
     assert entries() == 0
     nbcache(project, "execute")
@@ -425,3 +429,99 @@ def test_the_nbcache_script_is_installed() -> None:
     result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert result.stdout.startswith("nbcache ")
+
+
+def test_status_tells_inline_code_less_off_and_excluded_notebooks_apart(
+    make_project: ProjectFactory,
+) -> None:
+    inline = ipynb(code("print(1)"), metadata={"mystnb": {"execution_mode": "inline"}})
+    off = ipynb(code("print(1)"), metadata={"mystnb": {"execution_mode": "off"}})
+    project = make_project(
+        {
+            "inline.ipynb": inline,
+            "prose.ipynb": ipynb(markdown("# Only prose")),
+            "off.ipynb": off,
+            "skipped.ipynb": GOOD,
+            "good.ipynb": GOOD,
+        },
+        'nb_execution_excludepatterns = ["skipped.ipynb"]\n',
+    )
+    assert states(project) == {
+        "good.ipynb": "new",
+        "inline.ipynb": "inline",
+        "off.ipynb": "off",
+        "prose.ipynb": "no-code",
+        "skipped.ipynb": "excluded",
+    }
+    listing = nbcache(project, "status").stdout
+    for line in (
+        r"inline\.ipynb\s+executed by myst-nb on every build, not cached \(inline mode\)",
+        r"prose\.ipynb\s+nothing to execute \(no code cells\)",
+        r"off\.ipynb\s+not executed \(execution off\)",
+        r"skipped\.ipynb\s+not executed \(nb_execution_excludepatterns\)",
+    ):
+        assert re.search(f"^{line}$", listing, re.M), listing
+    assert "1 of 5 notebook(s) would execute" in listing
+
+
+def test_documents_by_docname_and_options_after_the_command(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    project = make_project(
+        {"notebooks/x.ipynb": GOOD, "twice.ipynb": GOOD, "twice.md": TEXT},
+        'suppress_warnings = ["misc.multiple_files"]\n',
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for args in (
+        ("--project", str(project.root), "status", "--json", "notebooks/x"),
+        ("status", "--json", "notebooks/x", "--project", str(project.root)),
+        ("status", "--project", str(project.root), "--json", "notebooks/x.ipynb"),
+    ):
+        listed = nbcache(project, *args, cwd=elsewhere)
+        assert listed.returncode == 1, (args, listed.stderr)
+        assert [n["source"] for n in json.loads(listed.stdout)] == ["notebooks/x.ipynb"]
+    executed = nbcache(project, "execute", "--project", str(project.root), "notebooks/x")
+    assert executed.returncode == 0, executed.stderr
+    assert "nbcache: [1/1] notebooks/x.ipynb executed" in executed.stdout
+    shown = nbcache(project, "show", "notebooks/x", cwd=project.root / "notebooks")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("notebook: notebooks/x.ipynb\nstate:    cached, up to date")
+    ambiguous = nbcache(project, "show", "twice")
+    assert ambiguous.returncode == 2
+    assert ambiguous.stderr == (
+        "nbcache: twice is ambiguous: it could be twice.ipynb or twice.md; say which\n"
+    )
+    read = {n["source"] for n in json.loads(nbcache(project, "status", "--json").stdout)}
+    (chosen,) = read & {"twice.ipynb", "twice.md"}
+    (ignored,) = {"twice.ipynb", "twice.md"} - {chosen}
+    assert nbcache(project, "show", chosen).returncode == 0
+    unread = nbcache(project, "show", ignored)
+    assert unread.returncode == 2
+    assert unread.stderr.startswith(f"nbcache: {ignored}: not a document of the project")
+
+
+@pytest.mark.skipif(shutil.which("du") is None, reason="compared with du")
+def test_sizes_are_those_du_finds_and_a_prune_says_what_it_did(
+    make_project: ProjectFactory,
+) -> None:
+    project = make_project({"good.ipynb": GOOD, "text.md": TEXT})
+    assert nbcache(project, "execute").returncode == 0
+    project.edit("text.md", "from the text notebook", "edited")
+    assert nbcache(project, "execute").returncode == 0
+    cache = project.root / ".nbcache"
+
+    def du(*options: str) -> int:
+        found = subprocess.run(["du", "-s", "-B1", *options, cache], capture_output=True, text=True)
+        return int(found.stdout.split()[0])
+
+    pruned = nbcache(project, "prune", "--unused").stdout
+    assert pruned.startswith("removed 1 entry; "), pruned
+    for _ in range(2):
+        nothing = nbcache(project, "prune", "--unused").stdout
+        info = json.loads(nbcache(project, "info", "--json").stdout)
+        assert (info["size"], info["apparent_size"]) == (du(), du("--apparent-size"))
+        assert nothing == f"removed nothing; {human_size(info['size'])} on disk " + (
+            f"({human_size(info['apparent_size'])} apparent)\n"
+        )
+        assert f"size:    {human_size(info['size'])} on disk" in nbcache(project, "info").stdout

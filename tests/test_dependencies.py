@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
+from conftest import BASE_CONF, Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
 from sphinx_nbcache import discover
 from sphinx_nbcache.config import build_settings
 from sphinx_nbcache.pipeline import ENVIRONMENTS_FILE, declared_inputs, kernel_environment
@@ -406,3 +408,117 @@ def test_declared_patterns_may_reach_the_repository_but_not_beyond(tmp_path: Pat
         "dependency pattern '/etc/hosts' in nbcache_dependencies is ignored: it is an "
         "absolute path; patterns are relative to the notebook's folder",
     ]
+
+
+def test_a_data_file_in_a_folder_linked_into_the_source_tree_is_followed(tmp_path: Path) -> None:
+    """numpy-tutorials' layout: the Sphinx folder ``site`` links ``content -> ../content``,
+    where the notebooks and their data live, outside the source folder."""
+    book = tmp_path / "book"
+    (book / "content").mkdir(parents=True)
+    site = Project(book / "site")
+    site.write("conf.py", BASE_CONF)
+    site.write("index.md", "# Index\n\n```{toctree}\ncontent/reader\n```\n")
+    (site.root / "content").symlink_to("../content", target_is_directory=True)
+    (book / "content/data.csv").write_text("1,2\n3,4\n", encoding="utf-8")
+    reader = ipynb(code("import numpy as np\nprint(np.loadtxt('data.csv', delimiter=',').sum())"))
+    (book / "content/reader.ipynb").write_text(reader, encoding="utf-8")
+    first = site.build()
+    assert first.executed == ["content/reader.ipynb"]
+    assert "10.0" in first.html("content/reader")
+
+    (book / "content/data.csv").write_text("1,2\n3,5\n", encoding="utf-8")
+    status = nbcache(site, "status", "--json")
+    assert [(n["source"], n["state"], n["why"]) for n in json.loads(status.stdout)] == [
+        ("content/reader.ipynb", "stale", "content/data.csv changed")
+    ]
+    second = site.build()
+    assert second.executed == ["content/reader.ipynb"]
+    assert "11.0" in second.html("content/reader")
+    assert site.build().executed == []
+    shown = json.loads(nbcache(site, "show", "--json", "content/reader.ipynb").stdout)
+    assert shown["dependencies"]["files"].keys() == {"content/data.csv"}
+
+    # every command takes the document by the path status lists, and by its real path
+    for path in ("content/reader.ipynb", "content/reader", str(book / "content/reader.ipynb")):
+        shown = nbcache(site, "show", "--json", path)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["state"] == "fresh"
+    merged = nbcache(site, "--project", "site", "merge", "content/reader.ipynb", cwd=book)
+    assert merged.returncode == 0, merged.stderr
+    assert "11.0" in merged.stdout
+
+
+def test_inputs_behind_a_linked_folder_are_named_through_the_link(tmp_path: Path) -> None:
+    """Only folders the source tree links to are followed: a file outside the project
+    read by its own path is not an input."""
+    root, elsewhere = tmp_path / "site", tmp_path / "content"
+    (root / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    (elsewhere / "data.csv").write_text("x", encoding="utf-8")
+    (tmp_path / "outside.csv").write_text("x", encoding="utf-8")
+    (root / "sub/content").symlink_to(elsewhere, target_is_directory=True)
+    links = discover.linked_folders(root, root)
+    assert links == {str(elsewhere): "sub/content"}
+    reported = [str(elsewhere / "data.csv"), str(tmp_path / "outside.csv")]
+    assert discover.relevant(reported, root, [], links) == ["sub/content/data.csv"]
+    assert discover.relevant(reported, root, []) == []
+    # a notebook behind the link declares its files through it, and cannot climb out
+    metadata = {"nbcache": {"dependencies": ["data.csv", "../../../outside.csv"]}}
+    settings = build_settings({}, root, root)
+    warned: list[str] = []
+    declared, _ = declared_inputs(
+        settings, root, "sub/content/nb.ipynb", metadata, lambda m, s, n: warned.append(m)
+    )
+    assert list(declared["files"]) == ["sub/content/data.csv"]
+    assert len(warned) == 1
+    assert "'../../../outside.csv' in its metadata is ignored: it reaches outside" in warned[0]
+
+
+def test_packages_are_the_notebooks_imports_not_those_ipython_loads_for_a_traceback(
+    make_project: ProjectFactory,
+) -> None:
+    """IPython imports stack_data, executing, asttokens, pure_eval and pygments to show a
+    traceback, outside the notebook's code: they are not packages the notebook uses."""
+    errors = ipynb(
+        code("import importlib\nformat_module = importlib.import_module('nbformat')"),
+        code("1 / 0", tags=["raises-exception"]),
+        code(
+            "def fails():\n    raise ValueError('with a traceback')\nfails()", ["raises-exception"]
+        ),
+    )
+    project = make_project({"errors.ipynb": errors})
+    build = project.build()
+    assert build.executed == ["errors.ipynb"]
+    assert "ZeroDivisionError" in build.html("errors")
+    shown = json.loads(nbcache(project, "show", "--json", "errors.ipynb").stdout)
+    packages = {discover.normal(name) for name in shown["dependencies"]["packages"]}
+    assert "nbformat" in packages, "a module imported through importlib counts"
+    helpers = {"ipython", "stack-data", "executing", "asttokens", "pure-eval", "pygments"}
+    assert packages & helpers == set()
+
+
+def test_artefacts_of_a_notebook_behind_a_link_go_to_its_folder_and_nowhere_else(
+    tmp_path: Path,
+) -> None:
+    """Following links is for reading: a restored artefact lands in the notebook's own
+    folder (where the link points), and neither ``..`` nor a link inside it lead out."""
+    site, content, elsewhere = tmp_path / "site", tmp_path / "content", tmp_path / "elsewhere"
+    for folder in (site, content, elsewhere):
+        folder.mkdir()
+    (site / "content").symlink_to(content, target_is_directory=True)
+    (content / "escape").symlink_to(elsewhere, target_is_directory=True)
+    data = b"made by the notebook"
+    artefact = {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "base64": base64.b64encode(data).decode(),
+    }
+    wanted = {"fig.txt": artefact, "../site.txt": artefact, "escape/out.txt": artefact}
+    restored, refused = discover.restore_artefacts(wanted, site / "content")
+    assert restored == ["fig.txt"]
+    assert (content / "fig.txt").read_bytes() == data
+    assert refused == {
+        "../site.txt": "outside the notebook's folder",
+        "escape/out.txt": "outside the notebook's folder",
+    }
+    assert list(elsewhere.iterdir()) == []
+    assert not (tmp_path / "site.txt").exists()

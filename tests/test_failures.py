@@ -67,17 +67,18 @@ def test_failing_cell_warns_at_its_location(make_project: ProjectFactory) -> Non
     md_warning = [w for w in build.warnings if "badmd.md" in w]
     assert len(md_warning) == 1
     assert (
-        "badmd.md:14: WARNING: notebook execution failed in cell 2: ValueError: " in md_warning[0]
+        "badmd.md:14: WARNING: notebook execution failed in code cell 2: ValueError: "
+        in md_warning[0]
     )
     assert md_warning[0].endswith("[nbcache.cell]")
     (py_warning,) = [w for w in build.warnings if "badpy.py" in w]
-    assert "badpy.py:18: WARNING: notebook execution failed in cell 2: ValueError: broken" in (
+    assert "badpy.py:18: WARNING: notebook execution failed in code cell 2: ValueError: broken" in (
         py_warning
     )
     ipynb_warning = [w for w in build.warnings if "bad.ipynb" in w]
     assert len(ipynb_warning) == 1
     assert (
-        "notebook execution failed in cell 2: ZeroDivisionError: division by zero"
+        "notebook execution failed in code cell 2: ZeroDivisionError: division by zero"
         in (ipynb_warning[0])
     )
     assert "ZeroDivisionError" in build.html("bad")
@@ -123,7 +124,8 @@ def test_raise_on_error_fails_the_build_after_everything_else(make_project: Proj
     build = project.build()
     assert build.returncode == 1
     assert any(
-        "ERROR: notebook execution failed in cell 2: ZeroDivisionError" in w for w in build.warnings
+        "ERROR: notebook execution failed in code cell 2: ZeroDivisionError" in w
+        for w in build.warnings
     )
     assert "good notebook ran" in build.html("good")
     assert "build finished with problems" in build.stdout
@@ -144,7 +146,9 @@ def test_unchanged_failure_fails_every_incremental_build_without_executing(
     assert again.returncode == 1, again.stdout + again.stderr
     assert again.executed == []
     (error,) = again.warnings
-    assert "badmd.md:14: ERROR: notebook execution failed in cell 2: ValueError: broken" in error
+    assert (
+        "badmd.md:14: ERROR: notebook execution failed in code cell 2: ValueError: broken" in error
+    )
     assert error.endswith("[nbcache.cell]")
     assert "nbcache: 1 notebook(s): 0 executed, 1 from cache, 1 failed;" in again.stdout
     report = json.loads((again.outdir / "report.json").read_text())
@@ -328,23 +332,25 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
         """Not Sphinx's own."""
         return sorted(w for w in run.warnings if "[nbcache." in w)
 
-    assert "error.md:14: WARNING: notebook execution failed in cell 2: ValueError: broken" in (
+    assert "error.md:14: WARNING: notebook execution failed in code cell 2: ValueError: broken" in (
         warning("error.md")
     )
     assert warning("error.md").endswith("[nbcache.cell]")
-    assert "slow.ipynb: WARNING: notebook execution timed out in cell 2: CellTimeoutError: " in (
-        warning("slow.ipynb")
+    assert (
+        "slow.ipynb: WARNING: notebook execution timed out in code cell 2: CellTimeoutError: "
+        in (warning("slow.ipynb"))
     )
     assert "the cell did not finish within 2 s\n" in warning("slow.ipynb")
     assert warning("slow.ipynb").endswith("slow.err.log) [nbcache.timeout]")
     for name in ("exits", "segfault", "killed"):
         assert (
-            f"{name}.ipynb: WARNING: notebook execution lost its kernel in cell 1: DeadKernelError"
-            in warning(f"{name}.ipynb")
+            f"{name}.ipynb: WARNING: notebook execution lost its kernel in code cell 1: "
+            "DeadKernelError" in warning(f"{name}.ipynb")
         )
         assert warning(f"{name}.ipynb").endswith("[nbcache.kernel]")
-    assert "asks.ipynb: WARNING: notebook execution failed in cell 1: StdinNotImplementedError" in (
-        warning("asks.ipynb")
+    assert (
+        "asks.ipynb: WARNING: notebook execution failed in code cell 1: StdinNotImplementedError"
+        in (warning("asks.ipynb"))
     )
     assert "(a notebook cannot read input() during a build)" in warning("asks.ipynb")
     assert "broken.ipynb:1: WARNING: notebook could not be read: not valid JSON: " in warning(
@@ -384,8 +390,8 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
         "execution_seconds": 0,
     }
     assert report["summary"]["saved_seconds"] == pytest.approx(
-        sum(n["runtime"] for n in cached), abs=0.001
-    )
+        sum(n["runtime"] for n in cached if n["status"] == "succeeded"), abs=0.001
+    ), "failures from the cache save nothing"
     assert suite.get("time") == "0.000"
     for case in suite.iter("testcase"):
         if case.get("file") != "broken.ipynb":
@@ -428,12 +434,12 @@ def test_time_limits_per_cell_and_per_notebook(make_project: ProjectFactory) -> 
     build = project.build()
     (cell,) = [w for w in build.warnings if "cell.md" in w]
     assert (
-        "cell.md:10: WARNING: notebook execution timed out in cell 1: CellTimeoutError: "
+        "cell.md:10: WARNING: notebook execution timed out in code cell 1: CellTimeoutError: "
         "the cell did not finish within 1 s" in cell
     )
     (whole,) = [w for w in build.warnings if "whole.ipynb" in w]
     assert (
-        "timed out in cell 2: NotebookTimeoutError: the notebook did not finish within 2 s"
+        "timed out in code cell 2: NotebookTimeoutError: the notebook did not finish within 2 s"
         " (nbcache_notebook_timeout)" in whole
     )
     assert build.html("whole").count("all done") == 1, "the source only, never an output"
@@ -463,7 +469,7 @@ def test_notebook_limit_applies_when_cells_have_no_limit(make_project: ProjectFa
     for name in files:
         (warning,) = [w for w in build.warnings if name in w]
         assert (
-            f"{name}: WARNING: notebook execution timed out in cell 2: NotebookTimeoutError: "
+            f"{name}: WARNING: notebook execution timed out in code cell 2: NotebookTimeoutError: "
             "the notebook did not finish within 2 s (nbcache_notebook_timeout)" in warning
         )
         assert warning.endswith("[nbcache.timeout]")

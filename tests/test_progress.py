@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -12,14 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ProjectFactory, code, ipynb
+from conftest import ProjectFactory, code, ipynb, markdown
 from sphinx_nbcache.execute import CellClock, CellError, ExecutionJob, ExecutionResult, Pool
 from sphinx_nbcache.progress import CLEAR_LINE, QUIET_FOR, Progress, colour_allowed, outcome
 from sphinx_nbcache.report import plain_text
 
+CELLS = [markdown("# A"), code("1"), markdown("b"), code("2"), code("3")]
+"""Code cells at indices 1, 3 and 4: code cells 1, 2 and 3."""
+
 
 def job(source: str) -> ExecutionJob:
-    return ExecutionJob(source, source, "{}", None, 30, False)
+    return ExecutionJob(source, source, json.dumps({"cells": CELLS}), None, 30, False)
 
 
 def result(source: str, runtime: float, error: CellError | None = None) -> ExecutionResult:
@@ -48,7 +52,7 @@ def test_status_names_what_runs_and_estimates_what_is_left() -> None:
     clock.on_cell_start(None, 4)
     progress.started(job("c.ipynb"), clock)
     status = progress.status()  # how long each has run depends on how busy the machine is
-    running = r"running b\.md \([\d.]+ s\), c\.ipynb \(cell 4, [\d.]+ s\)"
+    running = r"running b\.md \([\d.]+ s\), c\.ipynb \(code cell 3, [\d.]+ s\)"
     assert re.fullmatch(rf"1/4 done; {running}; about [\d.]+ s left", status), status
 
 
@@ -75,16 +79,18 @@ def test_plain_lines_and_a_still_executing_line_after_silence(
 def test_outcome_says_how_each_kind_of_failure_ended() -> None:
     timeout = CellError("CellTimeoutError", "the cell did not finish within 2 s", "", 3, 2)
     dead = CellError("DeadKernelError", "Kernel died", "", 1)
-    raised = CellError("ValueError", "bad", "", 2)
+    raised = CellError("ValueError", "bad", "", 4)
     assert (
-        outcome(result("a", 1, timeout))
-        == "timed out in 1.00 s (cell 3): the cell did not finish within 2 s"
+        outcome(result("a", 1, timeout), CELLS)
+        == "timed out in 1.00 s (code cell 2): the cell did not finish within 2 s"
     )
     assert (
-        outcome(result("a", 1, dead))
-        == "failed in 1.00 s, kernel lost (cell 1): DeadKernelError: Kernel died"
+        outcome(result("a", 1, dead), CELLS)
+        == "failed in 1.00 s, kernel lost (code cell 1): DeadKernelError: Kernel died"
     )
-    assert outcome(result("a", 1, raised)) == "failed in 1.00 s (cell 2): ValueError: bad"
+    assert (
+        outcome(result("a", 1, raised), CELLS) == "failed in 1.00 s (code cell 3): ValueError: bad"
+    )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals")
@@ -125,7 +131,7 @@ def test_a_terminal_gets_a_live_status_line(make_project: ProjectFactory) -> Non
     assert process.returncode == 0
     assert re.search(r"nbcache: \[1/3\] \S+\.ipynb executed in ", text)
     # kernels take the free slot in the order they become ready: any slow one will do
-    live = r"\x1b\[2Knbcache: [12]/3 done; running slow[12]\.ipynb \(cell 1, [\d.]+ s\); about"
+    live = r"\x1b\[2Knbcache: [12]/3 done; running slow[12]\.ipynb \(code cell 1, [\d.]+ s\); about"
     assert re.search(live + r" [\d.]+ s left\r", text), text[text.find("nbcache") :][:3000]
 
 

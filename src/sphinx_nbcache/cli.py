@@ -8,9 +8,11 @@ built) Sphinx application, so they see exactly the notebooks, settings and cache
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -30,15 +32,17 @@ from sphinx_nbcache.key import explain_difference
 from sphinx_nbcache.merge import merge_outputs
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook
 from sphinx_nbcache.progress import Progress, colour_allowed, on_terminal
-from sphinx_nbcache.read import NotebookReadError, SourceNotebook
+from sphinx_nbcache.read import EXECUTING_MODES, NotebookReadError, SourceNotebook
 from sphinx_nbcache.report import plain_text
 from sphinx_nbcache.store import (
+    DATABASE,
     STORE_SCHEMA,
     DamagedEntryError,
     ParsedStore,
     Store,
     StoreWriteError,
 )
+from sphinx_nbcache.validate import code_cell_number
 
 if TYPE_CHECKING:
     from sphinx.application import Sphinx
@@ -52,7 +56,11 @@ STATES = {
     "stale": "cached, out of date",
     "new": "never executed",
     "damaged": "damaged cache entry",
-    "excluded": "not executed (excluded or execution off)",
+    "excluded": "not executed (nb_execution_excludepatterns)",
+    "off": "not executed (execution off)",
+    "outputs": "not executed (auto mode, outputs stored in the file)",
+    "inline": "executed by myst-nb on every build, not cached (inline mode)",
+    "no-code": "nothing to execute (no code cells)",
     "unreadable": "cannot be read",
 }
 """Each notebook's state, as ``status`` shows it."""
@@ -109,10 +117,47 @@ class Project:
         return [notebook for notebook in found if notebook is not None]
 
     def _docname(self, path: str) -> str:
-        docname = self.app.env.path2doc(str(Path(path).resolve()))
-        if docname is None or docname not in self.app.env.found_docs:
-            raise CliError(f"{path}: not a document of the project in {self.app.srcdir}")
-        return docname
+        """The document ``path`` names: a file from the current folder or from the source
+        folder (as ``status`` lists it), with or without its suffix (a docname). Paths are
+        taken as written, not resolved, so that a folder the source tree links to keeps
+        the name the project gives it; the file a link points to is accepted too."""
+        env = self.app.env
+        srcdir = Path(self.app.srcdir)
+        found: dict[str, list[str]] = {}
+        for base in dict.fromkeys((Path.cwd(), srcdir)):
+            written = Path(os.path.normpath(base / path))
+            for docname, files in self._documents_at(written).items():
+                found.setdefault(docname, []).extend(files)
+        if not found:
+            real = Path(path).resolve()
+            for docname in sorted(env.found_docs):
+                if Path(env.doc2path(docname)).resolve() == real:
+                    found[docname] = [str(env.doc2path(docname, False))]
+        if not found:
+            raise CliError(f"{path}: not a document of the project in {srcdir}")
+        files = sorted({file for names in found.values() for file in names})
+        if len(found) > 1 or len(files) > 1:
+            raise CliError(f"{path} is ambiguous: it could be {' or '.join(files)}; say which")
+        return next(iter(found))
+
+    def _documents_at(self, written: Path) -> dict[str, list[str]]:
+        """Documents at the absolute path ``written``, a file or a docname: docname -> the
+        source files it could be (two for ``x`` beside ``x.ipynb`` and ``x.md``)."""
+        env = self.app.env
+        docname = env.path2doc(str(written))
+        if docname in env.found_docs:
+            # of x.ipynb and x.md, only the file Sphinx reads is the document x
+            same = Path(env.doc2path(docname)) == written
+            return {docname: [str(env.doc2path(docname, False))]} if same else {}
+        srcdir = Path(self.app.srcdir)
+        if not written.is_relative_to(srcdir):
+            return {}
+        stem = written.relative_to(srcdir).as_posix()
+        if stem not in env.found_docs:
+            return {}
+        suffixes = env.config.source_suffix
+        files = [f"{stem}{suffix}" for suffix in suffixes if (srcdir / f"{stem}{suffix}").is_file()]
+        return {stem: files or [str(env.doc2path(stem, False))]}
 
     def _notebook(self, docname: str) -> Notebook | None:
         from sphinx_nbcache.sphinx_ext import plan_document, read_source
@@ -128,7 +173,7 @@ class Project:
         if notebook is None:
             return None
         if not notebook.needs_execution:
-            return Notebook(docname, source, "excluded", notebook, None, None)
+            return Notebook(docname, source, _not_executed(notebook), notebook, None, None)
         planned = plan_document(env, docname, notebook)
         checked = self.pipeline.check(planned)
         executes = checked.reusable is None
@@ -163,6 +208,20 @@ class Project:
                 if result is not None:
                     self._by_source.setdefault(result.source, []).append((key, result))
         return self._by_source
+
+
+def _not_executed(notebook: SourceNotebook) -> str:
+    """Why a build does not execute a notebook through the cache, as a :data:`STATES` key:
+    the same tests as :attr:`SourceNotebook.needs_execution`, each told apart."""
+    if notebook.excluded:
+        return "excluded"
+    if not notebook.code_cells:
+        return "no-code"
+    if notebook.options.mode == "inline":
+        return "inline"
+    if notebook.options.mode not in EXECUTING_MODES:
+        return "off"
+    return "outputs"
 
 
 def entries(store: Store) -> Iterator[tuple[str, ExecutionResult | None]]:
@@ -237,7 +296,7 @@ def open_project(args: argparse.Namespace, overrides: dict[str, Any]) -> Iterato
                 "if it persists, delete that folder to start afresh"
             ) from None
         finally:
-            state.pipeline.store.close()
+            _close(state.pipeline.store)
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
@@ -246,11 +305,69 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     return "\n".join("  ".join(line).rstrip() for line in lines)
 
 
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """A folder's size as ``du -s`` (on disk: allocated blocks) and ``du -s --apparent-size``
+    (bytes of data) count it: the folder and everything in it, each file once however many
+    links it has, symbolic links not followed."""
+
+    disk: int
+    apparent: int
+
+    def __str__(self) -> str:
+        return f"{human_size(self.disk)} on disk ({human_size(self.apparent)} apparent)"
 
 
-def _human(size: int) -> str:
+def usage(folder: Path) -> Usage:
+    seen: set[tuple[int, int]] = set()
+    disk = apparent = 0
+    for current, folders, files in os.walk(folder):
+        links = [name for name in folders if Path(current, name).is_symlink()]
+        for path in [Path(current), *(Path(current, name) for name in [*files, *links])]:
+            try:
+                found = path.lstat()
+            except OSError:
+                continue  # gone meanwhile
+            if (found.st_dev, found.st_ino) in seen:
+                continue
+            seen.add((found.st_dev, found.st_ino))
+            disk += getattr(found, "st_blocks", 0) * 512 or found.st_size
+            apparent += found.st_size
+    return Usage(disk, apparent)
+
+
+def _close(store: Store) -> None:
+    """Close the store and leave the folder as ``du`` should find it between commands:
+    SQLite keeps a write-ahead log and a shared-memory index (32 KiB) beside an open
+    database, and a read-only connection, the last to close, leaves them behind; one that
+    may write takes them away as it closes (unless a build still has the database open)."""
+    store.close()
+    database = store.directory / DATABASE
+    if database.is_file():
+        with (
+            contextlib.suppress(sqlite3.Error),
+            contextlib.closing(sqlite3.connect(database, timeout=1)) as db,
+        ):
+            db.execute("PRAGMA schema_version").fetchone()
+
+
+def _measured(store: Store) -> Usage:
+    """The cache folder's size, as ``du`` finds it once the command has finished."""
+    _close(store)
+    return usage(store.directory)
+
+
+def _removed(count: int, before: Usage, after: Usage) -> str:
+    """What ``clear`` or ``prune`` did, and only that: the size before and after only when
+    it changed (compacting the database may free space even when nothing was removed)."""
+    noun = "entry" if count == 1 else "entries"
+    removed = f"removed {count} {noun}" if count else "removed nothing"
+    if after.disk == before.disk:
+        return f"{removed}; {after}"
+    return f"{removed}; {human_size(before.disk)} -> {after}"
+
+
+def human_size(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
@@ -262,11 +379,13 @@ def _human(size: int) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     with open_project(args, {}) as project:
         store = project.store
-        size = _size(store.directory)
+        entries = len(store)
+        size = _measured(store)
         data = {
             "cache": str(store.directory),
-            "entries": len(store),
-            "size": size,
+            "entries": entries,
+            "size": size.disk,
+            "apparent_size": size.apparent,
             "schema": STORE_SCHEMA,
             "version": __version__,
         }
@@ -275,7 +394,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         print(f"cache:   {data['cache']}")
         print(f"entries: {data['entries']}")
-        print(f"size:    {_human(size)}")
+        print(f"size:    {size}")
         print(f"schema:  {data['schema']} (sphinx-nbcache {__version__})")
     return 0
 
@@ -381,6 +500,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         **_status_json(notebook),
         "cells": [] if result is None else _cells(notebook, result),
         "traceback": result.error.traceback if result and result.error else None,
+        "error_cell": _error_cell(notebook),
         "worker": result.worker if result is not None else "",
         "dependencies": _dependencies(notebook),
     }
@@ -395,10 +515,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         where = f" on {result.worker}" if result.worker else ""
         print(f"executed: {result.finished}, {result.runtime:.2f} s{where}")
         rows = [
-            (str(c["index"]), "" if c["seconds"] is None else f"{c['seconds']:.2f}")
+            (str(c["cell"]), "" if c["seconds"] is None else f"{c['seconds']:.2f}")
             for c in data["cells"]
         ]
-        print("\n" + table(rows, ("cell", "seconds")))
+        print("\n" + table(rows, ("code cell", "seconds")))
         dependencies = _dependency_rows(data["dependencies"])
         if dependencies:
             print("\n" + table(dependencies, ("depends on", "name", "recorded")))
@@ -408,8 +528,17 @@ def cmd_show(args: argparse.Namespace) -> int:
                 if colour_allowed(sys.stdout)
                 else plain_text(result.error.traceback)
             )
-            print(f"\n{result.error.name}: {result.error.value}\n\n{tb}")
+            where = "" if data["error_cell"] is None else f" (in code cell {data['error_cell']})"
+            print(f"\n{result.error.name}: {result.error.value}{where}\n\n{tb}")
     return 0
+
+
+def _error_cell(notebook: Notebook) -> int | None:
+    """The failed code cell's number, as every message gives it."""
+    result, source = notebook.result, notebook.notebook
+    if result is None or result.error is None or source is None:
+        return None
+    return code_cell_number(source.notebook.cells, result.error.cell_index)
 
 
 def _dependencies(notebook: Notebook) -> dict[str, Any] | None:
@@ -448,11 +577,15 @@ def _dependency_rows(dependencies: dict[str, Any]) -> list[tuple[str, str, str]]
 
 
 def _cells(notebook: Notebook, result: ExecutionResult) -> list[dict[str, Any]]:
+    """Each code cell's time: ``cell`` numbers it as every message does (code cells from
+    1), ``index`` is nbformat's, among all cells from 0."""
     assert notebook.notebook is not None
     indices = [i for i, c in enumerate(notebook.notebook.notebook.cells) if c.cell_type == "code"]
     return [
-        {"index": index, "seconds": seconds}
-        for index, seconds in zip(indices, result.cell_times, strict=False)
+        {"cell": number, "index": index, "seconds": seconds}
+        for number, (index, seconds) in enumerate(
+            zip(indices, result.cell_times, strict=False), start=1
+        )
     ]
 
 
@@ -476,7 +609,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_clear(args: argparse.Namespace) -> int:
     with open_project(args, {}) as project:
         store = project.store
-        before = _size(store.directory)
+        before = _measured(store)
         if args.paths:
             notebooks = project.notebooks(args.paths)
             sources = {n.source for n in notebooks}
@@ -493,10 +626,8 @@ def cmd_clear(args: argparse.Namespace) -> int:
             removed = store.remove_unsafe()
         store.delete(keys)
         store.compact()
-        after = _size(store.directory)
-    count = len(keys) + removed
-    noun = "entry" if count == 1 else "entries"
-    print(f"removed {count} {noun}; size {_human(before)} -> {_human(after)}")
+        after = _measured(store)
+    print(_removed(len(keys) + removed, before, after))
     return 0
 
 
@@ -527,7 +658,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise CliError("prune needs --max-size, --older-than or --unused")
     with open_project(args, {}) as project:
         store = project.store
-        before = _size(store.directory)
+        before = _measured(store)
         current = {n.planned.key for n in project.notebooks() if n.planned is not None}
         found = list(entries(store))
         doomed: set[str] = set()
@@ -556,9 +687,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         store.delete(sorted(doomed))
         removed = len(doomed) + store.remove_unsafe()
         store.compact()
-        after = _size(store.directory)
-    noun = "entry" if removed == 1 else "entries"
-    print(f"removed {removed} {noun}; size {_human(before)} -> {_human(after)}")
+        after = _measured(store)
+    print(_removed(removed, before, after))
     if readings:
         print(f"removed the kept readings of {readings} notebook(s) no longer in the project")
     return 0
@@ -570,15 +700,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="See, execute, merge and manage sphinx-nbcache's cache outside a build.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--project",
-        metavar="DIR",
-        help="folder with conf.py (default: the current folder or the nearest parent with one)",
+    project_help = (
+        "folder with conf.py (default: the current folder or the nearest parent with one)"
     )
+    parser.add_argument("--project", metavar="DIR", help=project_help)
+    # the same option after the command; SUPPRESS keeps a value given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--project", metavar="DIR", default=argparse.SUPPRESS, help=project_help)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, json_flag: bool = False) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
+        sub = commands.add_parser(name, help=help, description=help, parents=[common])
         if json_flag:
             sub.add_argument("--json", action="store_true", help="print JSON for scripts")
         return sub

@@ -295,6 +295,8 @@ class Settings:
     junit: Path | None = None
     project_root: Path | None = None
     """Files a notebook reads under this folder are tracked as its dependencies."""
+    srcdir: Path | None = None
+    """Sphinx's source folder; symbolic links to folders in it are followed for the same."""
     dependencies: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """(notebook glob, file globs) pairs from ``nbcache_dependencies``."""
     env_vars: tuple[str, ...] = ()
@@ -390,6 +392,7 @@ def build_settings(
         report=_optional_path(values.get("nbcache_report")),
         junit=_optional_path(values.get("nbcache_junit")),
         project_root=project_root(srcdir) if srcdir is not None else None,
+        srcdir=srcdir,
         dependencies=tuple(
             (pattern, tuple(globs))
             for pattern, globs in (values.get("nbcache_dependencies") or {}).items()

@@ -4,7 +4,9 @@ opens, so that the cache can tell when they change.
 A hidden setup request installs an audit hook in the kernel (Python kernels only) before
 the first cell; a hidden collection request after the last cell reads what it saw. Both are
 ``silent`` requests: no output, no execution count, no history, and no name left in the
-notebook's namespace.
+notebook's namespace. The hook also tells whose each import is: the notebook's when a frame
+of its code (globals: IPython's ``user_ns``) is on the stack, IPython's own otherwise (the
+modules it loads to show a traceback), so that only the notebook's count as its packages.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 SETUP = r"""
@@ -26,8 +28,22 @@ def _setup():
     state = types.ModuleType("_nbcache_discover")
     state.before = set(sys.modules)
     state.read, state.written = set(), set()
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    user_ns = getattr(shell, "user_ns", None)
+    state.own, state.others, state.collecting = set(), set(), False
+
+    def by_notebook():
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_globals is user_ns:
+                return True
+            frame = frame.f_back
+        return False
 
     def hook(event, args):
+        if event == "import" and args and user_ns is not None and not state.collecting:
+            (state.own if by_notebook() else state.others).add(args[0])
+            return
         if event != "open" or not args:
             return
         path = args[0]
@@ -44,16 +60,21 @@ def _setup():
             pass
 
     def collect():
+        state.collecting = True
         import ast, json, platform
         modules, tops, noted = set(), set(), set()
+        # loaded by IPython's own machinery (a traceback's stack_data, pygments, ...),
+        # outside the notebook's code; without an import event (importlib), a module counts
+        theirs = state.others - state.own
 
-        def note(name):
-            if name in noted:
-                return
-            noted.add(name)
+        def note(name, package=True):
             file = getattr(sys.modules.get(name), "__file__", None)
-            if isinstance(file, str):
+            if not isinstance(file, str):
+                return
+            if name not in noted:
+                noted.add(name)
                 modules.add(os.path.abspath(file))
+            if package:
                 tops.add(name.partition(".")[0])
 
         def note_with_parents(name):
@@ -63,10 +84,11 @@ def _setup():
 
         name_of = types.ModuleType.__getattribute__  # a lazy module's own would load it
         for name in set(sys.modules) - state.before:
-            note(name)
+            package = name not in theirs
+            note(name, package)
             for value in list(getattr(sys.modules.get(name), "__dict__", {}).values()):
                 if isinstance(value, types.ModuleType):
-                    note(name_of(value, "__name__"))
+                    note(name_of(value, "__name__"), package)
         shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
         for source in getattr(getattr(shell, "history_manager", None), "input_hist_parsed", []):
             try:
@@ -103,21 +125,32 @@ COLLECT_EXPRESSION = '__import__("sys").modules["_nbcache_discover"].collect()'
 SKIPPED_PARTS = frozenset({"__pycache__", "_build", "jupyter_execute", ".nbcache"})
 
 
-def relevant(paths: Iterable[str], root: Path, ignore: Iterable[str]) -> list[str]:
+def relevant(
+    paths: Iterable[str], root: Path, ignore: Iterable[str], links: Mapping[str, str] | None = None
+) -> list[str]:
     """Files inside ``root`` that are inputs: not in hidden folders, caches, build output
     or a virtual environment under the project, and not among the ``ignore``d files (those
-    the notebook wrote itself)."""
+    the notebook wrote itself). A file outside ``root`` in a folder the source tree reaches
+    through a symbolic link (``links``, see :func:`linked_folders`) is named by the path
+    through the link, as the project uses it."""
     skipped = {os.path.realpath(path) for path in ignore}
     inside = str(root).rstrip(os.sep) + os.sep
+    through = sorted((links or {}).items(), key=lambda link: -len(link[0]))
     known: dict[str, str] = {}
     found = set()
     for path in paths:
         if path.endswith(".pyc"):  # what the import system read for a module listed itself
             continue
         real = _resolved(path, known)
-        if not real.startswith(inside) or real in skipped or not Path(real).is_file():
+        if real in skipped or not (real.startswith(inside) or through) or not Path(real).is_file():
             continue
-        relative = Path(real).relative_to(root)
+        if real.startswith(inside):
+            relative = PurePosixPath(Path(real).relative_to(root).as_posix())
+        else:
+            shown = _through_link(real, through)
+            if shown is None:
+                continue
+            relative = PurePosixPath(shown)
         parts = relative.parts
         if any(part.startswith(".") or part in SKIPPED_PARTS for part in parts[:-1]):
             continue
@@ -125,6 +158,40 @@ def relevant(paths: Iterable[str], root: Path, ignore: Iterable[str]) -> list[st
             continue
         found.add(relative.as_posix())
     return sorted(found)
+
+
+def _through_link(real: str, links: list[tuple[str, str]]) -> str | None:
+    """``real`` as the project names it through the first of ``links`` (real folder, path
+    the project uses; longest first) that holds it; None if none does."""
+    for folder, used in links:
+        if real.startswith(folder.rstrip(os.sep) + os.sep):
+            return used + "/" + Path(real[len(folder) :].lstrip(os.sep)).as_posix()
+    return None
+
+
+def linked_folders(srcdir: Path, root: Path) -> dict[str, str]:
+    """Folders of the source tree that are symbolic links (numpy-tutorials' ``site/content
+    -> ../content``): the real folder, as the kernel reports the paths of files in it,
+    -> the path the project uses, relative to ``root``. Sphinx reads documents through
+    such links, so files read through them are the project's too; links inside a linked
+    folder are not looked for. Only reading is at stake: nothing is written through them
+    (artefacts are restored only under a notebook's own folder)."""
+    found: dict[str, str] = {}
+    for current, folders, _ in os.walk(srcdir):
+        kept = []
+        for name in folders:
+            if name.startswith(".") or name in SKIPPED_PARTS:
+                continue
+            path = os.path.join(current, name)  # noqa: PTH118 (walking, as os.walk gives it)
+            if not os.path.islink(path):  # noqa: PTH114
+                kept.append(name)
+                continue
+            used = os.path.relpath(path, root)
+            real = os.path.realpath(path)
+            if not used.startswith("..") and os.path.isdir(real):  # noqa: PTH112
+                found.setdefault(real, Path(used).as_posix())
+        folders[:] = kept
+    return found
 
 
 def _resolved(path: str, known: dict[str, str]) -> str:
@@ -181,13 +248,18 @@ class FileDigests:
 
 
 def dependencies(
-    collected: dict[str, Any], root: Path, digest: Callable[[Path], str] = file_digest
+    collected: dict[str, Any],
+    root: Path,
+    digest: Callable[[Path], str] = file_digest,
+    links: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Project-relative path -> sha256 of every module and file the notebook read."""
+    """Project-relative path -> sha256 of every module and file the notebook read
+    (``links`` as for :func:`relevant`)."""
     inputs = relevant(
         [*collected.get("modules", []), *collected.get("read", [])],
         root,
         collected.get("written", []),
+        links,
     )
     return {path: digest(root / path) for path in inputs}
 

@@ -70,6 +70,9 @@ class ExecutionJob:
     cell_metadata_key: str = "mystnb"
     discover_root: str | None = None
     """Record the files under this folder that the notebook reads (Python kernels)."""
+    links: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Folders outside ``discover_root`` that the source tree reaches through symbolic
+    links: real path -> the path the project uses (see :func:`discover.linked_folders`)."""
     artefact_max_size: int = 0
     """Bytes; files the notebook writes in its folder up to this size come back from the
     cache (0: none)."""
@@ -505,7 +508,7 @@ async def execute_job(
         finished=_now(),
         dependencies=(
             discover.dependencies(
-                collected, Path(job.discover_root), digests or discover.file_digest
+                collected, Path(job.discover_root), digests or discover.file_digest, job.links
             )
             if collected is not None and job.discover_root is not None
             else {}

@@ -146,18 +146,30 @@ def _unusable_pattern(root: Path, base: Path, glob: str) -> str | None:
     """Why ``glob`` (relative to ``base``) cannot be used; None if it can. ``Path.glob``
     raises on absolute and empty patterns, and files outside the project's repository
     (``root``; a docs folder's ``../scripts`` is inside it) are not the project's to
-    declare: where they are depends on the machine."""
+    declare: where they are depends on the machine. The test is on the path as the project
+    writes it as well as resolved: a notebook in a folder the source tree links to
+    (``site/content -> ../content``) declares files through the link."""
     if not glob or "\0" in glob:
         return "it is empty or not a file name"
     if PurePath(glob).anchor or PureWindowsPath(glob).anchor:
         return "it is an absolute path; patterns are relative to the notebook's folder"
-    if not Path(os.path.normpath(base.resolve() / glob)).is_relative_to(root.resolve()):
+    written, resolved = base.absolute() / glob, base.resolve() / glob
+    inside = [Path(os.path.normpath(p)).is_relative_to(root.resolve()) for p in (written, resolved)]
+    if not any(inside):
         return "it reaches outside the project"
     return None
 
 
-def make_job(planned: PlannedNotebook, settings: Settings) -> ExecutionJob:
+def make_job(
+    planned: PlannedNotebook, settings: Settings, links: dict[str, str] | None = None
+) -> ExecutionJob:
+    """``links``: the source tree's linked folders (:func:`discover.linked_folders`)."""
     options = planned.notebook.options
+    discover_root = (
+        str(settings.project_root)
+        if settings.project_root is not None and _is_python(planned.notebook.notebook)
+        else None
+    )
     return ExecutionJob(
         key=planned.key,
         source=planned.source,
@@ -172,11 +184,8 @@ def make_job(planned: PlannedNotebook, settings: Settings) -> ExecutionJob:
         artefact_exclude=settings.artefact_exclude,
         copy_in=_copy_in(planned) if options.in_temp else {},
         inputs=tuple(str(path) for path in planned.declared_files),
-        discover_root=(
-            str(settings.project_root)
-            if settings.project_root is not None and _is_python(planned.notebook.notebook)
-            else None
-        ),
+        discover_root=discover_root,
+        links=dict(links or {}) if discover_root is not None else {},
     )
 
 
@@ -505,7 +514,13 @@ class Pipeline:
         shut down.
         """
         planned = {p.key: p for p in notebooks}
-        jobs = {key: make_job(p, self.settings) for key, p in planned.items()}
+        settings = self.settings
+        links = (
+            discover.linked_folders(settings.srcdir, settings.project_root)
+            if settings.srcdir is not None and settings.project_root is not None and planned
+            else {}
+        )
+        jobs = {key: make_job(p, settings, links) for key, p in planned.items()}
         discovering = [planned[key].kernel for key, job in jobs.items() if job.discover_root]
         self.look_ahead(discovering)
         storing = _Storing(self, watcher, planned)

@@ -9,15 +9,18 @@ notebook is named long before the job times out.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
 import sys
 import time
-from typing import TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from sphinx_nbcache.execute import CellClock, ExecutionJob, ExecutionResult, Pool
 from sphinx_nbcache.log import LOGGER
+from sphinx_nbcache.validate import code_cell_number
 
 QUIET_FOR = 30.0
 """Seconds without output after which plain mode says what is still running."""
@@ -41,13 +44,16 @@ def on_terminal() -> bool:
     return colour_allowed(sys.stdout) and os.environ.get("CI", "").lower() not in {"true", "1"}
 
 
-def outcome(result: ExecutionResult) -> str:
-    """How a notebook ended, in one line: ``executed in 1.20 s``, ``failed in ...: why``."""
+def outcome(result: ExecutionResult, cells: Sequence[Any] = ()) -> str:
+    """How a notebook ended, in one line: ``executed in 1.20 s``, ``failed in ...: why``;
+    the failing cell numbered among the notebook's ``cells`` as :func:`code_cell_number`
+    says."""
     error = result.error
     took = f"in {result.runtime:.2f} s" + (f" on {result.worker}" if result.worker else "")
     if error is None:
         return f"executed {took}"
-    where = "" if error.cell_index is None else f" (cell {error.cell_index})"
+    number = code_cell_number(cells, error.cell_index)
+    where = "" if number is None else f" (code cell {number})"
     if error.kind == "timeout":
         return f"timed out {took}{where}: {error.value}"
     if error.kind == "kernel":
@@ -72,17 +78,21 @@ class Progress:
         self.limit = 1
         self.runtimes: list[float] = []
         self.running: dict[str, tuple[ExecutionJob, CellClock, float]] = {}
+        self.cells: dict[str, list[Any]] = {}
+        """The cells of each notebook started, to number the cell it is in."""
         self.last_output = time.monotonic()
 
     def started(self, job: ExecutionJob, clock: CellClock) -> None:
         self.running[job.key] = (job, clock, time.monotonic())
+        self.cells[job.key] = json.loads(job.notebook_json).get("cells", [])
         self._redraw()
 
     def finished(self, result: ExecutionResult) -> None:
         self.running.pop(result.key, None)
         self.done += 1
         self.runtimes.append(result.runtime)
-        self._print(f"nbcache: [{self.done}/{self.total}] {result.source} {outcome(result)}")
+        ended = outcome(result, self.cells.pop(result.key, []))
+        self._print(f"nbcache: [{self.done}/{self.total}] {result.source} {ended}")
         if self.done == self.total and self.live:
             LOGGER.info(CLEAR_LINE, nonl=True)
         else:
@@ -96,12 +106,13 @@ class Progress:
             self._print(f"nbcache: still executing {self.status()}")
 
     def status(self) -> str:
-        """``3/12 done; running a.ipynb (cell 4, 12.0 s), b.md (0.5 s); about 20 s left``."""
+        """``3/12 done; running a.ipynb (code cell 4, 12.0 s), b.md (0.5 s); about 20 s
+        left``."""
         now = time.monotonic()
         running = []
         for job, clock, since in self.running.values():
             where = f"on {clock.worker}, " if clock.worker else ""
-            cell = "" if clock.current is None else f"cell {clock.current}, "
+            cell = self._cell(job, clock)
             running.append(f"{job.source} ({where}{cell}{_duration(now - since)})")
         parts = [f"{self.done}/{self.total} done"]
         if running:
@@ -116,8 +127,7 @@ class Progress:
         not started yet execute next time."""
         now = time.monotonic()
         stopped = [
-            f"{job.source} ({'' if clock.current is None else f'cell {clock.current}, '}"
-            f"{_duration(now - since)})"
+            f"{job.source} ({self._cell(job, clock)}{_duration(now - since)})"
             for job, clock, since in self.running.values()
         ]
         waiting = self.total - self.done - len(stopped)
@@ -128,6 +138,10 @@ class Progress:
             parts.append(f"{waiting} not started")
         message = "; ".join(parts) + ". Finished ones are in the cache; the rest execute next time."
         self._print(message)
+
+    def _cell(self, job: ExecutionJob, clock: CellClock) -> str:
+        number = code_cell_number(self.cells.get(job.key, []), clock.current)
+        return "" if number is None else f"code cell {number}, "
 
     def estimate_left(self, now: float) -> float | None:
         """From the mean runtime so far, spread over the notebooks that run at once."""

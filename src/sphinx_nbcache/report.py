@@ -79,9 +79,12 @@ def build_report(
 
 
 def summarise(notebooks: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts and seconds over the notebooks this build read."""
+    """Counts and seconds over the notebooks this build read. Time saved is that of the
+    successful results taken from the cache: a failure's runtime is how long it took to
+    fail (a timeout's, its limit), not what a working run would cost."""
     executed = [n for n in notebooks if n["origin"] == "executed"]
     cached = [n for n in notebooks if n["origin"] == "cache"]
+    reused = [n for n in cached if n["status"] == "succeeded"]
     return {
         "notebooks": len(notebooks),
         "executed": len(executed),
@@ -89,7 +92,7 @@ def summarise(notebooks: list[dict[str, Any]]) -> dict[str, Any]:
         "failed": sum(n["status"] != "succeeded" for n in notebooks),
         "timed_out": sum(n["status"] == "timeout" for n in notebooks),
         "execution_seconds": round(sum(n["runtime"] for n in executed), 3),
-        "saved_seconds": round(sum(n["runtime"] for n in cached), 3),
+        "saved_seconds": round(sum(n["runtime"] for n in reused), 3),
     }
 
 
@@ -140,7 +143,7 @@ def write_junit(report: Mapping[str, Any], path: Path) -> None:
         error = notebook["error"]
         if error is not None:
             tag = "failure" if notebook["status"] == "cell-error" else "error"
-            where = "" if error["cell_index"] is None else f" (cell {error['cell_index']})"
+            where = "" if error["cell"] is None else f" (code cell {error['cell']})"
             problem = ET.SubElement(
                 case,
                 tag,
@@ -251,4 +254,4 @@ def _link(app: Sphinx, fromdoc: str, docname: str) -> nodes.Node:
 
 def _slowest(cells: list[dict[str, Any]], count: int) -> str:
     timed = sorted((c for c in cells if c["seconds"] is not None), key=lambda c: -c["seconds"])
-    return ", ".join(f"cell {c['index']}: {c['seconds']:.2f} s" for c in timed[:count])
+    return ", ".join(f"code cell {c['cell']}: {c['seconds']:.2f} s" for c in timed[:count])

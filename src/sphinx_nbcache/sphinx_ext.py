@@ -68,10 +68,14 @@ from sphinx_nbcache.report import (
 )
 from sphinx_nbcache.signing import machine_secret, secret_from_env
 from sphinx_nbcache.store import ParsedStore, Store
+from sphinx_nbcache.validate import code_cell_number
 
 STATE_ATTRIBUTE = "_nbcache_build"
 EARLY_ATTRIBUTE = "_nbcache_early"
 ENV_ATTRIBUTE = "nbcache_docs"
+ENV_VERSION = 2
+"""Of the records kept in the env (2: cells numbered as messages number them); Sphinx
+reads every page again when it changes, rather than report from records without it."""
 ENV_VALUES_ATTRIBUTE = "nbcache_env_values"
 MERGED_READER = "sphinx_nbcache.read.read_merged_notebook"
 
@@ -142,7 +146,12 @@ def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, An
     app.add_source_parser(NbCacheParser, override=True)
     app.add_env_collector(NbCacheCollector)
     app.add_directive("nbcache-report", NbCacheReport)
-    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}
+    return {
+        "version": __version__,
+        "env_version": ENV_VERSION,
+        "parallel_read_safe": True,
+        "parallel_write_safe": True,
+    }
 
 
 def freeze_heap() -> None:
@@ -468,6 +477,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         notebook = planned.notebook.notebook
         code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
         line = None if error is None else _cell_line(planned.notebook, error.cell_index)
+        number = None if error is None else code_cell_number(notebook.cells, error.cell_index)
         records[docname] = {
             "key": planned.key,
             "source": planned.source,
@@ -488,12 +498,20 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
                 "name": error.name,
                 "value": error.value,
                 "traceback": error.traceback,
+                "cell": number,
                 "cell_index": error.cell_index,
                 "line": line,
             },
             "cells": [
-                {"index": index, "line": _cell_line(planned.notebook, index), "seconds": seconds}
-                for index, seconds in zip(code_indices, result.cell_times, strict=False)
+                {
+                    "cell": number,
+                    "index": index,
+                    "line": _cell_line(planned.notebook, index),
+                    "seconds": seconds,
+                }
+                for number, (index, seconds) in enumerate(
+                    zip(code_indices, result.cell_times, strict=False), start=1
+                )
             ],
         }
         if error is None:
@@ -502,7 +520,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         report = Path(app.outdir, "reports", *f"{docname}.err.log".split("/"))
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(plain_text(error.traceback), encoding="utf-8")
-        where = "" if error.cell_index is None else f" in cell {error.cell_index}"
+        where = "" if number is None else f" in code cell {number}"
         # a kernel's error value can hold colour codes (IPython's own, a library's)
         value = plain_text(error.value)
         message = f"{FAILURE_TEXT[error.kind]}{where}: {plain_text(error.name)}: {value}"
@@ -542,6 +560,7 @@ def _record_unreadable(env: BuildEnvironment, exc: NotebookReadError) -> None:
             "name": "NotebookReadError",
             "value": str(exc),
             "traceback": message,
+            "cell": None,
             "cell_index": None,
             "line": None,
         },

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 CELL_TYPES = ("code", "markdown", "raw")
@@ -21,11 +21,36 @@ FORMAT_VERSION = 4
 """The notebook format version readers return; older ones are converted by nbformat."""
 
 
-class NotebookProblem(ValueError):
-    """What is wrong with a notebook, in words, and the cell it is in (if any)."""
+def code_cell_number(cells: Sequence[Any], index: int | None) -> int | None:
+    """How every message numbers the cell at ``index`` among ``cells`` (nbformat's index,
+    from 0, over all cells): its place among the code cells, from 1. That is the ``[N]``
+    Jupyter shows beside it once every cell has run, and the ``Cell In[N]`` of a traceback
+    from it; markdown cells have no such number. None for no cell or a cell that is not
+    code."""
+    if index is None or not 0 <= index < len(cells) or not _is_code(cells[index]):
+        return None
+    return sum(_is_code(cell) for cell in cells[: index + 1])
 
-    def __init__(self, message: str, cell: int | None = None) -> None:
-        super().__init__(message if cell is None else f"cell {cell}: {message}")
+
+def _is_code(cell: Any) -> bool:
+    return isinstance(cell, Mapping) and cell.get("cell_type") == "code"
+
+
+def cell_label(cells: Sequence[Any], index: int) -> str:
+    """``code cell N`` (see :func:`code_cell_number`); another cell, which has no such
+    number, by its place in the file, counting every cell from 1."""
+    number = code_cell_number(cells, index)
+    if number is not None:
+        return f"code cell {number}"
+    return f"cell {index + 1} of the file"
+
+
+class NotebookProblem(ValueError):
+    """What is wrong with a notebook, in words, and the cell it is in (if any): ``cell``
+    is nbformat's index, the message says it as :func:`cell_label` does."""
+
+    def __init__(self, message: str, cell: int | None = None, label: str = "") -> None:
+        super().__init__(f"{label}: {message}" if label else message)
         self.cell = cell
 
 
@@ -89,7 +114,7 @@ def check_notebook(
         try:
             _check_cell(cell, cell_metadata_key)
         except NotebookProblem as problem:
-            raise NotebookProblem(str(problem), index) from None
+            raise NotebookProblem(str(problem), index, cell_label(cells, index)) from None
 
 
 def _check_notebook_metadata(metadata: Any, metadata_key: str) -> None:

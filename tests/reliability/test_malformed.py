@@ -89,22 +89,23 @@ UNREADABLE: list[tuple[str, bytes, str]] = [
     (
         "source_number.ipynb",
         dumped(notebook_dict({**code("1"), "source": 5})),
-        "cell 1: 'source' must be text, not a number (5)",
+        "code cell 1: 'source' must be text, not a number (5)",
     ),
     (
         "cell_metadata_list.ipynb",
         dumped(notebook_dict({**code("1"), "metadata": ["hide-input"]})),
-        "cell 1: the cell's 'metadata' must be a mapping, not a list",
+        "code cell 1: the cell's 'metadata' must be a mapping, not a list",
     ),
     (
         "cell_type_unknown.ipynb",
         dumped(notebook_dict({**markdown("x"), "cell_type": "heading"})),
-        "cell 1: 'cell_type' must be 'code', 'markdown' or 'raw', not the text 'heading'",
+        "cell 2 of the file: 'cell_type' must be 'code', 'markdown' or 'raw', "
+        "not the text 'heading'",
     ),
     (
         "tags_text.ipynb",
         dumped(notebook_dict({**code("1"), "metadata": {"tags": "hide-input"}})),
-        "cell 1: metadata.tags must be a list of text, not the text 'hide-input'",
+        "code cell 1: metadata.tags must be a list of text, not the text 'hide-input'",
     ),
     (
         "version_five.ipynb",
@@ -114,7 +115,7 @@ UNREADABLE: list[tuple[str, bytes, str]] = [
     (
         "old_format_unknown_cell.ipynb",
         dumped({"nbformat": 2, "metadata": {}, "worksheets": [{"cells": [{"cell_type": "x"}]}]}),
-        "cell 0: 'cell_type' must be 'code', 'markdown' or 'raw', not the text 'x'",
+        "cell 1 of the file: 'cell_type' must be 'code', 'markdown' or 'raw', not the text 'x'",
     ),
     ("not_json.ipynb", b'{"cells": [ not json', "not valid JSON: Expecting value (line 1, column"),
     (
@@ -239,7 +240,7 @@ def test_absolute_dependency_is_ignored_with_a_warning(named_build: Build) -> No
 
 def test_cell_error_warning_has_no_colour_codes(named_build: Build) -> None:
     (warning,) = page_warnings(named_build, "coloured_error.ipynb", "nbcache.cell")
-    assert "in cell 1: MemoryError: out of memory" in warning
+    assert "in code cell 1: MemoryError: out of memory" in warning
     assert "\x1b" not in warning
 
 
