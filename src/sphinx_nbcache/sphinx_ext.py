@@ -18,6 +18,7 @@ from typing import Any, cast
 import nbformat
 from docutils import nodes
 from myst_nb._compat import get_env_app
+from myst_nb.core.execute.base import ExecutionError
 from myst_nb.core.read import create_nb_reader
 from myst_nb.sphinx_ import NbMetadataCollector
 from myst_nb.sphinx_ import Parser as MystNbParser
@@ -135,6 +136,8 @@ def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, An
     app.connect("config-inited", on_config_inited)
     app.connect("env-before-read-docs", on_env_before_read_docs)
     app.connect("build-finished", on_build_finished)
+    # after every other extension's handler: each has done its work when the build fails
+    app.connect("build-finished", raise_on_failures, priority=900)
     app.connect("env-get-updated", docs_to_rewrite)
     app.connect("env-updated", forget_kept)
     app.connect("doctree-resolved", on_doctree_resolved)
@@ -391,6 +394,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         merged = merge_outputs(planned.notebook.notebook, result)
         self._render(merged, planned.notebook, document)
         self._record(document.settings.env, planned, result, origin, code_lexer(merged.metadata))
+        say_reused_or_cached(state, planned, result, origin)
 
     @staticmethod
     def _outputs(state: BuildState, planned: PlannedNotebook) -> tuple[ExecutionResult, str]:
@@ -515,12 +519,33 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         log(message, Subtype(error.kind), location=(docname, line))
 
 
+def say_reused_or_cached(
+    state: BuildState, planned: PlannedNotebook, result: ExecutionResult, origin: str
+) -> None:
+    """A line per successful notebook in myst-nb's words ("Using cached notebook", "Cached
+    executed notebook"), which CI scripts look for; failures have their warning."""
+    if not result.succeeded:
+        return
+    if origin == "cache":
+        message = f"Using cached notebook (executed {_when(result.finished)})"
+    elif planned.key in state.pipeline.store:
+        message = f"Cached executed notebook (executed in {result.runtime:.2f} s)"
+    else:
+        return  # not stored: a warning said why
+    LOGGER.info("nbcache: %s: %s", planned.source, message)
+
+
+def _when(finished: str) -> str:
+    return datetime.fromisoformat(finished).strftime("%Y-%m-%d %H:%M UTC")
+
+
 FAILURE_STATUS = {"cell": "cell-error", "timeout": "timeout", "kernel": "kernel-error"}
 FAILURE_TEXT = {
-    "cell": "notebook execution failed",
-    "timeout": "notebook execution timed out",
-    "kernel": "notebook execution lost its kernel",
+    "cell": "Executing notebook failed",
+    "timeout": "Executing notebook failed (timed out)",
+    "kernel": "Executing notebook failed (lost its kernel)",
 }
+"""Each begins with myst-nb's own words for a failure, which CI scripts look for."""
 STDIN_ERROR = "StdinNotImplementedError"
 
 
@@ -698,5 +723,43 @@ def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
         write_json(report, outdir / state.settings.report)
     if state.settings.junit is not None:
         write_junit(report, outdir / state.settings.junit)
-    if any(records[name]["raise"] for name in state.read_docs if name in records):
-        app.statuscode = 1
+
+
+class NotebookExecutionError(SphinxError, ExecutionError):  # type: ignore[misc]
+    """Notebooks failed under ``nb_execution_raise_on_error``: what ``app.build()`` raises,
+    as it raises myst-nb's :class:`~myst_nb.core.execute.base.ExecutionError` (a subclass
+    of both, so code that catches either keeps working), once every failure is reported."""
+
+    category = "Notebook execution failed"
+
+    def __init__(self, docnames: list[str], sources: list[str]) -> None:
+        super().__init__(
+            f"{len(sources)} notebook(s) failed with nb_execution_raise_on_error = True "
+            f"(each reported above): {', '.join(sources)}"
+        )
+        self.docnames = docnames
+        """The documents whose notebooks failed."""
+
+
+def raise_on_failures(app: Sphinx, exception: BaseException | None) -> None:
+    """Under ``nb_execution_raise_on_error``, fail the build once it is complete: every
+    notebook executed or looked up and each failure reported, results stored, reports and
+    pages written, other extensions' ``build-finished`` handlers run.
+
+    ``sphinx-build`` gets one clear message and exit status 1 (Sphinx would print any
+    exception with a traceback, ask for it to be reported, and discard its saved
+    environment, so that the next build would read every page again); a program calling
+    ``app.build()`` gets :class:`NotebookExecutionError`."""
+    if exception is not None:
+        return
+    records = _doc_records(app.env)
+    failed = sorted(
+        name for name in build_state(app).read_docs if records.get(name, {}).get("raise")
+    )
+    if not failed:
+        return
+    error = NotebookExecutionError(failed, [records[name]["source"] for name in failed])
+    if run_by_sphinx_build():
+        print(f"\n{error.category}:\n{error}", file=sys.stderr)
+        raise SystemExit(1)
+    raise error
