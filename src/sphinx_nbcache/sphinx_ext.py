@@ -45,6 +45,12 @@ from sphinx_nbcache.highlight import code_lexer, lexers_to_register
 from sphinx_nbcache.key import env_digests, explain_difference
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
+from sphinx_nbcache.migrate import (
+    JupyterCacheError,
+    holds_jupyter_cache,
+    import_executed,
+    jupyter_cache_folder,
+)
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, declared_inputs, plan
 from sphinx_nbcache.preload import Preloader
 from sphinx_nbcache.progress import Progress, on_terminal
@@ -68,7 +74,7 @@ from sphinx_nbcache.report import (
     write_junit,
 )
 from sphinx_nbcache.signing import machine_secret, secret_from_env
-from sphinx_nbcache.store import ParsedStore, Store
+from sphinx_nbcache.store import DATABASE, ParsedStore, Store, StoreWriteError
 
 STATE_ATTRIBUTE = "_nbcache_build"
 EARLY_ATTRIBUTE = "_nbcache_early"
@@ -85,6 +91,8 @@ class BuildState:
     pipeline: Pipeline
     parsed: ParsedStore
     """MyST notebooks as myst-nb's reader made them, kept from earlier builds."""
+    jupyter_cache: Path
+    """Where myst-nb's cache mode kept jupyter-cache, imported on a first build."""
     executed: dict[str, ExecutionResult] = dataclasses.field(default_factory=dict)
     """Results executed during this build, by key."""
     read_ahead: dict[str, tuple[str, SourceNotebook, PlannedNotebook | None]] = dataclasses.field(
@@ -177,7 +185,9 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
             print(f"\nConfiguration error:\n{message}", file=sys.stderr)
             raise SystemExit(2)
         raise ConfigError(message)
-    settings = build_settings(values, Path(app.confdir), Path(app.srcdir))
+    settings = build_settings(
+        values, Path(app.confdir), Path(app.srcdir), config.nb_execution_cache_path
+    )
     if values["nbcache_gc_freeze"]:
         freeze_heap()
 
@@ -197,7 +207,8 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
         else:
             early.close()
     parsed = ParsedStore(settings.cache_path, Path(app.srcdir), secret or machine_secret())
-    setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline, parsed))
+    jupyter_cache = jupyter_cache_folder(config.nb_execution_cache_path, Path(app.outdir))
+    setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline, parsed, jupyter_cache))
 
 
 def tracked_files(root: Path | None) -> list[Path]:
@@ -280,7 +291,7 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
     # Sphinx decodes sources strictly before any event: an undecodable byte would stop
     # the build; this codec keeps it, for the page's parser to report (see decoding.py)
     env.settings["input_encoding"] = escaping(env.config.source_encoding)
-    misses = []
+    planned_docs = []
     for docname in sorted(docnames):
         path = Path(env.doc2path(docname))
         try:
@@ -295,6 +306,10 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
             continue
         planned = plan_document(env, docname, notebook)
         state.read_ahead[docname] = (text, notebook, planned)
+        planned_docs.append((docname, planned))
+    import_on_first_build(state, [planned for _, planned in planned_docs])
+    misses = []
+    for docname, planned in planned_docs:
         if state.pipeline.must_execute(planned, keep=True):
             explain_new_key(state, env, docname, planned)
             misses.append(planned)
@@ -308,6 +323,41 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
     marker.unlink(missing_ok=True)
     progress = Progress(len(misses), live=on_terminal())
     state.executed.update(execute(state, misses, progress))
+
+
+def import_on_first_build(state: BuildState, notebooks: list[PlannedNotebook]) -> None:
+    """When the cache has never stored anything and myst-nb's cache mode left a
+    jupyter-cache, take from it the notebooks whose code is unchanged, so that switching
+    executes nothing; one line says how many. Not with a signing secret set: entries made
+    from an unsigned folder would be signed, and ``nbcache import-jupyter-cache`` is
+    there to import one deliberately."""
+    folder = state.jupyter_cache
+    cache = state.settings.cache_path
+    if not notebooks or (cache / DATABASE).exists() or not holds_jupyter_cache(folder):
+        return
+    if state.pipeline.store.secret is not None:
+        LOGGER.info(
+            "nbcache: myst-nb's jupyter-cache at %s is not imported automatically while "
+            "$%s signs the cache; `nbcache import-jupyter-cache` imports it if you trust it",
+            folder,
+            state.settings.secret_env,
+        )
+        return
+    try:
+        done = import_executed(state.pipeline.store, notebooks, folder)
+    except (JupyterCacheError, StoreWriteError) as exc:
+        warn(f"myst-nb's jupyter-cache not imported: {exc}", Subtype.import_)
+        return
+    others = len(notebooks) - len(done.imported)
+    LOGGER.info(
+        "nbcache: imported %d of %d notebook(s) from myst-nb's jupyter-cache at %s%s",
+        len(done.imported),
+        len(notebooks),
+        folder,
+        f"; {others} execute (edited since myst-nb executed them, or never executed)"
+        if others
+        else "",
+    )
 
 
 def explain_new_key(
