@@ -457,7 +457,7 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
 
     strict = project.build("-E", "-D", "nb_execution_raise_on_error=1")
     assert strict.returncode == 1
-    assert len([w for w in strict.warnings if ": ERROR: notebook execution" in w]) == 6
+    assert len([w for w in strict.warnings if ": ERROR: Executing notebook failed" in w]) == 6
     assert "good notebook ran" in strict.html("good")
 
     quiet = project.build("-E", "-D", "suppress_warnings=nbcache.kernel,nbcache.timeout")
