@@ -367,7 +367,9 @@ def test_the_command_reference_lists_every_command_and_option() -> None:
     sections = {
         match["name"]: match["body"]
         for match in re.finditer(
-            r"^## `nbcache (?P<name>[a-z]+)[^\n]*\n(?P<body>.*?)(?=^## |\Z)", reference, re.M | re.S
+            r"^## `nbcache (?P<name>[a-z-]+)[^\n]*\n(?P<body>.*?)(?=^## |\Z)",
+            reference,
+            re.M | re.S,
         )
     }
     parser = build_parser()

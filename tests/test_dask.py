@@ -181,7 +181,10 @@ def test_a_notebook_that_keeps_killing_its_worker_fails_alone(
     build = project.build()
     assert build.returncode == 0, build.stderr
     (warning,) = build.warnings
-    assert "killer.ipynb: WARNING: notebook execution lost its kernel: KilledWorker: " in warning
+    assert (
+        "killer.ipynb: WARNING: Executing notebook failed (lost its kernel): KilledWorker: "
+        in warning
+    )
     assert f"died {ALLOWED_FAILURES + 1} time(s), last tcp://127.0.0.1:" in warning
     assert warning.endswith("[nbcache.kernel]")
     assert "Prose" in build.html("prose")

@@ -21,6 +21,7 @@ from conftest import (
     code,
     ipynb,
     myst_notebook,
+    nbcache,
     percent_script,
 )
 from sphinx_nbcache.read import code_cell_lines
@@ -67,18 +68,18 @@ def test_failing_cell_warns_at_its_location(make_project: ProjectFactory) -> Non
     md_warning = [w for w in build.warnings if "badmd.md" in w]
     assert len(md_warning) == 1
     assert (
-        "badmd.md:14: WARNING: notebook execution failed in code cell 2: ValueError: "
+        "badmd.md:14: WARNING: Executing notebook failed in code cell 2: ValueError: "
         in md_warning[0]
     )
     assert md_warning[0].endswith("[nbcache.cell]")
     (py_warning,) = [w for w in build.warnings if "badpy.py" in w]
-    assert "badpy.py:18: WARNING: notebook execution failed in code cell 2: ValueError: broken" in (
+    assert "badpy.py:18: WARNING: Executing notebook failed in code cell 2: ValueError: broken" in (
         py_warning
     )
     ipynb_warning = [w for w in build.warnings if "bad.ipynb" in w]
     assert len(ipynb_warning) == 1
     assert (
-        "notebook execution failed in code cell 2: ZeroDivisionError: division by zero"
+        "Executing notebook failed in code cell 2: ZeroDivisionError: division by zero"
         in (ipynb_warning[0])
     )
     assert "ZeroDivisionError" in build.html("bad")
@@ -118,17 +119,77 @@ def test_failures_are_cached_and_retried_only_when_asked(make_project: ProjectFa
     assert retried.executed == ["bad.ipynb"]
 
 
-def test_raise_on_error_fails_the_build_after_everything_else(make_project: ProjectFactory) -> None:
-    files = {"good.ipynb": GOOD, "bad.ipynb": BAD_IPYNB}
-    project = make_project(files, "nb_execution_raise_on_error = True\n")
+def test_raise_on_error_fails_the_build_after_reporting_every_failure(
+    make_project: ProjectFactory,
+) -> None:
+    files = {"good.ipynb": GOOD, "bad.ipynb": BAD_IPYNB, "badmd.md": BAD_MD}
+    project = make_project(
+        files, 'nb_execution_raise_on_error = True\nnbcache_report = "report.json"\n'
+    )
     build = project.build()
     assert build.returncode == 1
-    assert any(
-        "ERROR: notebook execution failed in code cell 2: ZeroDivisionError" in w
-        for w in build.warnings
-    )
+    errors = [w for w in build.warnings if "ERROR: Executing notebook failed in code cell 2" in w]
+    assert len(errors) == 2, "every failure is reported, not only the first"
     assert "good notebook ran" in build.html("good")
-    assert "build finished with problems" in build.stdout
+    assert (build.outdir / "report.json").is_file()
+    assert build.stderr.rstrip().endswith(
+        "Notebook execution failed:\n2 notebook(s) failed with nb_execution_raise_on_error"
+        " = True (each reported above): bad.ipynb, badmd.md"
+    )
+    assert "Traceback" not in build.stderr
+    status = nbcache(project, "status", "--json")
+    states = {n["source"]: n["state"] for n in json.loads(status.stdout)}
+    assert states == {"bad.ipynb": "failed", "badmd.md": "failed", "good.ipynb": "fresh"}
+
+
+API_BUILD = """\
+import sys
+from myst_nb.core.execute.base import ExecutionError
+from sphinx.application import Sphinx
+
+app = Sphinx(".", ".", "_build/api", "_build/api-doctrees", "html", status=None)
+try:
+    app.build()
+except ExecutionError as error:
+    print("raised", type(error).__name__, error.docnames)
+else:
+    print("returned", app.statuscode)
+"""
+
+
+def test_raise_on_error_makes_app_build_raise_mystnbs_execution_error(
+    make_project: ProjectFactory,
+) -> None:
+    """As under myst-nb, a program building through Sphinx's API gets an exception."""
+    files = {"good.ipynb": GOOD, "bad.ipynb": BAD_IPYNB, "badmd.md": BAD_MD}
+    project = make_project(files, "nb_execution_raise_on_error = True\n")
+    run = subprocess.run(
+        [sys.executable, "-c", API_BUILD],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.stdout.splitlines()[-1] == "raised NotebookExecutionError ['bad', 'badmd']"
+    assert run.stderr.count("ERROR: Executing notebook failed in code cell 2") == 2
+    assert "good notebook ran" in (project.root / "_build/api/good.html").read_text()
+
+
+def test_log_lines_carry_mystnb_phrases(make_project: ProjectFactory) -> None:
+    """CI scripts written for myst-nb's cache mode look for its words in the log."""
+    project = make_project({"good.ipynb": GOOD, "bad.ipynb": BAD_IPYNB})
+    first = project.build()
+    assert "nbcache: good.ipynb: Cached executed notebook (executed in " in first.stdout
+    assert "bad.ipynb: WARNING: Executing notebook failed in code cell 2: ZeroDivisionError" in (
+        first.stderr
+    )
+    again = project.build("-E")
+    assert again.executed == []
+    assert "nbcache: good.ipynb: Using cached notebook (executed " in again.stdout
+    assert "Cached executed notebook" not in again.stdout
+    assert "bad.ipynb: WARNING: Executing notebook failed in code cell 2: ZeroDivisionError" in (
+        again.stderr
+    )
 
 
 def test_unchanged_failure_fails_every_incremental_build_without_executing(
@@ -147,9 +208,9 @@ def test_unchanged_failure_fails_every_incremental_build_without_executing(
     assert again.executed == []
     (error,) = again.warnings
     assert (
-        "badmd.md:14: ERROR: notebook execution failed in code cell 2: ValueError: broken" in error
+        "badmd.md:14: ERROR: Executing notebook failed in code cell 2: ValueError: broken" in error
     )
-    assert error.endswith("[nbcache.cell]")
+    assert "[nbcache.cell]\nNotebook execution failed:\n" in error
     assert "nbcache: 1 notebook(s): 0 executed, 1 from cache, 1 failed;" in again.stdout
     report = json.loads((again.outdir / "report.json").read_text())
     rows = [(n["docname"], n["status"], n["origin"], n["this_build"]) for n in report["notebooks"]]
@@ -332,24 +393,24 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
         """Not Sphinx's own."""
         return sorted(w for w in run.warnings if "[nbcache." in w)
 
-    assert "error.md:14: WARNING: notebook execution failed in code cell 2: ValueError: broken" in (
+    assert "error.md:14: WARNING: Executing notebook failed in code cell 2: ValueError: broken" in (
         warning("error.md")
     )
     assert warning("error.md").endswith("[nbcache.cell]")
     assert (
-        "slow.ipynb: WARNING: notebook execution timed out in code cell 2: CellTimeoutError: "
-        in (warning("slow.ipynb"))
+        "slow.ipynb: WARNING: Executing notebook failed (timed out) in code cell 2: "
+        "CellTimeoutError: " in warning("slow.ipynb")
     )
     assert "the cell did not finish within 2 s\n" in warning("slow.ipynb")
     assert warning("slow.ipynb").endswith("slow.err.log) [nbcache.timeout]")
     for name in ("exits", "segfault", "killed"):
         assert (
-            f"{name}.ipynb: WARNING: notebook execution lost its kernel in code cell 1: "
+            f"{name}.ipynb: WARNING: Executing notebook failed (lost its kernel) in code cell 1: "
             "DeadKernelError" in warning(f"{name}.ipynb")
         )
         assert warning(f"{name}.ipynb").endswith("[nbcache.kernel]")
     assert (
-        "asks.ipynb: WARNING: notebook execution failed in code cell 1: StdinNotImplementedError"
+        "asks.ipynb: WARNING: Executing notebook failed in code cell 1: StdinNotImplementedError"
         in (warning("asks.ipynb"))
     )
     assert "(a notebook cannot read input() during a build)" in warning("asks.ipynb")
@@ -400,7 +461,7 @@ def test_each_failure_kind_warns_where_it_happened_and_leaves_no_kernel(
 
     strict = project.build("-E", "-D", "nb_execution_raise_on_error=1")
     assert strict.returncode == 1
-    assert len([w for w in strict.warnings if ": ERROR: notebook execution" in w]) == 6
+    assert len([w for w in strict.warnings if ": ERROR: Executing notebook failed" in w]) == 6
     assert "good notebook ran" in strict.html("good")
 
     quiet = project.build("-E", "-D", "suppress_warnings=nbcache.kernel,nbcache.timeout")
@@ -434,12 +495,13 @@ def test_time_limits_per_cell_and_per_notebook(make_project: ProjectFactory) -> 
     build = project.build()
     (cell,) = [w for w in build.warnings if "cell.md" in w]
     assert (
-        "cell.md:10: WARNING: notebook execution timed out in code cell 1: CellTimeoutError: "
+        "cell.md:10: WARNING: Executing notebook failed (timed out) in code cell 1: "
+        "CellTimeoutError: "
         "the cell did not finish within 1 s" in cell
     )
     (whole,) = [w for w in build.warnings if "whole.ipynb" in w]
     assert (
-        "timed out in code cell 2: NotebookTimeoutError: the notebook did not finish within 2 s"
+        "(timed out) in code cell 2: NotebookTimeoutError: the notebook did not finish within 2 s"
         " (nbcache_notebook_timeout)" in whole
     )
     assert build.html("whole").count("all done") == 1, "the source only, never an output"
@@ -469,8 +531,9 @@ def test_notebook_limit_applies_when_cells_have_no_limit(make_project: ProjectFa
     for name in files:
         (warning,) = [w for w in build.warnings if name in w]
         assert (
-            f"{name}: WARNING: notebook execution timed out in code cell 2: NotebookTimeoutError: "
-            "the notebook did not finish within 2 s (nbcache_notebook_timeout)" in warning
+            f"{name}: WARNING: Executing notebook failed (timed out) in code cell 2: "
+            "NotebookTimeoutError: the notebook did not finish within 2 s "
+            "(nbcache_notebook_timeout)" in warning
         )
         assert warning.endswith("[nbcache.timeout]")
 

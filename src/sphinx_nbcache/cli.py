@@ -694,6 +694,39 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_jupyter_cache(args: argparse.Namespace) -> int:
+    """Take the executed notebooks of myst-nb's jupyter-cache whose code is unchanged."""
+    from sphinx_nbcache import migrate
+
+    with open_project(args, {}) as project:
+        config = project.app.config
+        folder = (
+            Path(args.path).resolve()
+            if args.path is not None
+            # the folder myst-nb used for `sphinx-build . _build/html` (`make html`)
+            else migrate.jupyter_cache_folder(
+                config.nb_execution_cache_path, Path(project.app.confdir, "_build", "html")
+            )
+        )
+        planned = [n.planned for n in project.notebooks() if n.planned is not None]
+        try:
+            done = migrate.import_executed(project.store, planned, folder)
+        except migrate.JupyterCacheError as exc:
+            raise CliError(f"{exc}; give the folder of myst-nb's jupyter-cache as PATH") from None
+    print(f"imported {len(done.imported)} of {len(planned)} notebook(s) from {folder}")
+    left = [(source, "already in the cache") for source in done.present]
+    left += [
+        (source, "no executed notebook with the same code (edited since, or never executed)")
+        for source in done.unmatched
+    ]
+    left += sorted(done.refused.items())
+    if left:
+        print("\n" + table(sorted(left), ("not imported", "why")))
+    if done.unreadable:
+        print(f"\nskipped {done.unreadable} entry(ies) of the jupyter-cache that could not be read")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nbcache",
@@ -762,6 +795,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--unused", action="store_true", help="entries no notebook of the project has now"
     )
     prune.set_defaults(run=cmd_prune)
+    migrate = command(
+        "import-jupyter-cache",
+        "Import the notebooks myst-nb's cache mode executed whose code is unchanged.",
+    )
+    migrate.add_argument(
+        "path",
+        nargs="?",
+        metavar="PATH",
+        help="jupyter-cache folder (default: nb_execution_cache_path, else _build/.jupyter_cache)",
+    )
+    migrate.set_defaults(run=cmd_import_jupyter_cache)
     return parser
 
 

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 DEFAULT_CACHE_DIR = ".nbcache"
+JUPYTER_CACHE_SUBFOLDER = "sphinx-nbcache"
+"""Where the cache lives inside ``nb_execution_cache_path``, beside what jupyter-cache keeps
+there (``global.db``, ``executed/``), when ``nbcache_path`` is not set."""
 DEFAULT_ARTEFACT_MAX_SIZE = 10 * 1024 * 1024
 DEFAULT_SHIP_MAX_SIZE = 100 * 1024 * 1024
 
@@ -120,7 +123,8 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         "",
         (str, os.PathLike, type(None)),
         "Cache directory; relative paths are taken from the folder of conf.py. "
-        f"None means '{DEFAULT_CACHE_DIR}' beside conf.py.",
+        f"None means the folder '{JUPYTER_CACHE_SUBFOLDER}' inside nb_execution_cache_path "
+        f"when that is set, else '{DEFAULT_CACHE_DIR}' beside conf.py.",
         _check_path,
     ),
     ConfigValue(
@@ -377,15 +381,31 @@ def project_root(srcdir: Path) -> Path:
     return srcdir
 
 
+def cache_path(
+    nbcache_path: str | os.PathLike[str] | None, execution_cache_path: Any, confdir: Path
+) -> Path:
+    """Where the cache is: ``nbcache_path`` (relative to the folder of conf.py), else a
+    subfolder of myst-nb's ``nb_execution_cache_path`` when set (relative to the current
+    folder, where myst-nb's jupyter-cache opens it), so that CI recipes persisting that
+    folder keep the cache, else ``.nbcache`` beside conf.py."""
+    if nbcache_path is not None:
+        return (confdir / nbcache_path).resolve()
+    if isinstance(execution_cache_path, str | os.PathLike) and str(execution_cache_path):
+        return (Path.cwd() / execution_cache_path / JUPYTER_CACHE_SUBFOLDER).resolve()
+    return (confdir / DEFAULT_CACHE_DIR).resolve()
+
+
 def build_settings(
-    values: Mapping[str, Any], confdir: Path, srcdir: Path | None = None
+    values: Mapping[str, Any],
+    confdir: Path,
+    srcdir: Path | None = None,
+    execution_cache_path: str | os.PathLike[str] = "",
 ) -> Settings:
-    """Freeze validated values, resolving defaults that depend on the machine or project."""
-    raw_path = values.get("nbcache_path")
-    cache_path = confdir / (raw_path if raw_path is not None else DEFAULT_CACHE_DIR)
+    """Freeze validated values, resolving defaults that depend on the machine or project;
+    ``execution_cache_path`` is myst-nb's ``nb_execution_cache_path``."""
     workers = values.get("nbcache_workers")
     return Settings(
-        cache_path=cache_path.resolve(),
+        cache_path=cache_path(values.get("nbcache_path"), execution_cache_path, confdir),
         workers=workers,
         retry_failed=bool(values.get("nbcache_retry_failed", False)),
         notebook_timeout=values.get("nbcache_notebook_timeout"),

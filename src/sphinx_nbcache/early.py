@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sphinx_nbcache.config import DEFAULT_CACHE_DIR, _check_modules, from_command_line
+from sphinx_nbcache.config import _check_modules, _check_path, cache_path, from_command_line
 
 if TYPE_CHECKING:
     from sphinx.application import Sphinx
@@ -63,12 +63,14 @@ def _raw_values(app: Sphinx) -> dict[str, Any] | None:
 
 
 def _will_execute(values: dict[str, Any], confdir: Path) -> bool:
-    cache = values.get("nbcache_path") or DEFAULT_CACHE_DIR
+    cache = values.get("nbcache_path")
     return (
         values.get("nb_execution_mode", "auto") in ("auto", "cache", "force")
         and values.get("nbcache_executor", "local") == "local"
         and values.get("nbcache_fork_kernels", True) is True
         and _check_modules(values.get("nbcache_kernel_preload", [])) is None
-        and isinstance(cache, str | Path)
-        and not (confdir / cache / "cache.db").exists()
+        and _check_path(cache) is None
+        and not (
+            cache_path(cache, values.get("nb_execution_cache_path"), confdir) / "cache.db"
+        ).exists()
     )

@@ -31,6 +31,9 @@ class Subtype(enum.Enum):
     executor = "executor"
     """The executor cannot run anything (a Dask scheduler out of reach): an error, and the
     build stops."""
+    import_ = "import"
+    """myst-nb's jupyter-cache could not be imported on a first build (unreadable, or the
+    cache not writable); the notebooks execute instead."""
     preload = "preload"
     """Kernels could not be forked as ``nbcache_kernel_preload`` asks, or a module to
     preload could not be imported; kernels then start normally."""

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import nbformat
 from docutils import nodes
+from myst_nb.core.execute.base import ExecutionError
 from myst_nb.core.read import create_nb_reader
 from myst_nb.sphinx_ import NbMetadataCollector
 from myst_nb.sphinx_ import Parser as MystNbParser
@@ -44,6 +45,12 @@ from sphinx_nbcache.highlight import code_lexer, lexers_to_register
 from sphinx_nbcache.key import env_digests, explain_difference
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.merge import merge_outputs
+from sphinx_nbcache.migrate import (
+    JupyterCacheError,
+    holds_jupyter_cache,
+    import_executed,
+    jupyter_cache_folder,
+)
 from sphinx_nbcache.pipeline import Pipeline, PlannedNotebook, declared_inputs, plan
 from sphinx_nbcache.preload import Preloader
 from sphinx_nbcache.progress import Progress, on_terminal
@@ -67,7 +74,7 @@ from sphinx_nbcache.report import (
     write_junit,
 )
 from sphinx_nbcache.signing import machine_secret, secret_from_env
-from sphinx_nbcache.store import ParsedStore, Store
+from sphinx_nbcache.store import DATABASE, ParsedStore, Store, StoreWriteError
 from sphinx_nbcache.validate import code_cell_number
 
 STATE_ATTRIBUTE = "_nbcache_build"
@@ -88,6 +95,8 @@ class BuildState:
     pipeline: Pipeline
     parsed: ParsedStore
     """MyST notebooks as myst-nb's reader made them, kept from earlier builds."""
+    jupyter_cache: Path
+    """Where myst-nb's cache mode kept jupyter-cache, imported on a first build."""
     executed: dict[str, ExecutionResult] = dataclasses.field(default_factory=dict)
     """Results executed during this build, by key."""
     read_ahead: dict[str, tuple[str, SourceNotebook, PlannedNotebook | None]] = dataclasses.field(
@@ -139,6 +148,8 @@ def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, An
     app.connect("config-inited", on_config_inited)
     app.connect("env-before-read-docs", on_env_before_read_docs)
     app.connect("build-finished", on_build_finished)
+    # after every other extension's handler: each has done its work when the build fails
+    app.connect("build-finished", raise_on_failures, priority=900)
     app.connect("env-get-updated", docs_to_rewrite)
     app.connect("env-updated", forget_kept)
     app.connect("doctree-resolved", on_doctree_resolved)
@@ -183,7 +194,9 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
             print(f"\nConfiguration error:\n{message}", file=sys.stderr)
             raise SystemExit(2)
         raise ConfigError(message)
-    settings = build_settings(values, Path(app.confdir), Path(app.srcdir))
+    settings = build_settings(
+        values, Path(app.confdir), Path(app.srcdir), config.nb_execution_cache_path
+    )
     if values["nbcache_gc_freeze"]:
         freeze_heap()
 
@@ -203,7 +216,8 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
         else:
             early.close()
     parsed = ParsedStore(settings.cache_path, Path(app.srcdir), secret or machine_secret())
-    setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline, parsed))
+    jupyter_cache = jupyter_cache_folder(config.nb_execution_cache_path, Path(app.outdir))
+    setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline, parsed, jupyter_cache))
 
 
 def tracked_files(root: Path | None) -> list[Path]:
@@ -286,7 +300,7 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
     # Sphinx decodes sources strictly before any event: an undecodable byte would stop
     # the build; this codec keeps it, for the page's parser to report (see decoding.py)
     env.settings["input_encoding"] = escaping(env.config.source_encoding)
-    misses = []
+    planned_docs = []
     for docname in sorted(docnames):
         path = Path(env.doc2path(docname))
         try:
@@ -301,6 +315,10 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
             continue
         planned = plan_document(env, docname, notebook)
         state.read_ahead[docname] = (text, notebook, planned)
+        planned_docs.append((docname, planned))
+    import_on_first_build(state, [planned for _, planned in planned_docs])
+    misses = []
+    for docname, planned in planned_docs:
         if state.pipeline.must_execute(planned, keep=True):
             explain_new_key(state, env, docname, planned)
             misses.append(planned)
@@ -314,6 +332,41 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
     marker.unlink(missing_ok=True)
     progress = Progress(len(misses), live=on_terminal())
     state.executed.update(execute(state, misses, progress))
+
+
+def import_on_first_build(state: BuildState, notebooks: list[PlannedNotebook]) -> None:
+    """When the cache has never stored anything and myst-nb's cache mode left a
+    jupyter-cache, take from it the notebooks whose code is unchanged, so that switching
+    executes nothing; one line says how many. Not with a signing secret set: entries made
+    from an unsigned folder would be signed, and ``nbcache import-jupyter-cache`` is
+    there to import one deliberately."""
+    folder = state.jupyter_cache
+    cache = state.settings.cache_path
+    if not notebooks or (cache / DATABASE).exists() or not holds_jupyter_cache(folder):
+        return
+    if state.pipeline.store.secret is not None:
+        LOGGER.info(
+            "nbcache: myst-nb's jupyter-cache at %s is not imported automatically while "
+            "$%s signs the cache; `nbcache import-jupyter-cache` imports it if you trust it",
+            folder,
+            state.settings.secret_env,
+        )
+        return
+    try:
+        done = import_executed(state.pipeline.store, notebooks, folder)
+    except (JupyterCacheError, StoreWriteError) as exc:
+        warn(f"myst-nb's jupyter-cache not imported: {exc}", Subtype.import_)
+        return
+    others = len(notebooks) - len(done.imported)
+    LOGGER.info(
+        "nbcache: imported %d of %d notebook(s) from myst-nb's jupyter-cache at %s%s",
+        len(done.imported),
+        len(notebooks),
+        folder,
+        f"; {others} execute (edited since myst-nb executed them, or never executed)"
+        if others
+        else "",
+    )
 
 
 def explain_new_key(
@@ -400,6 +453,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         merged = merge_outputs(planned.notebook.notebook, result)
         self._render(merged, planned.notebook, document)
         self._record(document.settings.env, planned, result, origin, code_lexer(merged.metadata))
+        say_reused_or_cached(state, planned, result, origin)
 
     @staticmethod
     def _outputs(state: BuildState, planned: PlannedNotebook) -> tuple[ExecutionResult, str]:
@@ -533,12 +587,33 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         log(message, Subtype(error.kind), location=(docname, line))
 
 
+def say_reused_or_cached(
+    state: BuildState, planned: PlannedNotebook, result: ExecutionResult, origin: str
+) -> None:
+    """A line per successful notebook in myst-nb's words ("Using cached notebook", "Cached
+    executed notebook"), which CI scripts look for; failures have their warning."""
+    if not result.succeeded:
+        return
+    if origin == "cache":
+        message = f"Using cached notebook (executed {_when(result.finished)})"
+    elif planned.key in state.pipeline.store:
+        message = f"Cached executed notebook (executed in {result.runtime:.2f} s)"
+    else:
+        return  # not stored: a warning said why
+    LOGGER.info("nbcache: %s: %s", planned.source, message)
+
+
+def _when(finished: str) -> str:
+    return datetime.fromisoformat(finished).strftime("%Y-%m-%d %H:%M UTC")
+
+
 FAILURE_STATUS = {"cell": "cell-error", "timeout": "timeout", "kernel": "kernel-error"}
 FAILURE_TEXT = {
-    "cell": "notebook execution failed",
-    "timeout": "notebook execution timed out",
-    "kernel": "notebook execution lost its kernel",
+    "cell": "Executing notebook failed",
+    "timeout": "Executing notebook failed (timed out)",
+    "kernel": "Executing notebook failed (lost its kernel)",
 }
+"""Each begins with myst-nb's own words for a failure, which CI scripts look for."""
 STDIN_ERROR = "StdinNotImplementedError"
 
 
@@ -717,5 +792,43 @@ def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
         write_json(report, outdir / state.settings.report)
     if state.settings.junit is not None:
         write_junit(report, outdir / state.settings.junit)
-    if any(records[name]["raise"] for name in state.read_docs if name in records):
-        app.statuscode = 1
+
+
+class NotebookExecutionError(SphinxError, ExecutionError):  # type: ignore[misc]
+    """Notebooks failed under ``nb_execution_raise_on_error``: what ``app.build()`` raises,
+    as it raises myst-nb's :class:`~myst_nb.core.execute.base.ExecutionError` (a subclass
+    of both, so code that catches either keeps working), once every failure is reported."""
+
+    category = "Notebook execution failed"
+
+    def __init__(self, docnames: list[str], sources: list[str]) -> None:
+        super().__init__(
+            f"{len(sources)} notebook(s) failed with nb_execution_raise_on_error = True "
+            f"(each reported above): {', '.join(sources)}"
+        )
+        self.docnames = docnames
+        """The documents whose notebooks failed."""
+
+
+def raise_on_failures(app: Sphinx, exception: BaseException | None) -> None:
+    """Under ``nb_execution_raise_on_error``, fail the build once it is complete: every
+    notebook executed or looked up and each failure reported, results stored, reports and
+    pages written, other extensions' ``build-finished`` handlers run.
+
+    ``sphinx-build`` gets one clear message and exit status 1 (Sphinx would print any
+    exception with a traceback, ask for it to be reported, and discard its saved
+    environment, so that the next build would read every page again); a program calling
+    ``app.build()`` gets :class:`NotebookExecutionError`."""
+    if exception is not None:
+        return
+    records = _doc_records(app.env)
+    failed = sorted(
+        name for name in build_state(app).read_docs if records.get(name, {}).get("raise")
+    )
+    if not failed:
+        return
+    error = NotebookExecutionError(failed, [records[name]["source"] for name in failed])
+    if run_by_sphinx_build():
+        print(f"\n{error.category}:\n{error}", file=sys.stderr)
+        raise SystemExit(1)
+    raise error
