@@ -10,7 +10,7 @@ import jsonschema
 
 from conftest import REPORT_SCHEMA, ProjectFactory, code, ipynb, markdown, myst_notebook, nbcache
 
-GOOD = ipynb(code("print('good')"), code("import time\ntime.sleep(0.3)"))
+GOOD = ipynb(code("print('good')"), code("import time\ntime.sleep(1)"))
 BAD = myst_notebook(
     """\
     # Bad
@@ -51,7 +51,7 @@ def test_json_report_has_every_notebook_with_status_cells_and_error(
     assert good["origin"] == "executed" and good["this_build"]
     assert [c["index"] for c in good["cells"]] == [1, 2]
     slowest = max(good["cells"], key=lambda c: c["seconds"])
-    assert slowest["index"] == 2 and slowest["seconds"] >= 0.3
+    assert slowest["index"] == 2 and slowest["seconds"] >= 1
     assert bad["status"] == "cell-error"
     assert bad["error"]["name"] == "KeyError"
     assert bad["error"]["cell_index"] == 2
@@ -68,7 +68,7 @@ def test_json_report_has_every_notebook_with_status_cells_and_error(
     again = project.build()
     report = json.loads((again.outdir / "reports" / "nbcache.json").read_text())
     assert report["summary"]["from_cache"] == 2
-    assert report["summary"]["saved_seconds"] >= 0.3
+    assert report["summary"]["saved_seconds"] >= 1
     assert {n["origin"] for n in report["notebooks"]} == {"cache"}
 
     project.edit("bad.md", "missing on purpose", "still missing")
@@ -132,7 +132,7 @@ def test_every_message_numbers_a_cell_as_jupyter_does(make_project: ProjectFacto
     project = make_project(files, CONF)
     build = project.build()
     (warning,) = [w for w in build.warnings if "prose.ipynb" in w]
-    assert "notebook execution failed in code cell 3: KeyError: 'third code cell'" in warning
+    assert "Executing notebook failed in code cell 3: KeyError: 'third code cell'" in warning
     assert "(code cell 3): KeyError" in build.stdout
     report, suite = build.reports("reports/nbcache.json", "junit.xml")
     (notebook,) = report["notebooks"]
