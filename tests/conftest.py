@@ -160,13 +160,14 @@ class Project:
         self, *args: str, out: str = "_build/html", env: dict[str, str] | None = None
     ) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            # a CI runner may set FORCE_COLOR; tests read the log as plain text
+            # a CI runner may set FORCE_COLOR or CI=true, with which Sphinx redraws one
+            # line ("\r") even into a pipe; tests read the log as a plain file would hold it
             [sys.executable, "-m", "sphinx", "-b", "html", "--no-color", *args, self.root, out],
             cwd=self.root,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "NO_COLOR": "1", **(env or {})},
             preexec_fn=_answer_ctrl_c if sys.platform != "win32" else None,
         )
 
