@@ -20,8 +20,8 @@ from conftest import (
     myst_notebook,
     percent_script,
 )
-from sphinx_nbcache.signing import machine_secret
-from sphinx_nbcache.store import PARSED_FOLDER, ParsedStore
+from sphinx_nbcache.cache.parsed import PARSED_FOLDER, ParsedStore
+from sphinx_nbcache.cache.signing import machine_secret
 
 THREE_FORMATS = {
     "nb_ipynb.ipynb": ipynb(

@@ -28,8 +28,10 @@ from conftest import (
     nbcache,
     percent_script,
 )
-from sphinx_nbcache.cli import build_parser, human_size
-from sphinx_nbcache.store import PARSED_FOLDER, Store
+from sphinx_nbcache.cache.parsed import PARSED_FOLDER
+from sphinx_nbcache.cache.store import Store
+from sphinx_nbcache.cli.main import build_parser
+from sphinx_nbcache.cli.sizes import human_size
 
 GOOD = ipynb(code("print('from the good notebook')"))
 TEXT = myst_notebook(

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from conftest import BASE_CONF, Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
-from sphinx_nbcache import discover
+from sphinx_nbcache.cache.store import Store
 from sphinx_nbcache.config import build_settings
-from sphinx_nbcache.pipeline import ENVIRONMENTS_FILE, declared_inputs, kernel_environment
-from sphinx_nbcache.store import Store
+from sphinx_nbcache.inputs import discover
+from sphinx_nbcache.inputs.environment import ENVIRONMENTS_FILE, kernel_environment
+from sphinx_nbcache.plan import declared_inputs
 
 CONF = 'exclude_patterns.append("lib")\n'
 

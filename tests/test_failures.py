@@ -24,8 +24,8 @@ from conftest import (
     nbcache,
     percent_script,
 )
-from sphinx_nbcache.read import code_cell_lines
-from sphinx_nbcache.store import Store
+from sphinx_nbcache.cache.store import Store
+from sphinx_nbcache.notebook.read import code_cell_lines
 
 RETRY = "nbcache_retry_failed = True\n"
 GOOD = ipynb(code("print('good notebook ran')"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pygments.lexers import find_lexer_class_by_name
 
-from sphinx_nbcache.highlight import code_lexer, lexers_to_register
+from sphinx_nbcache.notebook.highlight import code_lexer, lexers_to_register
 
 
 def test_plugin_lexers_are_registered_with_the_class_pygments_finds() -> None:

@@ -7,8 +7,8 @@ import dataclasses
 import nbformat
 import pytest
 
-from sphinx_nbcache.key import notebook_key
-from sphinx_nbcache.read import ExecOptions
+from sphinx_nbcache.cache.key import notebook_key
+from sphinx_nbcache.model import ExecOptions
 
 OPTIONS = ExecOptions(
     mode="cache", timeout=30, allow_errors=False, raise_on_error=False, show_tb=False, in_temp=False

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import nbformat
 
-from sphinx_nbcache.execute import ExecutionJob, ExecutionResult, LocalExecutor, Pool, make_pool
+from sphinx_nbcache.model import ExecutionJob, ExecutionResult
+from sphinx_nbcache.run.local import LocalExecutor
+from sphinx_nbcache.run.pool import Pool, make_pool
 
 IDLE, HALF, FULL = 20.0, 60.0, 100.0
 PLENTY, SHORT = 0.8, 0.05
@@ -90,7 +92,7 @@ def test_kernel_load_is_the_cpu_time_of_executing_kernels_per_second() -> None:
     import sys
     import time
 
-    from sphinx_nbcache.execute import ADAPT_EVERY, KernelLoad
+    from sphinx_nbcache.run.pool import ADAPT_EVERY, KernelLoad
 
     spin = "import time\nt = time.time()\nwhile time.time() - t < 30: pass"
     spinning, sleeping = (
@@ -124,7 +126,7 @@ def test_kernel_load_counts_the_subprocesses_a_notebook_ran() -> None:
     import sys
     import time
 
-    from sphinx_nbcache.execute import KernelLoad
+    from sphinx_nbcache.run.pool import KernelLoad
 
     spin = "import time\nt = time.time()\nwhile time.time() - t < 0.5: pass"
     kernel = subprocess.Popen(

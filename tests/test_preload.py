@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Project, ProjectFactory, build_interrupted, code, ipynb
-from sphinx_nbcache.store import Store
+from sphinx_nbcache.cache.store import Store
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs os.fork()")
 

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from conftest import ProjectFactory, code, ipynb, markdown
-from sphinx_nbcache.execute import CellClock, CellError, ExecutionJob, ExecutionResult, Pool
+from sphinx_nbcache.model import CellError, ExecutionJob, ExecutionResult
 from sphinx_nbcache.progress import CLEAR_LINE, QUIET_FOR, Progress, colour_allowed, outcome
 from sphinx_nbcache.report import plain_text
+from sphinx_nbcache.run.driver import CellClock
+from sphinx_nbcache.run.pool import Pool
 
 CELLS = [markdown("# A"), code("1"), markdown("b"), code("2"), code("3")]
 """Code cells at indices 1, 3 and 4: code cells 1, 2 and 3."""

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from sphinx_nbcache import store as store_module
-from sphinx_nbcache.execute import CellError, ExecutionResult
-from sphinx_nbcache.store import (
+from sphinx_nbcache.cache import store as store_module
+from sphinx_nbcache.cache.parsed import ParsedStore
+from sphinx_nbcache.cache.store import (
     DamagedEntryError,
     JSONOnlyDisk,
-    ParsedStore,
     Store,
     StoreWriteError,
     UnsafeRowError,
 )
+from sphinx_nbcache.model import CellError, ExecutionResult
 
 
 def make_result(key: str = "k" * 64, big: bool = False) -> ExecutionResult:

@@ -6,306 +6,39 @@ No Sphinx here: the extension and the command line share this pipeline and one c
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import functools
-import json
-import os
 import platform
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from importlib import metadata
-from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
-import nbformat
-
-from sphinx_nbcache import _environment, discover
+from sphinx_nbcache.cache.store import DamagedEntryError, Store, StoreWriteError, UnsignedEntryError
 from sphinx_nbcache.config import Settings
-from sphinx_nbcache.discover import file_digest
-from sphinx_nbcache.execute import (
-    NOTEBOOK_TIMEOUT,
-    CellClock,
-    ExecutionJob,
-    ExecutionResult,
-    Executor,
-    LocalExecutor,
-    Pool,
-    Watcher,
-    cell_timeout,
-    make_pool,
+from sphinx_nbcache.inputs import _fingerprint, discover
+from sphinx_nbcache.inputs.discover import file_digest
+from sphinx_nbcache.inputs.environment import (
+    changed_environment,
+    installed_version,
+    kernel_environment,
+    kernel_interpreter,
+    normal,
+    report_of,
+    with_packages,
 )
-from sphinx_nbcache.key import env_digests, key_material, notebook_key
-from sphinx_nbcache.preload import Preloader
-from sphinx_nbcache.read import SourceNotebook
-from sphinx_nbcache.store import (
-    DamagedEntryError,
-    Store,
-    StoreWriteError,
-    UnsignedEntryError,
-    read_json_file,
-    write_json_file,
-)
+from sphinx_nbcache.model import NOTEBOOK_TIMEOUT, ExecutionJob, ExecutionResult, cell_timeout
+from sphinx_nbcache.plan import CacheCheck, PlannedNotebook, Warn, make_job
+from sphinx_nbcache.run.driver import CellClock, Watcher
+from sphinx_nbcache.run.local import Executor, LocalExecutor
+from sphinx_nbcache.run.pool import Pool, make_pool
+from sphinx_nbcache.run.preload import Preloader
 
-THIS_PYTHON = frozenset(
-    {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}
-)
-"""Kernelspec interpreters jupyter_client replaces with its own ``sys.executable``."""
-
-Warn = Callable[[str, str, str], None]
-"""``warn(message, subtype, source)``; the caller decides how to log and where."""
 Explain = Callable[[str, str], None]
 """``explain(message, source)``: why a stored result is not used."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PlannedNotebook:
-    """A notebook that goes through the cache, identified by its project-relative path."""
-
-    source: str
-    notebook: SourceNotebook
-    key: str
-    declared: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """What the project declares it depends on, as it is now (part of the key)."""
-    declared_files: tuple[Path, ...] = ()
-    """The declared files themselves, to copy into a temporary working folder."""
-
-    @property
-    def kernel(self) -> str:
-        return str(self.notebook.notebook.metadata.get("kernelspec", {}).get("name", ""))
-
-    @property
-    def material(self) -> dict[str, Any]:
-        return key_material(self.notebook.notebook, self.notebook.options, self.declared)
-
-
-def plan(
-    source: str,
-    notebook: SourceNotebook,
-    declared: dict[str, Any] | None = None,
-    declared_files: tuple[Path, ...] = (),
-) -> PlannedNotebook:
-    declared = declared or {}
-    key = notebook_key(notebook.notebook, notebook.options, declared)
-    return PlannedNotebook(source, notebook, key, declared, declared_files)
-
-
-def declared_inputs(
-    settings: Settings,
-    srcdir: Path,
-    source: str,
-    metadata: dict[str, Any],
-    warn: Warn,
-    digests: dict[str, str | None] | None = None,
-) -> tuple[dict[str, Any], tuple[Path, ...]]:
-    """The files and environment variables declared for the notebook at ``source``
-    (relative to ``srcdir``): ``nbcache_dependencies`` globs whose notebook pattern
-    matches, globs in the notebook's own ``nbcache: {dependencies: [...]}`` metadata
-    (relative to its folder), and ``nbcache_env_vars`` (salted hashes of their values,
-    see :func:`env_digests`). Files by sha256 of their content,
-    under paths relative to ``srcdir``; ``digests`` remembers them across notebooks, so
-    that a file shared by many is read once per build. A pattern that is absolute or
-    reaches outside the project is left out, with a ``warn(message, subtype, source)``."""
-    digests = {} if digests is None else digests
-    patterns = [
-        (srcdir, glob, "config")
-        for notebooks, globs in settings.dependencies
-        if fnmatch.fnmatchcase(source, notebooks)
-        for glob in globs
-    ]
-    own = metadata.get("nbcache", {})
-    own_globs = own.get("dependencies", []) if isinstance(own, dict) else []
-    folder = (srcdir / source).parent
-    patterns += [(folder, glob, "read") for glob in own_globs if isinstance(glob, str)]
-    files, paths = {}, []
-    for base, glob, declared_in in patterns:
-        unusable = _unusable_pattern(settings.project_root or srcdir, base, glob)
-        if unusable is not None:
-            where = "nbcache_dependencies" if declared_in == "config" else "its metadata"
-            message = f"dependency pattern {glob!r} in {where} is ignored: {unusable}"
-            warn(message, declared_in, source)
-            continue
-        for path in sorted(base.glob(glob)):
-            if path.is_file():
-                absolute = str(path.resolve())
-                if digests.get(absolute) is None:
-                    digests[absolute] = file_digest(path)
-                files[Path(os.path.relpath(path, srcdir)).as_posix()] = digests[absolute]
-                paths.append(path)
-    declared: dict[str, Any] = {}
-    if files:
-        declared["files"] = dict(sorted(files.items()))
-    if settings.env_vars:
-        declared["env"] = env_digests(settings.env_vars)
-    return declared, tuple(paths)
-
-
-def _unusable_pattern(root: Path, base: Path, glob: str) -> str | None:
-    """Why ``glob`` (relative to ``base``) cannot be used; None if it can. ``Path.glob``
-    raises on absolute and empty patterns, and files outside the project's repository
-    (``root``; a docs folder's ``../scripts`` is inside it) are not the project's to
-    declare: where they are depends on the machine. The test is on the path as the project
-    writes it as well as resolved: a notebook in a folder the source tree links to
-    (``site/content -> ../content``) declares files through the link."""
-    if not glob or "\0" in glob:
-        return "it is empty or not a file name"
-    if PurePath(glob).anchor or PureWindowsPath(glob).anchor:
-        return "it is an absolute path; patterns are relative to the notebook's folder"
-    written, resolved = base.absolute() / glob, base.resolve() / glob
-    inside = [Path(os.path.normpath(p)).is_relative_to(root.resolve()) for p in (written, resolved)]
-    if not any(inside):
-        return "it reaches outside the project"
-    return None
-
-
-def make_job(
-    planned: PlannedNotebook, settings: Settings, links: dict[str, str] | None = None
-) -> ExecutionJob:
-    """``links``: the source tree's linked folders (:func:`discover.linked_folders`)."""
-    options = planned.notebook.options
-    discover_root = (
-        str(settings.project_root)
-        if settings.project_root is not None and _is_python(planned.notebook.notebook)
-        else None
-    )
-    return ExecutionJob(
-        key=planned.key,
-        source=planned.source,
-        notebook_json=nbformat.writes(planned.notebook.notebook),
-        cwd=None if options.in_temp else str(Path(planned.notebook.path).parent),
-        timeout=options.timeout,
-        allow_errors=options.allow_errors,
-        notebook_timeout=settings.notebook_timeout,
-        cell_metadata_key=options.cell_metadata_key,
-        artefact_max_size=settings.artefact_max_size,
-        artefact_include=settings.artefact_include,
-        artefact_exclude=settings.artefact_exclude,
-        copy_in=_copy_in(planned) if options.in_temp else {},
-        inputs=tuple(str(path) for path in planned.declared_files),
-        discover_root=discover_root,
-        links=dict(links or {}) if discover_root is not None else {},
-    )
-
-
-def _copy_in(planned: PlannedNotebook) -> dict[str, str]:
-    """Declared files in the notebook's folder, by path relative to it: a temporary working
-    folder gets them, so the notebook finds them where it would without it."""
-    folder = Path(planned.notebook.path).parent.resolve()
-    found = {}
-    for path in planned.declared_files:
-        try:
-            found[path.resolve().relative_to(folder).as_posix()] = str(path)
-        except ValueError:
-            continue
-    return found
-
-
-@functools.cache
-def kernel_interpreter(kernel: str) -> str | None:
-    """The interpreter ``kernel`` runs in; None when it is this process's own (ipykernel's
-    kernelspec, or "python" which jupyter_client maps to it) or cannot be told."""
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    try:
-        argv = KernelSpecManager().get_kernel_spec(kernel or "python3").argv
-    except Exception:
-        return None
-    python = argv[0] if argv else ""
-    if not python or python in THIS_PYTHON:
-        return None
-    if Path(python).resolve() == Path(sys.executable).resolve():
-        return None
-    return python
-
-
-@functools.cache
-def installed_version(distribution: str) -> str | None:
-    """A distribution's version in this interpreter, asked once per build per name."""
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 KEPT_AT_MOST = 64 * 2**20
 """Bytes of JSON of the results a build keeps between planning and parsing their pages;
 beyond that (notebooks with many images, say), a page's result is read again."""
-
-ENVIRONMENTS_FILE = "environments.json"
-"""Beside the cache entries: the last :mod:`_environment` report per interpreter."""
-
-ENVIRONMENT_SCRIPT = Path(_environment.__file__)
-
-
-def kernel_environment(kernel: str, cache_path: Path) -> dict[str, Any]:
-    """Python version and installed distributions where ``kernel`` runs: read in this
-    process when the kernel uses this interpreter, else by running the kernel's
-    interpreter once; reused from the last build while the environment's fingerprint is
-    unchanged; empty when it cannot be told. Packages are keyed by normalised name (see
-    :func:`discover.normal`), so that each lookup is a dictionary access."""
-    python = kernel_interpreter(kernel)
-    remembered_file = cache_path / ENVIRONMENTS_FILE
-    remembered = read_json_file(remembered_file)
-    known = remembered.get(python or sys.executable)
-    fingerprint = known.get("fingerprint", "") if isinstance(known, dict) else ""
-    found = _environment.report(fingerprint) if python is None else _report_of(python, fingerprint)
-    if found is None:
-        return {}
-    if set(found) == {"fingerprint"} and isinstance(known, dict):
-        return _by_normal_name(known)
-    remembered[python or sys.executable] = found
-    write_json_file(remembered_file, remembered)
-    return _by_normal_name(found)
-
-
-def _report_of(interpreter: str, known: str) -> dict[str, Any] | None:
-    """:func:`_environment.report` as another interpreter gives it; None if it cannot."""
-    try:
-        done = subprocess.run(
-            [interpreter, str(ENVIRONMENT_SCRIPT), known],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        found = json.loads(done.stdout)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
-
-
-def _by_normal_name(environment: dict[str, Any]) -> dict[str, Any]:
-    packages = environment.get("packages", {})
-    return {**environment, "packages": {discover.normal(n): v for n, v in packages.items()}}
-
-
-def _is_python(notebook: nbformat.NotebookNode) -> bool:
-    """Discovery talks Python to the kernel: kernels of another language are left alone (a
-    kernelspec without a language, as MyST front matter often has, is tried: a kernel that
-    is not Python answers the hidden request with an error and records nothing)."""
-    kernelspec = notebook.metadata.get("kernelspec", {})
-    language = kernelspec.get("language") or notebook.metadata.get("language_info", {}).get("name")
-    return not language or str(language).lower() == "python"
-
-
-@dataclasses.dataclass(frozen=True)
-class CacheCheck:
-    """What the store holds for a planned notebook, and why a build would not reuse it."""
-
-    entry: ExecutionResult | None
-    """The stored result, if there is one that could be read."""
-    changed: str | None = None
-    """What changed since ``entry`` was executed (a file it read, a package it imported)."""
-    again: str | None = None
-    """Why ``entry``, current, executes again all the same (``force`` mode, a failure to
-    retry, a raised time limit)."""
-    damaged: bool = False
-
-    @property
-    def reusable(self) -> ExecutionResult | None:
-        return None if self.changed or self.again else self.entry
 
 
 class Pipeline:
@@ -325,14 +58,14 @@ class Pipeline:
         self._environments: dict[str, Future[dict[str, Any]]] = {}
         """What is installed for each kernel, looked at once per build, in a thread."""
         self._fingerprints: dict[str | None, str | None] = {}
-        """Each interpreter's :func:`_environment.fingerprint` now, by interpreter."""
+        """Each interpreter's :func:`_fingerprint.fingerprint` now, by interpreter."""
         self._kept: dict[str, tuple[ExecutionResult, int]] = {}
         """Hits looked up while planning, with their size, until the page is parsed."""
         self._kept_bytes = 0
         self._said: set[str] = set()
         """Problems of the whole cache already warned about in this build (each once)."""
         self.early: Preloader | None = None
-        """Fork servers started ahead (see :mod:`sphinx_nbcache.early`), for the next run of
+        """Fork servers started ahead (see :mod:`sphinx_nbcache.run.early`), for the next run of
         the local executor; :meth:`discard_early` stops them when nothing executes."""
 
     def lookup(self, planned: PlannedNotebook, keep: bool = False) -> ExecutionResult | None:
@@ -425,17 +158,17 @@ class Pipeline:
         if not result.environment:
             return None
         if kernel_interpreter(planned.kernel) is None:
-            return discover.changed_environment(
+            return changed_environment(
                 result.environment, platform.python_version(), installed_version
             )
         installed = self.installed(planned.kernel)
         if not installed:
             return None
         versions = installed["packages"]
-        return discover.changed_environment(
+        return changed_environment(
             result.environment,
             installed["python"],
-            lambda name: versions.get(discover.normal(name)),
+            lambda name: versions.get(normal(name)),
         )
 
     def environment_mark(self, kernel: str) -> tuple[str | None, str | None]:
@@ -453,9 +186,9 @@ class Pipeline:
         fingerprint is not ``known``. None when it cannot be told."""
         if interpreter not in self._fingerprints:
             if interpreter is None:
-                found: str | None = _environment.fingerprint()
+                found: str | None = _fingerprint.fingerprint()
             else:
-                report = _report_of(interpreter, known)
+                report = report_of(interpreter, known)
                 found = None if report is None else report.get("fingerprint")
             self._fingerprints[interpreter] = found
         return self._fingerprints[interpreter]
@@ -535,7 +268,7 @@ class Pipeline:
         """The executor ``nbcache_executor`` names. :raises ExecutorError: when it cannot
         run anything (a Dask scheduler out of reach)."""
         if self.settings.executor == "dask":
-            from sphinx_nbcache.dask_executor import DaskExecutor
+            from sphinx_nbcache.run.dask import DaskExecutor
 
             return DaskExecutor(self.settings)
         early, self.early = self.early, None
@@ -591,7 +324,7 @@ class _Storing:
         planned = self.planned[result.key]
         if "imported" in result.environment:  # module names -> distributions, in this process
             installed = self.pipeline.installed(planned.kernel)
-            environment = discover.with_packages(result.environment, installed)
+            environment = with_packages(result.environment, installed)
             result = dataclasses.replace(result, environment=environment)
         self.results[result.key] = result
         self.pipeline.store_result(result, planned.material)

@@ -18,9 +18,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from sphinx_nbcache.execute import CellClock, ExecutionJob, ExecutionResult, Pool
 from sphinx_nbcache.log import LOGGER
-from sphinx_nbcache.validate import code_cell_number
+from sphinx_nbcache.model import ExecutionJob, ExecutionResult
+from sphinx_nbcache.notebook.cells import code_cell_number
+from sphinx_nbcache.run.driver import CellClock
+from sphinx_nbcache.run.pool import Pool
 
 QUIET_FOR = 30.0
 """Seconds without output after which plain mode says what is still running."""
@@ -69,7 +71,7 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """A :class:`~sphinx_nbcache.execute.Watcher` that logs progress for a person."""
+    """A :class:`~sphinx_nbcache.run.driver.Watcher` that logs progress for a person."""
 
     def __init__(self, total: int, live: bool) -> None:
         self.total = total

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
@@ -23,14 +22,12 @@ from typing import Any
 import diskcache
 from diskcache.core import DEFAULT_SETTINGS, METADATA, MODE_BINARY, MODE_RAW
 
-from sphinx_nbcache.execute import ExecutionResult
-from sphinx_nbcache.signing import sign, verify
+from sphinx_nbcache.cache.jsonfile import canonical_json, json_digest
+from sphinx_nbcache.cache.signing import sign, verify
+from sphinx_nbcache.model import ExecutionResult
 
 STORE_SCHEMA = 1
 """Bump when the entry layout changes; entries of another schema are misses."""
-PARSED_SCHEMA = 2
-PARSED_FOLDER = "parsed"
-"""Beside the entries: :class:`ParsedStore`'s files."""
 DATABASE = "cache.db"
 COMPRESS_LEVEL = 6
 MAX_VALUE_BYTES = 2**30
@@ -63,15 +60,6 @@ class StoreWriteError(Exception):
 class UnsafeRowError(ValueError):
     """A database row says what sphinx-nbcache never writes: a pickle, a key that is not
     text, a file outside the cache folder. Refused, never acted on."""
-
-
-def _canonical(payload: Any) -> bytes:
-    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return text.encode("utf-8")
-
-
-def _digest(payload: Any) -> str:
-    return hashlib.sha256(_canonical(payload)).hexdigest()
 
 
 def _encode(value: Any) -> bytes:
@@ -347,7 +335,7 @@ class Store:
             return None, 0
         try:
             payload = envelope["result"]
-            canonical = _canonical(payload)
+            canonical = canonical_json(payload)
             digest = hashlib.sha256(canonical).hexdigest()
             if envelope["digest"] != digest:
                 raise DamagedEntryError("does not match its checksum")
@@ -380,7 +368,7 @@ class Store:
         return envelope
 
     def _signed_parts(self, envelope: dict[str, Any], key: str, digest: str) -> tuple[str, ...]:
-        return (str(STORE_SCHEMA), key, digest, _digest(envelope.get("material")))
+        return (str(STORE_SCHEMA), key, digest, json_digest(envelope.get("material")))
 
     def _check_signature(self, envelope: dict[str, Any], key: str, digest: str) -> None:
         if self.secret is None:
@@ -404,7 +392,7 @@ class Store:
         envelope: dict[str, Any] = {
             "schema": STORE_SCHEMA,
             "key": result.key,
-            "digest": _digest(payload),
+            "digest": json_digest(payload),
             "result": payload,
             "material": material,
         }
@@ -578,98 +566,3 @@ def _relative(path: Any) -> bool:
         return False
     pure = PurePosixPath(path)
     return not pure.is_absolute() and ".." not in pure.parts and not Path(path).drive
-
-
-class ParsedStore:
-    """Notebooks as a reader made them from a text source, one JSON file per source in the
-    cache's ``parsed`` folder, each valid for one key (what the reading depended on).
-
-    A reading says which code runs, so each file is signed with ``secret``: the project's
-    own when set, else one that never leaves this machine
-    (:func:`sphinx_nbcache.signing.machine_secret`). A file that someone else wrote is a
-    miss like a missing one, and the notebook is read from its source.
-
-    The file is named after the source's path under the project's source folder, so that
-    editing a notebook replaces its file rather than adding one, and a copy of the project
-    elsewhere finds it. Best effort on both sides: a file that is missing or fails its
-    checks is a miss, and one that cannot be written is not kept.
-    """
-
-    def __init__(self, cache_path: Path, srcdir: Path, secret: bytes) -> None:
-        self.folder = cache_path / PARSED_FOLDER
-        self.root = srcdir.resolve()
-        self.secret = secret
-
-    def _file(self, source: Path) -> Path:
-        resolved = source.resolve()
-        where = resolved.relative_to(self.root) if resolved.is_relative_to(self.root) else resolved
-        return self.folder / f"{hashlib.sha256(where.as_posix().encode()).hexdigest()[:32]}.json"
-
-    def get(self, source: Path, key: str) -> dict[str, Any] | None:
-        envelope = read_json_file(self._file(source))
-        try:
-            if envelope["schema"] != PARSED_SCHEMA or envelope["key"] != key:
-                return None
-            notebook = envelope["notebook"]
-            digest = _digest(notebook)
-            if not isinstance(notebook, dict) or envelope["digest"] != digest:
-                return None
-            if not verify(self.secret, envelope.get("signature"), key, digest):
-                return None
-            return notebook
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def prune(self, sources: Iterable[Path]) -> int:
-        """Remove the files of sources other than ``sources`` (notebooks deleted or renamed
-        since; an edited notebook's file is replaced, never left behind); how many."""
-        keep = {self._file(source) for source in sources}
-        removed = 0
-        for path in self.folder.glob("*.json"):
-            if path not in keep:
-                path.unlink(missing_ok=True)
-                removed += 1
-        return removed
-
-    def put(self, source: Path, key: str, notebook: dict[str, Any]) -> None:
-        """Keep ``notebook`` unless it holds what JSON cannot (front matter YAML can give
-        dates), as reading it back would not give the same notebook."""
-        try:
-            digest = _digest(notebook)
-        except (TypeError, ValueError):
-            return
-        envelope = {
-            "schema": PARSED_SCHEMA,
-            "key": key,
-            "digest": digest,
-            "signature": sign(self.secret, key, digest),
-            "notebook": notebook,
-        }
-        write_json_file(self._file(source), envelope)
-
-
-def read_json_file(path: Path) -> dict[str, Any]:
-    """A JSON object kept in a file beside the entries; empty if missing or unreadable."""
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
-def write_json_file(path: Path, value: dict[str, Any]) -> None:
-    """Atomically (a concurrent build reads the old or the new file, never half of one);
-    best effort, since such files only save time."""
-    temporary: Path | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False
-        ) as file:
-            temporary = Path(file.name)
-            json.dump(value, file)
-        temporary.replace(path)
-    except OSError:
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                temporary.unlink()

@@ -8,7 +8,7 @@ interrupts, shutdown, kill and dead-kernel detection work unchanged. Kernels tha
 be forked (another language, Windows, a server that failed) start normally.
 
 Only the standard library is imported here, so that a server can start before anything
-else loads (see :mod:`sphinx_nbcache.early`).
+else loads (see :mod:`sphinx_nbcache.run.early`).
 """
 
 from __future__ import annotations

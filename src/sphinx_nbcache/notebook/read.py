@@ -23,31 +23,15 @@ from myst_nb.core.read import (
 )
 from myst_parser.config.main import MdParserConfig
 
-from sphinx_nbcache.decoding import replace_undecodable, undecodable
-from sphinx_nbcache.store import ParsedStore
-from sphinx_nbcache.validate import (
+from sphinx_nbcache.cache.parsed import ParsedStore
+from sphinx_nbcache.model import EXECUTING_MODES, ExecOptions
+from sphinx_nbcache.notebook.cells import (
     FORMAT_VERSION,
     NotebookProblem,
     check_notebook,
     check_version,
 )
-
-EXECUTING_MODES = ("auto", "cache", "force")
-"""``nb_execution_mode`` values that go through the cache; ``off`` and ``inline`` do not."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ExecOptions:
-    """The execution settings in force for one notebook, after its metadata overrides."""
-
-    mode: str
-    timeout: int | None
-    allow_errors: bool
-    raise_on_error: bool
-    show_tb: bool
-    in_temp: bool
-    cell_metadata_key: str = "mystnb"
-    """Where cells keep myst-nb settings (``nb_cell_metadata_key``), their time limit too."""
+from sphinx_nbcache.notebook.decoding import replace_undecodable, undecodable
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ from sphinx_nbcache.config import _check_modules, _check_path, cache_path, from_
 if TYPE_CHECKING:
     from sphinx.application import Sphinx
 
-    from sphinx_nbcache.preload import Preloader
+    from sphinx_nbcache.run.preload import Preloader
 
 
 NOTHING_EXECUTED = "nbcache-executed-nothing"
@@ -38,7 +38,7 @@ def start_early(app: Sphinx) -> Preloader | None:
         return None
     if (Path(app.doctreedir) / NOTHING_EXECUTED).exists():
         return None
-    from sphinx_nbcache.preload import LAUNCHER, Preloader, can_fork
+    from sphinx_nbcache.run.preload import LAUNCHER, Preloader, can_fork
 
     if not can_fork():
         return None

@@ -16,44 +16,28 @@ come out the same.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import io
 import os
-import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
-from sphinx_nbcache import discover
 from sphinx_nbcache.config import Settings
-from sphinx_nbcache.execute import (
-    TICK_EVERY,
-    CellClock,
-    ExecutionJob,
-    ExecutionResult,
-    ExecutorError,
-    LocalExecutor,
-    Pool,
-    Watcher,
-    _KernelLoop,
-    unrun_result,
-)
 from sphinx_nbcache.log import LOGGER
+from sphinx_nbcache.model import ExecutionJob, ExecutionResult, unrun_result
+from sphinx_nbcache.run.driver import TICK_EVERY, CellClock, Watcher
+from sphinx_nbcache.run.kernels import _KernelLoop
+from sphinx_nbcache.run.local import ExecutorError
+from sphinx_nbcache.run.pool import Pool
+from sphinx_nbcache.run.worker import STARTED_TOPIC, run_on_worker
 
 Client = Any
 """``distributed.Client``, which is only partly typed."""
 Future = Any
-STARTED_TOPIC = "nbcache-started"
-"""Dask event topic on which a worker says it started a notebook."""
 SKIPPED_NAMES = frozenset({"__pycache__", "_build", "jupyter_execute"})
 """Folders never shipped, besides hidden ones and the cache: build output, bytecode."""
-WORKER_ENVIRONMENTS = Path(tempfile.gettempdir()) / "nbcache-dask-worker"
-"""Where a worker remembers what is installed, as a build does in its cache folder."""
-CANCELLED_STATES = frozenset({"cancelled", "released", "forgotten"})
 
 
 def scheduler_address(settings: Settings) -> str:
@@ -296,91 +280,3 @@ def pack(files: dict[str, Path]) -> bytes:
         for name, path in sorted(files.items()):
             archive.write(path, name)
     return buffer.getvalue()
-
-
-def relocate(job: ExecutionJob, root: Path, place: Path) -> ExecutionJob:
-    """The job as it runs from ``place``, a copy of the project at ``root``."""
-
-    def moved(path: str) -> str:
-        return str(place / Path(path).relative_to(root))
-
-    return ExecutionJob.from_json(
-        {
-            **job.to_json(),
-            "cwd": None if job.cwd is None else moved(job.cwd),
-            "discover_root": None if job.discover_root is None else str(place),
-            "copy_in": {name: moved(origin) for name, origin in job.copy_in.items()},
-            "inputs": [],
-        }
-    )
-
-
-def run_on_worker(
-    job_data: dict[str, Any], bundle: bytes | None, root: str | None, run: str
-) -> dict[str, Any]:
-    """A Dask task: execute one notebook here, on a worker, as the local pool would;
-    ``bundle`` holds its files by path relative to ``root`` when they are shipped.
-
-    Everything a build needs comes back in the result: outputs, what the notebook read
-    (relative to the project), the packages it imported as installed on this worker, and
-    the worker's address.
-    """
-    from distributed import get_worker
-
-    worker = get_worker()
-    job = ExecutionJob.from_json(job_data)
-    worker.log_event(STARTED_TOPIC, {"key": job.key, "worker": worker.address, "run": run})
-    # in the worker's own scratch folder, which Dask clears even when the worker was killed
-    with tempfile.TemporaryDirectory(prefix="nbcache-", dir=worker.local_directory) as place:
-        if bundle is not None and root is not None:
-            with zipfile.ZipFile(io.BytesIO(bundle)) as archive:
-                archive.extractall(place)
-            job = relocate(job, Path(root), Path(place))
-        elif job.cwd is not None and not Path(job.cwd).is_dir():
-            return unrun_result(
-                job,
-                "MissingFolder",
-                f"{job.cwd} does not exist on worker {worker.address}; workers must see the "
-                "project at the same path, or set nbcache_dask_files = 'ship'",
-                worker.address,
-            ).to_json()
-        task_key = _current_task_key()
-
-        def cancelled() -> bool:
-            state = worker.state.tasks.get(task_key) if task_key is not None else None
-            return state is not None and state.state in CANCELLED_STATES
-
-        results: list[ExecutionResult] = []
-        LocalExecutor(Pool(1, 1, 1), stop=cancelled).run([job], _Collect(results))
-    (result,) = results
-    if "imported" in result.environment:  # module names -> distributions, here
-        from sphinx_nbcache.pipeline import kernel_environment
-
-        notebook = nbformat.reads(job.notebook_json, as_version=4)
-        kernel = str(notebook.metadata.get("kernelspec", {}).get("name", ""))
-        installed = kernel_environment(kernel, WORKER_ENVIRONMENTS)
-        environment = discover.with_packages(result.environment, installed)
-        result = dataclasses.replace(result, environment=environment)
-    return dataclasses.replace(result, worker=worker.address).to_json()
-
-
-def _current_task_key() -> Any:
-    import distributed.worker
-
-    return getattr(getattr(distributed.worker, "thread_state", None), "key", None)
-
-
-class _Collect:
-    """The worker's watcher: keeps the result; progress is the building machine's."""
-
-    def __init__(self, results: list[ExecutionResult]) -> None:
-        self.results = results
-
-    def started(self, job: ExecutionJob, clock: CellClock) -> None:
-        pass
-
-    def finished(self, result: ExecutionResult) -> None:
-        self.results.append(result)
-
-    def tick(self, pool: Pool) -> None:
-        pass

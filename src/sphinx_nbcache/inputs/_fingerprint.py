@@ -8,7 +8,7 @@ cheap, so a caller that kept an earlier answer passes its fingerprint and gets t
 answer only when the environment changed. Modification times are left out on purpose:
 reinstalling the same versions (``nox`` does it before every session) changes nothing.
 
-As a script: ``python _environment.py FINGERPRINT`` prints :func:`report` as JSON.
+As a script: ``python _fingerprint.py FINGERPRINT`` prints :func:`report` as JSON.
 """
 
 import hashlib

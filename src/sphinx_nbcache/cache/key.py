@@ -10,7 +10,7 @@ from typing import Any
 
 import nbformat
 
-from sphinx_nbcache.read import ExecOptions
+from sphinx_nbcache.model import ExecOptions
 
 KEY_SCHEMA = 1
 """Bump when the key's content changes, so old entries stop matching instead of lying."""

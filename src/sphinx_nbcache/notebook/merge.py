@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nbformat
 
-from sphinx_nbcache.execute import ExecutionResult
+from sphinx_nbcache.model import ExecutionResult
 
 
 def merge_outputs(
