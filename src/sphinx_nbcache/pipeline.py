@@ -57,6 +57,10 @@ class Pipeline:
         """sha256 of each declared file by absolute path, read once per build."""
         self._environments: dict[str, Future[dict[str, Any]]] = {}
         """What is installed for each kernel, looked at once per build, in a thread."""
+        self._interpreters: dict[str, str | None] = {}
+        """Each kernel's interpreter (:func:`kernel_interpreter`), asked once per build."""
+        self._versions: dict[str, str | None] = {}
+        """Distributions' versions in this interpreter, asked once per build per name."""
         self._fingerprints: dict[str | None, str | None] = {}
         """Each interpreter's :func:`_fingerprint.fingerprint` now, by interpreter."""
         self._kept: dict[str, tuple[ExecutionResult, int]] = {}
@@ -157,9 +161,9 @@ class Pipeline:
         the environment its kernel runs in; None if nothing changed or it cannot be told."""
         if not result.environment:
             return None
-        if kernel_interpreter(planned.kernel) is None:
+        if self.interpreter(planned.kernel) is None:
             return changed_environment(
-                result.environment, platform.python_version(), installed_version
+                result.environment, platform.python_version(), self.installed_version
             )
         installed = self.installed(planned.kernel)
         if not installed:
@@ -175,10 +179,22 @@ class Pipeline:
         """The interpreter ``kernel`` runs in and the fingerprint of what is installed
         there. A page keeps it, so that a later build can tell, without listing any
         package, that the environment changed and the page must be looked up again."""
-        interpreter = kernel_interpreter(kernel)
+        interpreter = self.interpreter(kernel)
         if interpreter is None:
             return None, self.fingerprint(None)
         return interpreter, self.installed(kernel).get("fingerprint")
+
+    def interpreter(self, kernel: str) -> str | None:
+        """:func:`kernel_interpreter`, once per build per kernel."""
+        if kernel not in self._interpreters:
+            self._interpreters[kernel] = kernel_interpreter(kernel)
+        return self._interpreters[kernel]
+
+    def installed_version(self, distribution: str) -> str | None:
+        """:func:`installed_version`, once per build per distribution."""
+        if distribution not in self._versions:
+            self._versions[distribution] = installed_version(distribution)
+        return self._versions[distribution]
 
     def fingerprint(self, interpreter: str | None, known: str = "") -> str | None:
         """The fingerprint of what is installed for ``interpreter`` (None: this one), once

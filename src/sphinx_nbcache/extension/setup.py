@@ -78,9 +78,14 @@ class _NotJupyterCache(logging.Filter):
         return not str(record.msg).startswith("Using jupyter-cache at")
 
 
+NOT_JUPYTER_CACHE = _NotJupyterCache()
+"""One filter for the process: a logger keeps one copy of a filter object, so the builds
+of a long-lived process (sphinx-autobuild) do not stack a filter each."""
+
+
 def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, Any]:
     setattr(app, EARLY_ATTRIBUTE, early)
-    logging.getLogger("sphinx.myst_nb.sphinx_ext").addFilter(_NotJupyterCache())
+    logging.getLogger("sphinx.myst_nb.sphinx_ext").addFilter(NOT_JUPYTER_CACHE)
     app.setup_extension("myst_nb")
     for spec in CONFIG_VALUES:
         app.add_config_value(

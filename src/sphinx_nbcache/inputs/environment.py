@@ -5,7 +5,6 @@ distributions (and versions) it depends on."""
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import subprocess
@@ -75,7 +74,6 @@ THIS_PYTHON = frozenset(
 """Kernelspec interpreters jupyter_client replaces with its own ``sys.executable``."""
 
 
-@functools.cache
 def kernel_interpreter(kernel: str) -> str | None:
     """The interpreter ``kernel`` runs in; None when it is this process's own (ipykernel's
     kernelspec, or "python" which jupyter_client maps to it) or cannot be told."""
@@ -93,9 +91,8 @@ def kernel_interpreter(kernel: str) -> str | None:
     return python
 
 
-@functools.cache
 def installed_version(distribution: str) -> str | None:
-    """A distribution's version in this interpreter, asked once per build per name."""
+    """A distribution's version in this interpreter, as installed now."""
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:

@@ -110,6 +110,8 @@ def _stable_repr(value: Any) -> str:
 
 @functools.cache
 def _reader_versions() -> dict[str, str | None]:
+    """The readers' versions loaded in this process: process state, not build state, since
+    a process keeps running the code it imported even after an upgrade on disk."""
     found: dict[str, str | None] = {}
     for name in READER_DISTRIBUTIONS:
         try:
