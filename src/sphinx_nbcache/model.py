@@ -5,6 +5,7 @@ another machine runs jobs unchanged and importing it costs nothing."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -77,6 +78,34 @@ def cell_timeout(cell: Mapping[str, Any], default: int | None, key: str) -> int 
     return default if default is not None and default > 0 else None
 
 
+class Status(enum.StrEnum):
+    """A notebook's outcome, in one word everywhere: per-document records, the JSON and
+    JUnit reports, the report table and the log."""
+
+    succeeded = "succeeded"
+    cell_error = "cell-error"
+    timeout = "timeout"
+    kernel_error = "kernel-error"
+    read_error = "read-error"
+
+
+STATUS_LABELS = {
+    Status.succeeded: "succeeded",
+    Status.cell_error: "cell error",
+    Status.timeout: "timed out",
+    Status.kernel_error: "kernel lost",
+    Status.read_error: "unreadable",
+}
+"""How the report table says each status."""
+
+FAILURE_TEXT = {
+    Status.cell_error: "Executing notebook failed",
+    Status.timeout: "Executing notebook failed (timed out)",
+    Status.kernel_error: "Executing notebook failed (lost its kernel)",
+}
+"""myst-nb's words for a failed execution, which CI scripts look for in the log."""
+
+
 @dataclasses.dataclass(frozen=True)
 class CellError:
     """Where and how a notebook failed."""
@@ -90,13 +119,13 @@ class CellError:
     """For a timeout, the limit in seconds that was exceeded."""
 
     @property
-    def kind(self) -> str:
-        """``timeout``, ``kernel`` (died, missing, never started) or ``cell`` (raised)."""
+    def status(self) -> Status:
+        """``timeout``, ``kernel-error`` (died, missing, never started) or ``cell-error``."""
         if self.name in (CELL_TIMEOUT, NOTEBOOK_TIMEOUT):
-            return "timeout"
+            return Status.timeout
         if self.name in KERNEL_ERRORS or self.cell_index is None:
-            return "kernel"
-        return "cell"
+            return Status.kernel_error
+        return Status.cell_error
 
 
 @dataclasses.dataclass(frozen=True)

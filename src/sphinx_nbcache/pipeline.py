@@ -25,7 +25,13 @@ from sphinx_nbcache.inputs.environment import (
     report_of,
     with_packages,
 )
-from sphinx_nbcache.model import NOTEBOOK_TIMEOUT, ExecutionJob, ExecutionResult, cell_timeout
+from sphinx_nbcache.model import (
+    NOTEBOOK_TIMEOUT,
+    ExecutionJob,
+    ExecutionResult,
+    Status,
+    cell_timeout,
+)
 from sphinx_nbcache.plan import CacheCheck, PlannedNotebook, Warn, make_job
 from sphinx_nbcache.run.driver import CellClock, Watcher
 from sphinx_nbcache.run.local import Executor, LocalExecutor
@@ -238,7 +244,7 @@ class Pipeline:
         """A timed-out result is stale once its limit is raised: time limits are not in
         the key, so raising one re-executes only the notebooks that ran out of time."""
         error = result.error
-        if error is None or error.kind != "timeout" or error.timeout is None:
+        if error is None or error.status is not Status.timeout or error.timeout is None:
             return False
         if error.name == NOTEBOOK_TIMEOUT:
             now = self.settings.notebook_timeout

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from sphinx_nbcache.log import LOGGER
-from sphinx_nbcache.model import ExecutionJob, ExecutionResult
+from sphinx_nbcache.model import ExecutionJob, ExecutionResult, Status
 from sphinx_nbcache.notebook.cells import code_cell_number
 from sphinx_nbcache.run.driver import CellClock
 from sphinx_nbcache.run.pool import Pool
@@ -56,9 +56,9 @@ def outcome(result: ExecutionResult, cells: Sequence[Any] = ()) -> str:
         return f"executed {took}"
     number = code_cell_number(cells, error.cell_index)
     where = "" if number is None else f" (code cell {number})"
-    if error.kind == "timeout":
+    if error.status is Status.timeout:
         return f"timed out {took}{where}: {error.value}"
-    if error.kind == "kernel":
+    if error.status is Status.kernel_error:
         return f"failed {took}, kernel lost{where}: {error.name}: {error.value}"
     return f"failed {took}{where}: {error.name}: {error.value}"
 

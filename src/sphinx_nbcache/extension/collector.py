@@ -13,6 +13,7 @@ from sphinx.environment.collectors import EnvironmentCollector
 
 from sphinx_nbcache.cache.key import env_digests
 from sphinx_nbcache.extension.state import ENV_VALUES_ATTRIBUTE, build_state, doc_records
+from sphinx_nbcache.model import Status
 from sphinx_nbcache.report import (
     forget_report_doc,
     merge_report_docs,
@@ -71,7 +72,7 @@ class NbCacheCollector(EnvironmentCollector):
             and docname not in removed
             and (
                 before != values
-                or record["status"] != "succeeded"
+                or record["status"] != Status.succeeded
                 or record["key"] not in store
                 or installed_since(record)
             )

@@ -22,7 +22,7 @@ from sphinx_nbcache.extension._compat import env_app, note_dependency, reading_d
 from sphinx_nbcache.extension.state import MERGED_READER, BuildState, build_state, doc_records
 from sphinx_nbcache.inputs.artefacts import restore_artefacts
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
-from sphinx_nbcache.model import EXECUTING_MODES, ExecutionResult
+from sphinx_nbcache.model import EXECUTING_MODES, FAILURE_TEXT, ExecutionResult, Status
 from sphinx_nbcache.notebook.cells import code_cell_number
 from sphinx_nbcache.notebook.highlight import code_lexer
 from sphinx_nbcache.notebook.merge import merge_outputs
@@ -241,7 +241,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             "key": planned.key,
             "source": planned.source,
             "origin": origin,
-            "status": "succeeded" if error is None else FAILURE_STATUS[error.kind],
+            "status": Status.succeeded if error is None else error.status,
             "succeeded": result.succeeded,
             "runtime": result.runtime,
             "finished": result.finished,
@@ -282,14 +282,22 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         where = "" if number is None else f" in code cell {number}"
         # a kernel's error value can hold colour codes (IPython's own, a library's)
         value = plain_text(error.value)
-        message = f"{FAILURE_TEXT[error.kind]}{where}: {plain_text(error.name)}: {value}"
+        message = f"{FAILURE_TEXT[error.status]}{where}: {plain_text(error.name)}: {value}"
         if error.name == STDIN_ERROR:
             message += " (a notebook cannot read input() during a build)"
         if options.show_tb:
             message += f"\n{plain_text(error.traceback)}"
         message += f"\n(traceback saved in {report})"
         log = report_error if options.raise_on_error else warn
-        log(message, Subtype(error.kind), location=(docname, line))
+        log(message, FAILURE_SUBTYPE[error.status], location=(docname, line))
+
+
+FAILURE_SUBTYPE = {
+    Status.cell_error: Subtype.cell,
+    Status.timeout: Subtype.timeout,
+    Status.kernel_error: Subtype.kernel,
+}
+"""The warning subtype of each failure, for ``suppress_warnings``."""
 
 
 def say_reused_or_cached(
@@ -312,14 +320,6 @@ def _when(finished: str) -> str:
     return datetime.fromisoformat(finished).strftime("%Y-%m-%d %H:%M UTC")
 
 
-FAILURE_STATUS = {"cell": "cell-error", "timeout": "timeout", "kernel": "kernel-error"}
-
-
-FAILURE_TEXT = {
-    "cell": "Executing notebook failed",
-    "timeout": "Executing notebook failed (timed out)",
-    "kernel": "Executing notebook failed (lost its kernel)",
-}
 """Each begins with myst-nb's own words for a failure, which CI scripts look for."""
 
 
@@ -335,7 +335,7 @@ def _record_unreadable(env: BuildEnvironment, exc: NotebookReadError) -> None:
         "key": None,
         "source": str(env.doc2path(env.docname, False)),
         "origin": "none",
-        "status": "read-error",
+        "status": Status.read_error,
         "succeeded": False,
         "runtime": 0.0,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),

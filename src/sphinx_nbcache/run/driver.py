@@ -30,6 +30,7 @@ from sphinx_nbcache.model import (
     CellError,
     ExecutionJob,
     ExecutionResult,
+    Status,
     cell_timeout,
     now_utc,
 )
@@ -212,7 +213,11 @@ async def _execute_once(
         finally:
             task = asyncio.current_task()
             cancelled = task is not None and task.cancelling() > 0
-            if discovering and not cancelled and (error is None or error.kind == "cell"):
+            if (
+                discovering
+                and not cancelled
+                and (error is None or error.status is Status.cell_error)
+            ):
                 collected = await _collect(client)
             await shutdown(manager, client)
             pool.kernels.discard(manager)
@@ -226,7 +231,7 @@ async def _execute_once(
                     job.artefact_include,
                     job.artefact_exclude,
                 )
-        if error is not None and error.kind == "kernel":
+        if error is not None and error.status is Status.kernel_error:
             error = dataclasses.replace(error, traceback=error.traceback + _tail(kernel_log))
     return error, runtime, collected
 
