@@ -965,7 +965,7 @@ class _Quiet:
         if not result.succeeded:
             self.failed.append(f"{result.source}: {result.error}")
 
-    def tick(self, pool: Any) -> None:
+    def tick(self, at_once: int) -> None:
         pass
 
 

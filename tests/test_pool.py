@@ -273,7 +273,7 @@ class PeakWatcher:
     def finished(self, result: ExecutionResult) -> None:
         pass
 
-    def tick(self, pool: Pool) -> None:
+    def tick(self, at_once: int) -> None:
         pass
 
 

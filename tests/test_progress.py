@@ -18,7 +18,6 @@ from sphinx_nbcache.model import CellError, ExecutionJob, ExecutionResult
 from sphinx_nbcache.progress import CLEAR_LINE, QUIET_FOR, Progress, colour_allowed, outcome
 from sphinx_nbcache.report import plain_text
 from sphinx_nbcache.run.driver import CellClock
-from sphinx_nbcache.run.pool import Pool
 
 CELLS = [markdown("# A"), code("1"), markdown("b"), code("2"), code("3")]
 """Code cells at indices 1, 3 and 4: code cells 1, 2 and 3."""
@@ -45,7 +44,7 @@ def result(source: str, runtime: float, error: CellError | None = None) -> Execu
 
 def test_status_names_what_runs_and_estimates_what_is_left() -> None:
     progress = Progress(total=4, live=False)
-    progress.tick(Pool(2, 2, 2))
+    progress.tick(2)
     for name in ("a.ipynb", "b.md"):
         progress.started(job(name), CellClock(job(name)))
     progress.finished(result("a.ipynb", 2.0))
@@ -66,9 +65,9 @@ def test_plain_lines_and_a_still_executing_line_after_silence(
     progress.started(job("slow.ipynb"), CellClock(job("slow.ipynb")))
     progress.started(job("fast.ipynb"), CellClock(job("fast.ipynb")))
     progress.finished(result("fast.ipynb", 0.5))
-    progress.tick(Pool(2, 2, 2))
+    progress.tick(2)
     progress.last_output -= QUIET_FOR
-    progress.tick(Pool(2, 2, 2))
+    progress.tick(2)
     lines = caplog.messages
     assert lines == [
         "nbcache: [1/2] fast.ipynb executed in 0.50 s",

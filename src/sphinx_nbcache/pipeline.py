@@ -33,9 +33,9 @@ from sphinx_nbcache.model import (
     cell_timeout,
 )
 from sphinx_nbcache.plan import CacheCheck, PlannedNotebook, Warn, make_job
-from sphinx_nbcache.run.driver import CellClock, Watcher
+from sphinx_nbcache.run.driver import Running, Watcher
 from sphinx_nbcache.run.local import Executor, LocalExecutor
-from sphinx_nbcache.run.pool import Pool, make_pool
+from sphinx_nbcache.run.pool import make_pool
 from sphinx_nbcache.run.preload import Preloader
 
 Explain = Callable[[str, str], None]
@@ -339,8 +339,8 @@ class _Storing:
         self.planned = planned
         self.results: dict[str, ExecutionResult] = {}
 
-    def started(self, job: ExecutionJob, clock: CellClock) -> None:
-        self.watcher.started(job, clock)
+    def started(self, job: ExecutionJob, running: Running) -> None:
+        self.watcher.started(job, running)
 
     def finished(self, result: ExecutionResult) -> None:
         planned = self.planned[result.key]
@@ -352,5 +352,5 @@ class _Storing:
         self.pipeline.store_result(result, planned.material)
         self.watcher.finished(result)
 
-    def tick(self, pool: Pool) -> None:
-        self.watcher.tick(pool)
+    def tick(self, at_once: int) -> None:
+        self.watcher.tick(at_once)

@@ -21,8 +21,7 @@ from typing import Any, TextIO
 from sphinx_nbcache.log import LOGGER
 from sphinx_nbcache.model import ExecutionJob, ExecutionResult, Status
 from sphinx_nbcache.notebook.cells import code_cell_number
-from sphinx_nbcache.run.driver import CellClock
-from sphinx_nbcache.run.pool import Pool
+from sphinx_nbcache.run.driver import Running
 
 QUIET_FOR = 30.0
 """Seconds without output after which plain mode says what is still running."""
@@ -79,13 +78,13 @@ class Progress:
         self.done = 0
         self.limit = 1
         self.runtimes: list[float] = []
-        self.running: dict[str, tuple[ExecutionJob, CellClock, float]] = {}
+        self.running: dict[str, tuple[ExecutionJob, Running, float]] = {}
         self.cells: dict[str, list[Any]] = {}
         """The cells of each notebook started, to number the cell it is in."""
         self.last_output = time.monotonic()
 
-    def started(self, job: ExecutionJob, clock: CellClock) -> None:
-        self.running[job.key] = (job, clock, time.monotonic())
+    def started(self, job: ExecutionJob, running: Running) -> None:
+        self.running[job.key] = (job, running, time.monotonic())
         self.cells[job.key] = json.loads(job.notebook_json).get("cells", [])
         self._redraw()
 
@@ -100,8 +99,8 @@ class Progress:
         else:
             self._redraw()
 
-    def tick(self, pool: Pool) -> None:
-        self.limit = pool.limit
+    def tick(self, at_once: int) -> None:
+        self.limit = at_once
         if self.live:
             self._redraw()
         elif self.running and time.monotonic() - self.last_output >= QUIET_FOR:
@@ -141,7 +140,7 @@ class Progress:
         message = "; ".join(parts) + ". Finished ones are in the cache; the rest execute next time."
         self._print(message)
 
-    def _cell(self, job: ExecutionJob, clock: CellClock) -> str:
+    def _cell(self, job: ExecutionJob, clock: Running) -> str:
         number = code_cell_number(self.cells.get(job.key, []), clock.current)
         return "" if number is None else f"code cell {number}, "
 

@@ -16,6 +16,7 @@ come out the same.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import uuid
@@ -27,10 +28,9 @@ from typing import Any
 from sphinx_nbcache.config import Settings
 from sphinx_nbcache.log import LOGGER
 from sphinx_nbcache.model import ExecutionJob, ExecutionResult, unrun_result
-from sphinx_nbcache.run.driver import TICK_EVERY, CellClock, Watcher
+from sphinx_nbcache.run.driver import TICK_EVERY, Watcher
 from sphinx_nbcache.run.kernels import _KernelLoop
 from sphinx_nbcache.run.local import ExecutorError
-from sphinx_nbcache.run.pool import Pool
 from sphinx_nbcache.run.worker import STARTED_TOPIC, run_on_worker
 
 Client = Any
@@ -103,14 +103,11 @@ class DaskExecutor:
                     "the notebooks wait until one joins",
                     self.address,
                 )
-            pool = Pool(max(threads, 1), max(threads, 1), 0)
 
             def on_started(event: tuple[float, dict[str, str]]) -> None:
                 job = by_key.get(event[1].get("key", ""))
                 if job is not None and event[1].get("run") == run:
-                    clock = CellClock(job)
-                    clock.worker = event[1].get("worker", "")
-                    watcher.started(job, clock)
+                    watcher.started(job, OnWorker(event[1].get("worker", "")))
 
             client.subscribe_topic(STARTED_TOPIC, on_started)
             shipping = self.settings.dask_files == "ship"
@@ -140,7 +137,7 @@ class DaskExecutor:
             async def tick() -> None:
                 while True:
                     await asyncio.sleep(TICK_EVERY)
-                    watcher.tick(pool)
+                    watcher.tick(max(threads, 1))
 
             ticking = asyncio.create_task(tick())
             results = []
@@ -157,6 +154,14 @@ class DaskExecutor:
             if unfinished:
                 await client.cancel(unfinished)
             await client.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class OnWorker:
+    """A notebook running on a Dask worker: which cell runs there is not reported back."""
+
+    worker: str
+    current: int | None = None
 
 
 async def _done(result: ExecutionResult) -> ExecutionResult:

@@ -51,7 +51,7 @@ class CellClock:
         self.limit: tuple[str, int] | None = None
         """(error name, seconds) of the limit in force for the current cell."""
         self.worker = ""
-        """Where the notebook runs, when not on this machine."""
+        """Here: this machine (see :class:`Running`)."""
 
     def on_cell_start(self, cell: Any, cell_index: int) -> None:
         self.current = cell_index
@@ -76,17 +76,31 @@ class CellClock:
         return own
 
 
-class Watcher(Protocol):
-    """Told what the executor does, in the executor's thread: progress displays, storing."""
+class Running(Protocol):
+    """What a watcher can see of a notebook while it executes."""
 
-    def started(self, job: ExecutionJob, clock: CellClock) -> None:
-        """The notebook got an execution slot; ``clock`` tells which cell runs."""
+    @property
+    def current(self) -> int | None:
+        """The index of the cell running now (among all cells), None before the first."""
+
+    @property
+    def worker(self) -> str:
+        """Where the notebook runs, when not on this machine."""
+
+
+class Watcher(Protocol):
+    """Told what the executor does, in the executor's thread: progress displays, storing.
+    Each executor emits these events itself, however it runs the notebooks."""
+
+    def started(self, job: ExecutionJob, running: Running) -> None:
+        """The notebook got an execution slot; ``running`` tells which cell runs."""
 
     def finished(self, result: ExecutionResult) -> None:
         """The notebook is done and its kernel is gone."""
 
-    def tick(self, pool: Pool) -> None:
-        """About every :data:`TICK_EVERY` seconds while anything executes."""
+    def tick(self, at_once: int) -> None:
+        """About every :data:`TICK_EVERY` seconds while anything executes, with how many
+        notebooks may execute at once now."""
 
 
 TICK_EVERY = 1.0

@@ -97,7 +97,7 @@ class LocalExecutor:
                 await asyncio.sleep(TICK_EVERY)
                 if self.stop() and main is not None:
                     main.cancel()
-                watcher.tick(self.pool)
+                watcher.tick(self.pool.limit)
 
         helpers = [asyncio.create_task(tick()), asyncio.create_task(keep_adapting(self.pool))]
         try:

@@ -14,7 +14,7 @@ import nbformat
 
 from sphinx_nbcache.inputs.environment import with_packages
 from sphinx_nbcache.model import ExecutionJob, ExecutionResult, unrun_result
-from sphinx_nbcache.run.driver import CellClock
+from sphinx_nbcache.run.driver import Running
 from sphinx_nbcache.run.local import LocalExecutor
 from sphinx_nbcache.run.pool import Pool
 
@@ -97,13 +97,13 @@ class _Collect:
     def __init__(self, results: list[ExecutionResult]) -> None:
         self.results = results
 
-    def started(self, job: ExecutionJob, clock: CellClock) -> None:
+    def started(self, job: ExecutionJob, running: Running) -> None:
         pass
 
     def finished(self, result: ExecutionResult) -> None:
         self.results.append(result)
 
-    def tick(self, pool: Pool) -> None:
+    def tick(self, at_once: int) -> None:
         pass
 
 
