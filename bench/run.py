@@ -841,7 +841,7 @@ def warm_path(book: Book) -> dict[str, float]:
             raise BenchError(f"{path} is not a notebook")
         metadata = dict(notebook.notebook.metadata)
         declared, files = declared_inputs(
-            settings, book.src, path.name, metadata, pipeline.warn, pipeline.declared_digests
+            settings, book.src, path.name, metadata, pipeline.warn, pipeline.digests
         )
         found = pipeline.lookup(plan(path.name, notebook, declared, files))
         elapsed = time.perf_counter() - begin

@@ -15,7 +15,7 @@ from typing import Any
 from sphinx_nbcache.cache.store import DamagedEntryError, Store, StoreWriteError, UnsignedEntryError
 from sphinx_nbcache.config import Settings
 from sphinx_nbcache.inputs import _fingerprint, discover
-from sphinx_nbcache.inputs.discover import file_digest
+from sphinx_nbcache.inputs.discover import FileDigests
 from sphinx_nbcache.inputs.environment import (
     changed_environment,
     installed_version,
@@ -57,10 +57,9 @@ class Pipeline:
         self.store = store
         self.warn = warn
         self.explain = explain or (lambda message, source: None)
-        self._digests: dict[str, str | None] = {}
-        """sha256 of each dependency, read once per build."""
-        self.declared_digests: dict[str, str | None] = {}
-        """sha256 of each declared file by absolute path, read once per build."""
+        self.digests = FileDigests()
+        """sha256 of files read by notebooks, declared or discovered: the build's one
+        digest cache, shared by planning, lookups and the executor."""
         self._environments: dict[str, Future[dict[str, Any]]] = {}
         """What is installed for each kernel, looked at once per build, in a thread."""
         self._interpreters: dict[str, str | None] = {}
@@ -150,12 +149,10 @@ class Pipeline:
         if root is None:
             return None
         for path, digest in sorted(result.dependencies.items()):
-            if path not in self._digests:
-                try:
-                    self._digests[path] = file_digest(root / path)
-                except OSError:
-                    self._digests[path] = None
-            now = self._digests[path]
+            try:
+                now: str | None = self.digests(root / path)
+            except OSError:
+                now = None
             if now is None:
                 return f"{path} is gone"
             if now != digest:
@@ -299,6 +296,7 @@ class Pipeline:
             self.settings.kernel_preload,
             lambda message: self.warn(message, "preload", ""),
             preloader=early,
+            digests=self.digests,
         )
 
     def discard_early(self) -> None:

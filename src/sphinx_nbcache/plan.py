@@ -60,17 +60,17 @@ def declared_inputs(
     source: str,
     metadata: dict[str, Any],
     warn: Warn,
-    digests: dict[str, str | None] | None = None,
+    digests: Callable[[Path], str] = file_digest,
 ) -> tuple[dict[str, Any], tuple[Path, ...]]:
     """The files and environment variables declared for the notebook at ``source``
     (relative to ``srcdir``): ``nbcache_dependencies`` globs whose notebook pattern
     matches, globs in the notebook's own ``nbcache: {dependencies: [...]}`` metadata
     (relative to its folder), and ``nbcache_env_vars`` (salted hashes of their values,
-    see :func:`env_digests`). Files by sha256 of their content,
-    under paths relative to ``srcdir``; ``digests`` remembers them across notebooks, so
-    that a file shared by many is read once per build. A pattern that is absolute or
-    reaches outside the project is left out, with a ``warn(message, subtype, source)``."""
-    digests = {} if digests is None else digests
+    see :func:`env_digests`). Files by sha256 of their content, under paths relative to
+    ``srcdir``, through ``digests`` (the build's one
+    :class:`~sphinx_nbcache.inputs.discover.FileDigests`, so a file shared by many is read
+    once). A pattern that is absolute or reaches outside the project is left out, with a
+    ``warn(message, subtype, source)``."""
     patterns = [
         (srcdir, glob, "config")
         for notebooks, globs in settings.dependencies
@@ -91,10 +91,7 @@ def declared_inputs(
             continue
         for path in sorted(base.glob(glob)):
             if path.is_file():
-                absolute = str(path.resolve())
-                if digests.get(absolute) is None:
-                    digests[absolute] = file_digest(path)
-                files[Path(os.path.relpath(path, srcdir)).as_posix()] = digests[absolute]
+                files[Path(os.path.relpath(path, srcdir)).as_posix()] = digests(path.resolve())
                 paths.append(path)
     declared: dict[str, Any] = {}
     if files:

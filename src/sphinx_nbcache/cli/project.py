@@ -23,7 +23,7 @@ from sphinx_nbcache.cache.store import (
 )
 from sphinx_nbcache.cli.sizes import close_store
 from sphinx_nbcache.model import EXECUTING_MODES, ExecutionResult
-from sphinx_nbcache.notebook.cells import code_cell_number
+from sphinx_nbcache.notebook.cells import code_cell_indices, code_cell_number
 from sphinx_nbcache.notebook.read import NotebookReadError, SourceNotebook
 from sphinx_nbcache.pipeline import Pipeline
 from sphinx_nbcache.plan import PlannedNotebook
@@ -333,7 +333,7 @@ def cell_rows(notebook: Notebook, result: ExecutionResult) -> list[dict[str, Any
     """Each code cell's time: ``cell`` numbers it as every message does (code cells from
     1), ``index`` is nbformat's, among all cells from 0."""
     assert notebook.notebook is not None
-    indices = [i for i, c in enumerate(notebook.notebook.notebook.cells) if c.cell_type == "code"]
+    indices = code_cell_indices(notebook.notebook.notebook.cells)
     return [
         {"cell": number, "index": index, "seconds": seconds}
         for number, (index, seconds) in enumerate(

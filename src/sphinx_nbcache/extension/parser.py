@@ -23,7 +23,7 @@ from sphinx_nbcache.extension.state import MERGED_READER, BuildState, build_stat
 from sphinx_nbcache.inputs.artefacts import restore_artefacts
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
 from sphinx_nbcache.model import EXECUTING_MODES, FAILURE_TEXT, ExecutionResult, Status
-from sphinx_nbcache.notebook.cells import code_cell_number
+from sphinx_nbcache.notebook.cells import code_cell_indices, code_cell_number
 from sphinx_nbcache.notebook.highlight import code_lexer
 from sphinx_nbcache.notebook.merge import merge_outputs
 from sphinx_nbcache.notebook.read import NotebookReadError, SourceNotebook, cell_line, read_notebook
@@ -61,7 +61,7 @@ def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook)
         source,
         dict(notebook.notebook.metadata),
         state.pipeline.warn,
-        state.pipeline.declared_digests,
+        state.pipeline.digests,
     )
     planned = plan(source, notebook, declared, files)
     note_declared(env, docname, planned)
@@ -234,7 +234,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         )
         records = doc_records(env)
         notebook = planned.notebook.notebook
-        code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
+        code_indices = code_cell_indices(notebook.cells)
         line = None if error is None else _cell_line(planned.notebook, error.cell_index)
         number = None if error is None else code_cell_number(notebook.cells, error.cell_index)
         records[docname] = {

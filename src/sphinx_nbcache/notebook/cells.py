@@ -32,6 +32,12 @@ def code_cell_number(cells: Sequence[Any], index: int | None) -> int | None:
     return sum(_is_code(cell) for cell in cells[: index + 1])
 
 
+def code_cell_indices(cells: Sequence[Any]) -> list[int]:
+    """Where the code cells are among ``cells`` (nbformat's indices, from 0): how every
+    layer lines code cells up with outputs, times and numbers."""
+    return [index for index, cell in enumerate(cells) if _is_code(cell)]
+
+
 def _is_code(cell: Any) -> bool:
     return isinstance(cell, Mapping) and cell.get("cell_type") == "code"
 

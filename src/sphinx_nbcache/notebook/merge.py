@@ -5,6 +5,7 @@ from __future__ import annotations
 import nbformat
 
 from sphinx_nbcache.model import ExecutionResult
+from sphinx_nbcache.notebook.cells import code_cell_indices
 
 
 def merge_outputs(
@@ -18,7 +19,7 @@ def merge_outputs(
     with ``notebook`` (a deep copy cost more than the rest of a cache hit), so callers
     replace values rather than change them in place.
     """
-    code_count = sum(cell.cell_type == "code" for cell in notebook.cells)
+    code_count = len(code_cell_indices(notebook.cells))
     if code_count != len(result.outputs):
         raise ValueError(f"result has {len(result.outputs)} code cells, notebook has {code_count}")
     executed = zip(result.outputs, result.execution_counts, strict=True)

@@ -30,6 +30,7 @@ from sphinx_nbcache.notebook.cells import (
     NotebookProblem,
     check_notebook,
     check_version,
+    code_cell_indices,
 )
 from sphinx_nbcache.notebook.decoding import replace_undecodable, undecodable
 
@@ -49,7 +50,7 @@ class SourceNotebook:
 
     @property
     def code_cells(self) -> list[nbformat.NotebookNode]:
-        return [cell for cell in self.notebook.cells if cell.cell_type == "code"]
+        return [self.notebook.cells[index] for index in code_cell_indices(self.notebook.cells)]
 
     @property
     def needs_execution(self) -> bool:

@@ -34,6 +34,7 @@ from sphinx_nbcache.model import (
     cell_timeout,
     now_utc,
 )
+from sphinx_nbcache.notebook.cells import code_cell_indices
 from sphinx_nbcache.run.kernels import KERNEL_START_ATTEMPTS, KernelStarter, shutdown
 from sphinx_nbcache.run.pool import Pool
 
@@ -120,7 +121,7 @@ async def execute_job(
     for a TCP port ("Address already in use"), which says nothing about the notebook.
     """
     notebook = nbformat.reads(job.notebook_json, as_version=4)
-    code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
+    code_indices = code_cell_indices(notebook.cells)
     clock = CellClock(job)
     for _ in range(KERNEL_START_ATTEMPTS):
         error, runtime, collected = await _execute_once(

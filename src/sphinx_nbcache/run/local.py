@@ -45,12 +45,15 @@ class LocalExecutor:
         warn: Callable[[str], None] = lambda message: None,
         stop: Callable[[], bool] = lambda: False,
         preloader: Preloader | None = None,
+        digests: discover.FileDigests | None = None,
     ) -> None:
         self.pool = pool
         self.preload = preload
         self.warn = warn
         self.stop = stop
         self.preloader = preloader
+        self.digests = digests or discover.FileDigests()
+        """sha256 of the files notebooks read, shared by every notebook of the run."""
 
     def describe(self) -> str:
         return describe_pool(self.pool)
@@ -82,7 +85,7 @@ class LocalExecutor:
     async def _run_all(
         self, jobs: Sequence[ExecutionJob], watcher: Watcher, starter: KernelStarter
     ) -> list[ExecutionResult]:
-        digests = discover.FileDigests()
+        digests = self.digests
 
         async def run_one(job: ExecutionJob) -> ExecutionResult:
             result = await execute_job(job, self.pool, watcher, starter, digests)
