@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import random
 
-from conftest import Build, ProjectFactory, code, ipynb
+from helpers import Build, ProjectFactory, code, ipynb
 
 ROUNDS = int(os.environ.get("NBCACHE_SOAK_ROUNDS", "2"))
 NOTEBOOKS = 6

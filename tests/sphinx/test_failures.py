@@ -12,7 +12,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from conftest import (
+from helpers import (
     BASE_CONF,
     Build,
     Project,

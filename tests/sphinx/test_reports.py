@@ -8,7 +8,7 @@ import shutil
 
 import jsonschema
 
-from conftest import REPORT_SCHEMA, ProjectFactory, code, ipynb, markdown, myst_notebook, nbcache
+from helpers import REPORT_SCHEMA, ProjectFactory, code, ipynb, markdown, myst_notebook, nbcache
 
 GOOD = ipynb(code("print('good')"), code("import time\ntime.sleep(1)"))
 BAD = myst_notebook(

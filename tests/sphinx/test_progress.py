@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ProjectFactory, code, ipynb, markdown
+from helpers import ProjectFactory, code, ipynb, markdown
 from sphinx_nbcache.model import CellError, ExecutionJob, ExecutionResult
 from sphinx_nbcache.progress import CLEAR_LINE, QUIET_FOR, Progress, colour_allowed, outcome
 from sphinx_nbcache.report import plain_text

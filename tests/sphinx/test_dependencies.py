@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_CONF, Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
+from helpers import BASE_CONF, Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
 from sphinx_nbcache.cache.store import Store
 from sphinx_nbcache.config import build_settings
 from sphinx_nbcache.inputs import discover

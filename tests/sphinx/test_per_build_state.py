@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import PROGRESS, ProjectFactory, code, ipynb
+from helpers import PROGRESS, ProjectFactory, code, ipynb
 
 BUILD_AFTER_EACH_INSTALL = """\
 import logging

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, ProjectFactory, build_interrupted, code, ipynb
+from helpers import Project, ProjectFactory, build_interrupted, code, ipynb
 from sphinx_nbcache.cache.store import Store
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs os.fork()")
 
-EXAMPLE_BOOK = Path(__file__).resolve().parents[1] / "example_book"
+EXAMPLE_BOOK = Path(__file__).resolve().parents[2] / "example_book"
 PRELOAD = 'nbcache_kernel_preload = ["numpy", "pandas", "matplotlib.pyplot"]\n'
 NORMAL = "nbcache_fork_kernels = False\nnbcache_kernel_preload = []\n"
 

@@ -16,7 +16,7 @@ import dask.config
 import pytest
 from distributed import Client, LocalCluster
 
-from conftest import ProjectFactory, code, ipynb, myst_notebook, nbcache
+from helpers import ProjectFactory, code, ipynb, myst_notebook, nbcache
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX processes")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import (
+from helpers import (
     Project,
     ProjectFactory,
     code,
@@ -45,7 +45,7 @@ TEXT = myst_notebook(
 )
 BAD = ipynb(code("raise RuntimeError('broken on purpose')"))
 SLEEPY = ipynb(code("import time\ntime.sleep(4)\nprint('woke up')"))
-DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
+DOCS = Path(__file__).parents[2] / "docs" / "cli.md"
 
 
 def states(project: Project) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import ProjectFactory, code, ipynb, markdown, myst_notebook
+from helpers import ProjectFactory, code, ipynb, markdown, myst_notebook
 
 PRINTS = ipynb(code("print('computed', 2 + 3)"))
 PRESET = ipynb(

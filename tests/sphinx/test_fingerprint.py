@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Build, ProjectFactory, code, ipynb
+from helpers import Build, ProjectFactory, code, ipynb
 from sphinx_nbcache.inputs._fingerprint import fingerprint
 
 READ = re.compile(r"^reading sources\.\.\. \[\s*\d+%\] (\S+)$", re.MULTILINE)

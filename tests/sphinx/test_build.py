@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import (
+from helpers import (
     Build,
     Project,
     ProjectFactory,

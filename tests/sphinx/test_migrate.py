@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_CONF, Project, code, ipynb, myst_notebook, nbcache
+from helpers import BASE_CONF, Project, code, ipynb, myst_notebook, nbcache
 
 NOTEBOOK = ipynb(code("print('from ipynb', 6 * 7)"), code("'the last value ' * 2"))
 MYST = myst_notebook(

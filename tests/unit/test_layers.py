@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "sphinx_nbcache"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "sphinx_nbcache"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("model", "config", "log", "inputs._fingerprint", "run._forkserver", "run._reaper"),
