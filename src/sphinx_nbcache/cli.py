@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import nbformat
 
 from sphinx_nbcache import __version__
+from sphinx_nbcache.config import EXECUTORS
 from sphinx_nbcache.execute import ExecutionResult, ExecutorError
 from sphinx_nbcache.key import explain_difference
 from sphinx_nbcache.merge import merge_outputs
@@ -766,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("--workers", type=int, metavar="N", help="notebooks at once")
     execute.add_argument("--timeout", type=int, metavar="SECONDS", help="seconds per cell")
     execute.add_argument(
-        "--executor", choices=("local", "dask"), help="where notebooks run (nbcache_executor)"
+        "--executor", choices=EXECUTORS, help="where notebooks run (nbcache_executor)"
     )
     execute.add_argument(
         "--scheduler", metavar="ADDRESS", help="Dask scheduler address (nbcache_dask_scheduler)"
