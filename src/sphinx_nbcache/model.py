@@ -36,6 +36,8 @@ class ExecutionJob:
     links: dict[str, str] = dataclasses.field(default_factory=dict)
     """Folders outside ``discover_root`` that the source tree reaches through symbolic
     links: real path -> the path the project uses (see :func:`discover.linked_folders`)."""
+    excluded: tuple[str, ...] = ()
+    """Folders whose files are never dependencies: the cache's."""
     artefact_max_size: int = 0
     """Bytes; files the notebook writes in its folder up to this size come back from the
     cache (0: none)."""
@@ -52,7 +54,7 @@ class ExecutionJob:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExecutionJob:
-        tuples = ("artefact_include", "artefact_exclude", "inputs")
+        tuples = ("artefact_include", "artefact_exclude", "inputs", "excluded")
         fields: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items()}
         return cls(**fields)
 

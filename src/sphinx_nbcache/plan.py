@@ -145,6 +145,7 @@ def make_job(
         inputs=tuple(str(path) for path in planned.declared_files),
         discover_root=discover_root,
         links=dict(links or {}) if discover_root is not None else {},
+        excluded=(str(settings.cache_path),) if discover_root is not None else (),
     )
 
 

@@ -16,7 +16,6 @@ import os
 import secrets
 from pathlib import Path
 
-DEFAULT_SECRET_ENV = "NBCACHE_SECRET"
 MACHINE_SECRET_BYTES = 32
 
 

@@ -25,6 +25,7 @@ from sphinx_nbcache.cli.commands import (
 )
 from sphinx_nbcache.cli.project import CliError
 from sphinx_nbcache.cli.sizes import parse_age, parse_size
+from sphinx_nbcache.config import EXECUTORS
 
 if TYPE_CHECKING:
     pass
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument("--workers", type=int, metavar="N", help="notebooks at once")
     execute.add_argument("--timeout", type=int, metavar="SECONDS", help="seconds per cell")
     execute.add_argument(
-        "--executor", choices=("local", "dask"), help="where notebooks run (nbcache_executor)"
+        "--executor", choices=EXECUTORS, help="where notebooks run (nbcache_executor)"
     )
     execute.add_argument(
         "--scheduler", metavar="ADDRESS", help="Dask scheduler address (nbcache_dask_scheduler)"

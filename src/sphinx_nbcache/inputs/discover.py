@@ -123,14 +123,21 @@ SKIPPED_PARTS = frozenset({"__pycache__", "_build", "jupyter_execute", ".nbcache
 
 
 def relevant(
-    paths: Iterable[str], root: Path, ignore: Iterable[str], links: Mapping[str, str] | None = None
+    paths: Iterable[str],
+    root: Path,
+    ignore: Iterable[str],
+    links: Mapping[str, str] | None = None,
+    excluded: Iterable[str] = (),
 ) -> list[str]:
     """Files inside ``root`` that are inputs: not in hidden folders, caches, build output
-    or a virtual environment under the project, and not among the ``ignore``d files (those
-    the notebook wrote itself). A file outside ``root`` in a folder the source tree reaches
-    through a symbolic link (``links``, see :func:`linked_folders`) is named by the path
-    through the link, as the project uses it."""
+    or a virtual environment under the project, not among the ``ignore``d files (those
+    the notebook wrote itself), and not under the ``excluded`` folders (the cache, wherever
+    ``nbcache_path`` puts it: its database changes with every entry written). A file
+    outside ``root`` in a folder the source tree reaches through a symbolic link
+    (``links``, see :func:`linked_folders`) is named by the path through the link, as the
+    project uses it."""
     skipped = {os.path.realpath(path) for path in ignore}
+    outside = tuple(os.path.realpath(folder).rstrip(os.sep) + os.sep for folder in excluded)
     inside = str(root).rstrip(os.sep) + os.sep
     through = sorted((links or {}).items(), key=lambda link: -len(link[0]))
     known: dict[str, str] = {}
@@ -140,6 +147,8 @@ def relevant(
             continue
         real = _resolved(path, known)
         if real in skipped or not (real.startswith(inside) or through) or not Path(real).is_file():
+            continue
+        if outside and real.startswith(outside):
             continue
         if real.startswith(inside):
             relative = PurePosixPath(Path(real).relative_to(root).as_posix())
@@ -249,13 +258,15 @@ def dependencies(
     root: Path,
     digest: Callable[[Path], str] = file_digest,
     links: Mapping[str, str] | None = None,
+    excluded: Iterable[str] = (),
 ) -> dict[str, str]:
     """Project-relative path -> sha256 of every module and file the notebook read
-    (``links`` as for :func:`relevant`)."""
+    (``links`` and ``excluded`` as for :func:`relevant`)."""
     inputs = relevant(
         [*collected.get("modules", []), *collected.get("read", [])],
         root,
         collected.get("written", []),
         links,
+        excluded,
     )
     return {path: digest(root / path) for path in inputs}

@@ -148,7 +148,11 @@ async def execute_job(
         finished=now_utc(),
         dependencies=(
             discover.dependencies(
-                collected, Path(job.discover_root), digests or discover.file_digest, job.links
+                collected,
+                Path(job.discover_root),
+                digests or discover.file_digest,
+                job.links,
+                job.excluded,
             )
             if collected is not None and job.discover_root is not None
             else {}

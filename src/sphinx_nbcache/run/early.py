@@ -15,7 +15,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sphinx_nbcache.config import _check_modules, _check_path, cache_path, from_command_line
+from sphinx_nbcache.config import (
+    _check_modules,
+    _check_path,
+    cache_path,
+    configured,
+    from_command_line,
+)
 
 if TYPE_CHECKING:
     from sphinx.application import Sphinx
@@ -45,7 +51,7 @@ def start_early(app: Sphinx) -> Preloader | None:
     from sphinx_nbcache.log import LOGGER
 
     LOGGER.verbose("nbcache: no cache yet; starting the kernel fork server ahead")
-    preloader = Preloader(values.get("nbcache_kernel_preload", []))
+    preloader = Preloader(configured(values, "nbcache_kernel_preload"))
     # the interpreter of ipykernel's own "python3" kernelspec: looking the kernelspec up
     # would first import jupyter_client, a fifth of a second; a kernel that turns out to
     # be another interpreter gets a server of its own
@@ -63,12 +69,12 @@ def _raw_values(app: Sphinx) -> dict[str, Any] | None:
 
 
 def _will_execute(values: dict[str, Any], confdir: Path) -> bool:
-    cache = values.get("nbcache_path")
+    cache = configured(values, "nbcache_path")
     return (
         values.get("nb_execution_mode", "auto") in ("auto", "cache", "force")
-        and values.get("nbcache_executor", "local") == "local"
-        and values.get("nbcache_fork_kernels", True) is True
-        and _check_modules(values.get("nbcache_kernel_preload", [])) is None
+        and configured(values, "nbcache_executor") == "local"
+        and configured(values, "nbcache_fork_kernels") is True
+        and _check_modules(configured(values, "nbcache_kernel_preload")) is None
         and _check_path(cache) is None
         and not (
             cache_path(cache, values.get("nb_execution_cache_path"), confdir) / "cache.db"
