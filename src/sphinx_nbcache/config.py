@@ -18,6 +18,7 @@ JUPYTER_CACHE_SUBFOLDER = "sphinx-nbcache"
 there (``global.db``, ``executed/``), when ``nbcache_path`` is not set."""
 DEFAULT_ARTEFACT_MAX_SIZE = 10 * 1024 * 1024
 DEFAULT_SHIP_MAX_SIZE = 100 * 1024 * 1024
+DEFAULT_LOCK_TIMEOUT = 600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +111,12 @@ def _check_env_name(value: Any) -> str | None:
     return f"must be the name of an environment variable such as 'NBCACHE_SECRET', not {value!r}"
 
 
+def _check_seconds(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"must be a number of seconds (int, 0 or more), not {value!r}"
+    return None
+
+
 def _check_bool(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
@@ -151,6 +158,15 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         (int, str, type(None)),
         "Seconds all cells of one notebook may take together; None means no limit.",
         _optional_positive("no limit"),
+    ),
+    ConfigValue(
+        "nbcache_lock_timeout",
+        DEFAULT_LOCK_TIMEOUT,
+        "",
+        (int,),
+        "Seconds a build waits for another build on the same cache that is executing the "
+        "same notebook, before executing it itself; 0 means never wait.",
+        _check_seconds,
     ),
     ConfigValue(
         "nbcache_fork_kernels",
@@ -294,6 +310,8 @@ class Settings:
     """None: an adaptive pool."""
     retry_failed: bool
     notebook_timeout: int | None = None
+    lock_timeout: int = DEFAULT_LOCK_TIMEOUT
+    """Seconds to wait for another build executing the same key; 0: never wait."""
     report: Path | None = None
     """Relative to the output directory unless absolute."""
     junit: Path | None = None
@@ -409,6 +427,7 @@ def build_settings(
         workers=workers,
         retry_failed=bool(values.get("nbcache_retry_failed", False)),
         notebook_timeout=values.get("nbcache_notebook_timeout"),
+        lock_timeout=values.get("nbcache_lock_timeout", DEFAULT_LOCK_TIMEOUT),
         report=_optional_path(values.get("nbcache_report")),
         junit=_optional_path(values.get("nbcache_junit")),
         project_root=project_root(srcdir) if srcdir is not None else None,
