@@ -123,6 +123,12 @@ def _check_env_name(value: Any) -> str | None:
     return f"must be the name of an environment variable such as 'NBCACHE_SECRET', not {value!r}"
 
 
+def _check_seconds(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"must be a number of seconds (int, 0 or more), not {value!r}"
+    return None
+
+
 def _check_bool(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
@@ -197,6 +203,15 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         description="Seconds all cells of one notebook may take together; None means no limit.",
         field="notebook_timeout",
         from_text=_int_from_text,
+    ),
+    ConfigValue(
+        "nbcache_lock_timeout",
+        default=600,
+        types=(int,),
+        check=_check_seconds,
+        description="Seconds a build waits for another build on the same cache that is "
+        "executing the same notebook, before executing it itself; 0 means never wait.",
+        field="lock_timeout",
     ),
     ConfigValue(
         "nbcache_fork_kernels",
@@ -361,6 +376,8 @@ class Settings:
     """None: an adaptive pool."""
     retry_failed: bool
     notebook_timeout: int | None
+    lock_timeout: int
+    """Seconds to wait for another build executing the same key; 0: never wait."""
     report: Path | None
     """Relative to the output directory unless absolute."""
     junit: Path | None

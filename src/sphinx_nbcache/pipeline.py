@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 import threading
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
@@ -73,6 +74,9 @@ class Pipeline:
         self._kept_bytes = 0
         self._said: set[str] = set()
         """Problems of the whole cache already warned about in this build (each once)."""
+        self._taken: dict[str, ExecutionResult] = {}
+        """Results another build executed while this one waited for it, which :meth:`check`
+        would not reuse (``force`` mode, a failure to retry): this build's all the same."""
         self.early: Preloader | None = None
         """Fork servers started ahead (see :mod:`sphinx_nbcache.run.early`), for the next run of
         the local executor; :meth:`discard_early` stops them when nothing executes."""
@@ -90,6 +94,8 @@ class Pipeline:
     def check(self, planned: PlannedNotebook, keep: bool = False) -> CacheCheck:
         """What the store holds for the notebook and, if it holds a result the build would
         not reuse, why: :meth:`lookup` for the build, the whole answer for ``nbcache``."""
+        if planned.key in self._taken:
+            return CacheCheck(self._taken[planned.key])
         if keep:
             kept = self._kept.get(planned.key)
         else:
@@ -264,6 +270,11 @@ class Pipeline:
         Every result is stored the moment its notebook finishes, before ``watcher`` hears of
         it, so an interrupted run keeps what finished. Returns only after every kernel has
         shut down.
+
+        Another build on the same cache may be executing some of the notebooks: this one
+        executes the others first, then waits for those (see :class:`_Locks`) and takes
+        their results from the cache; they are not among the results returned, and a
+        later :meth:`lookup` finds them.
         """
         planned = {p.key: p for p in notebooks}
         settings = self.settings
@@ -275,10 +286,17 @@ class Pipeline:
         jobs = {key: make_job(p, settings, links) for key, p in planned.items()}
         discovering = [planned[key].kernel for key, job in jobs.items() if job.discover_root]
         self.look_ahead(discovering)
-        storing = _Storing(self, watcher, planned)
+        locks = _Locks(self, planned)
+        storing = _Storing(self, watcher, planned, locks)
+        executor = executor or self.executor()
         try:
-            (executor or self.executor()).run(list(jobs.values()), storing)
+            todo = locks.first()
+            while todo or locks.waiting:
+                if todo:
+                    executor.run([jobs[key] for key in todo], storing)
+                todo = locks.next()
         finally:
+            locks.release_all()
             for kernel in discovering:  # no thread may outlive the run: Sphinx forks next
                 self._environments[kernel].exception()
         return storing.results
@@ -326,15 +344,137 @@ class Pipeline:
             self.warn(message, subtype, source)
 
 
+LOCK_POLL = 0.25
+"""Seconds between looks at the locks a build waits for."""
+LOCK_STALE_EVERY = 2.0
+"""Seconds between asking, of each lock still held, whether its holder is gone."""
+
+
+class _Locks:
+    """The locks of one :meth:`Pipeline.execute` on the keys it executes (see
+    :meth:`Store.lock` for when a lock is stale), so that builds sharing a cache execute
+    each key once.
+
+    All are tried at once before anything executes: a build executes the keys it locked,
+    and then waits for those another build holds, taking each lock as it is released and
+    looking the key up again. Once another build stored its result, that result is taken
+    from the cache; else (the holder failed before storing, or was killed) this build
+    executes it. After ``nbcache_lock_timeout`` seconds of waiting it executes anyway, so
+    nothing waits for ever; 0 turns locking off. A lock is held from before its notebook
+    starts until its result is stored, never across the build; within one build a key is
+    executed once, so a build never waits for itself.
+    """
+
+    def __init__(self, pipeline: Pipeline, planned: dict[str, PlannedNotebook]) -> None:
+        self.pipeline = pipeline
+        self.store = pipeline.store
+        self.timeout = pipeline.settings.lock_timeout
+        self.planned = planned
+        self.before = {key: self.store.stored_at(key) for key in planned} if self.timeout else {}
+        """When each entry was written as the run began: one written since is another
+        build's, and taken even where the caller chose to execute again."""
+        self.held: set[str] = set()
+        self.waiting: dict[str, tuple[float, str]] = {}
+        """Keys another build holds: when this one stops waiting, and who holds them."""
+
+    def first(self) -> list[str]:
+        """The keys to execute at once: all but those another build holds."""
+        if not self.timeout:
+            return list(self.planned)
+        return self._try(list(self.planned))
+
+    def next(self) -> list[str]:
+        """Wait until some key another build held is free, or its holder is gone, or the
+        wait has lasted its time; the keys to execute then, empty once none is left."""
+        stale_check = time.monotonic()
+        while self.waiting:
+            time.sleep(LOCK_POLL)
+            now = time.monotonic()
+            late = [key for key, (until, _) in self.waiting.items() if until <= now]
+            if now - stale_check >= LOCK_STALE_EVERY:
+                stale_check = now
+                free = [key for key in self.waiting if key not in late]
+            else:
+                free = [k for k in self.waiting if k not in late and not self.store.locked(k)]
+            for key in late:
+                holder = self.waiting[key][1]
+                self.pipeline.explain(
+                    f"waited {self.timeout} s for {holder} to execute it; executing it here",
+                    self.planned[key].source,
+                )
+            todo = self._try(free) + self._try(late, take=True)
+            if todo:
+                return todo
+        return []
+
+    def _try(self, keys: list[str], take: bool = False) -> list[str]:
+        """Try to lock ``keys``; those this build must execute. Once locked, a key is
+        looked up again: another build may have stored its result since."""
+        todo = []
+        for key in keys:
+            got = self.store.lock(key, self.timeout, take)
+            if got is False:
+                if key not in self.waiting:
+                    holder = self.store.holder(key) or "another build"
+                    self.waiting[key] = (time.monotonic() + self.timeout, holder)
+                    self.pipeline.explain(
+                        f"waiting for {holder}, which is executing it", self.planned[key].source
+                    )
+                continue
+            self.waiting.pop(key, None)
+            if got:
+                self.held.add(key)
+            if self._taken(key):
+                self.release(key)
+            else:
+                todo.append(key)
+        return todo
+
+    def _taken(self, key: str) -> bool:
+        """Whether another build stored the key's result since the run began (or one the
+        build would reuse): then this build takes it rather than executing."""
+        planned = self.planned[key]
+        written = self.store.stored_at(key)
+        if written is None:
+            return False
+        check = self.pipeline.check(planned)
+        if check.entry is None or check.changed is not None:
+            return False
+        if written == self.before[key] and check.reusable is None:
+            return False  # what the caller chose to execute again
+        if check.reusable is None:
+            self.pipeline._taken[key] = check.entry
+        self.pipeline.explain(
+            "executed meanwhile by another build; taken from the cache", planned.source
+        )
+        return True
+
+    def release(self, key: str) -> None:
+        if key in self.held:
+            self.held.discard(key)
+            self.store.unlock(key)
+
+    def release_all(self) -> None:
+        """On every way out: a failure, Ctrl-C."""
+        for key in list(self.held):
+            self.release(key)
+
+
 class _Storing:
-    """Stores each result before the caller's watcher hears of it."""
+    """Stores each result before the caller's watcher hears of it, then releases its
+    lock."""
 
     def __init__(
-        self, pipeline: Pipeline, watcher: Watcher, planned: dict[str, PlannedNotebook]
+        self,
+        pipeline: Pipeline,
+        watcher: Watcher,
+        planned: dict[str, PlannedNotebook],
+        locks: _Locks,
     ) -> None:
         self.pipeline = pipeline
         self.watcher = watcher
         self.planned = planned
+        self.locks = locks
         self.results: dict[str, ExecutionResult] = {}
 
     def started(self, job: ExecutionJob, running: Running) -> None:
@@ -347,7 +487,10 @@ class _Storing:
             environment = with_packages(result.environment, installed)
             result = dataclasses.replace(result, environment=environment)
         self.results[result.key] = result
-        self.pipeline.store_result(result, planned.material)
+        try:
+            self.pipeline.store_result(result, planned.material)
+        finally:
+            self.locks.release(result.key)
         self.watcher.finished(result)
 
     def tick(self, at_once: int) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import zlib
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import diskcache
+import psutil
 from diskcache.core import DEFAULT_SETTINGS, METADATA, MODE_BINARY, MODE_RAW
 
 from sphinx_nbcache.cache.jsonfile import canonical_json, json_digest
@@ -34,6 +36,8 @@ MAX_VALUE_BYTES = 2**30
 """A value that decompresses to more than this is refused rather than filling memory."""
 BUSY_TIMEOUT = 60.0
 """Seconds a write waits for another build's transaction before it gives up."""
+LOCK_PREFIX = "lock:"
+"""Rows under keys with this prefix are locks (:meth:`Store.lock`), not entries."""
 
 SETTINGS: dict[str, Any] = {
     **{name: value for name, value in DEFAULT_SETTINGS.items() if name != "disk_pickle_protocol"},
@@ -219,6 +223,17 @@ class _Rows:
         except FileNotFoundError:
             return None  # replaced by another build between the row and its file
 
+    def stored_at(self, key: str) -> float | None:
+        """When the row under ``key`` was last written (diskcache's ``store_time``); None
+        if there is none."""
+        db = self._connection()
+        if db is None:
+            return None
+        found = db.execute(
+            "SELECT store_time FROM Cache WHERE key = ? AND raw = 1", (self.disk.put(key)[0],)
+        ).fetchone()
+        return None if found is None else found[0]
+
     def has(self, key: str) -> bool:
         db = self._connection()
         query = "SELECT 1 FROM Cache WHERE key = ? AND raw = 1"
@@ -244,9 +259,12 @@ class _Rows:
             return
         for rowid, key, raw in db.execute("SELECT rowid, key, raw FROM Cache").fetchall():
             try:
-                yield rowid, self.disk.get(key, raw)
+                found = self.disk.get(key, raw)
             except (UnsafeRowError, ValueError):
                 yield rowid, None
+                continue
+            if not found.startswith(LOCK_PREFIX):
+                yield rowid, found
 
     def unsafe(self) -> list[int]:
         """Rows a lookup would refuse to read: a key or a mode this store never writes, or
@@ -290,6 +308,9 @@ class Store:
         """Why writing stopped being tried until :meth:`close`: the cache could not be
         opened for writing, or stayed locked past the timeout. Each further try would
         only wait as long again."""
+        self._holder: tuple[int, dict[str, Any]] | None = None
+        """(pid, what this process writes into the locks it takes), made once per process
+        (a forked ``-j`` reader is another holder)."""
 
     @property
     def cache(self) -> diskcache.Cache:
@@ -468,6 +489,91 @@ class Store:
             raise StoreWriteError(_why_unwritable(exc)) from None
         return len(rows)
 
+    def stored_at(self, key: str) -> float | None:
+        """When the entry under ``key`` was last written, to tell whether another build
+        wrote it meanwhile; None if there is none (or it cannot be told)."""
+        try:
+            return self._rows.stored_at(key)
+        except sqlite3.Error:
+            return None
+
+    def lock(self, key: str, expire: float, take: bool = False) -> bool | None:
+        """Try once to take the lock on ``key`` that tells other builds sharing the cache
+        that this process is executing its notebook: True if taken, False if a live build
+        holds it, None if no lock is possible (the cache cannot be written): then nobody
+        can store a result to wait for either, so the caller just executes.
+
+        diskcache's ``Lock`` recipe (an atomic ``add`` of a row, deleted to release), with
+        what its spinning ``acquire`` lacks: who holds it, and when a holder no longer
+        counts. A lock is stale, and is taken over, when
+
+        - its holder ran on this machine and that process is gone (killed, crashed: no
+          process has its pid and start time, or only a zombie does), or
+        - it is older than ``expire`` seconds (``add`` replaces an expired row): the only
+          rule for a holder on another machine, whose processes cannot be seen from here.
+
+        A row that is not a lock this module writes (forged, another version) is stale
+        too: a lock row from an untrusted cache can at worst make a build wait
+        ``expire`` seconds, never stop it. ``take`` takes the lock whoever holds it, for
+        a build that waited ``expire`` seconds already.
+        """
+        name = LOCK_PREFIX + key
+        holder = self._lock_holder()
+        try:
+            cache = self.cache
+            if not take and cache.add(name, holder, expire=expire, retry=True):
+                return True
+            with cache.transact(retry=True):
+                if not take and _holder_alive(self._read_lock(name), holder):
+                    return False
+                cache.set(name, holder, expire=expire)
+            return True
+        except (StoreWriteError, diskcache.Timeout, OSError, sqlite3.Error):
+            return None
+
+    def locked(self, key: str) -> bool:
+        """Whether a lock row for ``key`` is there, expired or not: a look through the
+        read-only connection, cheaper than :meth:`lock` while a build waits."""
+        try:
+            return self._rows.has(LOCK_PREFIX + key)
+        except sqlite3.Error:
+            return False
+
+    def holder(self, key: str) -> str:
+        """Who holds the lock on ``key``, in words for the log ("" if nobody does)."""
+        try:
+            found = self._read_lock(LOCK_PREFIX + key)
+        except (StoreWriteError, diskcache.Timeout, OSError, sqlite3.Error):
+            return ""
+        if not isinstance(found, dict) or not _lock_value(found):
+            return "" if found is None else "an unknown holder"
+        return f"process {found['pid']} on {found['host']}"
+
+    def unlock(self, key: str) -> None:
+        """Release the lock on ``key`` if this process still holds it (a build that
+        waited past the time limit may have taken it over). Never raises: a lock that
+        cannot be released expires."""
+        name = LOCK_PREFIX + key
+        with contextlib.suppress(StoreWriteError, diskcache.Timeout, OSError, sqlite3.Error):
+            cache = self.cache
+            with cache.transact(retry=True):
+                if self._read_lock(name) == self._lock_holder():
+                    cache.delete(name)
+
+    def _read_lock(self, name: str) -> object:
+        """The value of a lock row; a row this store would not read counts as garbage."""
+        try:
+            return self.cache.get(name)
+        except (UnsafeRowError, ValueError):
+            return "unreadable"
+
+    def _lock_holder(self) -> dict[str, Any]:
+        if self._holder is None or self._holder[0] != os.getpid():
+            pid = os.getpid()
+            started = psutil.Process(pid).create_time()
+            self._holder = (pid, {"host": socket.gethostname(), "pid": pid, "started": started})
+        return self._holder[1]
+
     def compact(self) -> None:
         """Give the space of deleted entries back to the file system; skipped while
         another process (a running build) holds the database, which then reuses it."""
@@ -484,6 +590,36 @@ class Store:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+
+
+def _lock_value(found: object) -> bool:
+    """Whether ``found`` is a lock as :meth:`Store.lock` writes it."""
+    return (
+        isinstance(found, dict)
+        and isinstance(found.get("host"), str)
+        and isinstance(found.get("pid"), int)
+        and not isinstance(found.get("pid"), bool)
+        and _number(found.get("started"))
+    )
+
+
+def _holder_alive(found: object, me: dict[str, Any]) -> bool:
+    """Whether the lock value ``found`` names a holder that may still be executing:
+    another process of this machine that is running (same pid and start time, not a
+    zombie), or any process of another machine (its lock's expiry decides)."""
+    if not _lock_value(found) or found == me:
+        return False
+    assert isinstance(found, dict)
+    if found["host"] != me["host"]:
+        return True
+    try:
+        process = psutil.Process(found["pid"])
+        same = abs(process.create_time() - found["started"]) < 0.01
+        return same and bool(process.status() != psutil.STATUS_ZOMBIE)
+    except (psutil.NoSuchProcess, ValueError, OverflowError):
+        return False
+    except psutil.Error:  # not ours to look at: it exists
+        return True
 
 
 def _forget_foreign_settings(database: Path) -> None:

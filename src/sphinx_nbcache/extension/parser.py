@@ -171,7 +171,11 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             return result, "cache"
         executed = execute(state, [planned], Progress(1, live=False))
         state.executed.update(executed)
-        return executed[planned.key], "executed"
+        if planned.key in executed:
+            return executed[planned.key], "executed"
+        taken = state.pipeline.lookup(planned)  # another build executed it meanwhile
+        assert taken is not None
+        return taken, "cache"
 
     def _render(
         self, merged: nbformat.NotebookNode, notebook: SourceNotebook, document: nodes.document
