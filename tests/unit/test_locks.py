@@ -20,7 +20,7 @@ KEY = "k" * 64
 HOLD = """\
 import sys, time
 from pathlib import Path
-from sphinx_nbcache.store import Store
+from sphinx_nbcache.cache.store import Store
 assert Store(Path(sys.argv[1])).lock(sys.argv[2], 600) is True
 print("held", flush=True)
 time.sleep(600)
