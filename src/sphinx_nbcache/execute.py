@@ -28,11 +28,11 @@ from typing import IO, Any, Protocol
 import nbformat
 import zmq.asyncio
 from jupyter_client.connect import KernelConnectionInfo
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 from traitlets.config import Config
 
 from sphinx_nbcache import discover
@@ -122,10 +122,16 @@ class CellError:
     """Index among all cells of the notebook, None when no cell was running."""
     timeout: int | None = None
     """For a timeout, the limit in seconds that was exceeded."""
+    internal: bool = False
+    """Raised by sphinx-nbcache itself (or a library it drives), not by the notebook or its
+    kernel: reported as such, and never stored as the notebook's outcome."""
 
     @property
     def kind(self) -> str:
-        """``timeout``, ``kernel`` (died, missing, never started) or ``cell`` (raised)."""
+        """``timeout``, ``kernel`` (died, missing, never started), ``cell`` (raised), or
+        ``internal`` (an error of sphinx-nbcache's own)."""
+        if self.internal:
+            return "internal"
         if self.name in (CELL_TIMEOUT, NOTEBOOK_TIMEOUT):
             return "timeout"
         if self.name in KERNEL_ERRORS or self.cell_index is None:
@@ -158,7 +164,10 @@ class ExecutionResult:
     """The Dask worker that executed the notebook; empty for this machine's pool."""
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if self.error is not None and not self.error.internal:
+            del data["error"]["internal"]  # stored entries keep the format they always had
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExecutionResult:
@@ -202,6 +211,14 @@ def unrun_result(job: ExecutionJob, name: str, message: str, worker: str = "") -
         finished=_now(),
         worker=worker,
     )
+
+
+def internal_failure(job: ExecutionJob, exc: Exception) -> ExecutionResult:
+    """The result of a notebook that an error of sphinx-nbcache's own stopped: no outputs,
+    the Python traceback to report, and never stored (the next build executes it again)."""
+    name = type(exc).__name__
+    error = CellError(name, str(exc), "".join(traceback.format_exception(exc)), None, internal=True)
+    return dataclasses.replace(unrun_result(job, name, str(exc)), error=error)
 
 
 AUTO_CEILING_PER_CPU = 3
@@ -475,11 +492,24 @@ async def execute_job(
     digests: discover.FileDigests | None = None,
 ) -> ExecutionResult:
     """Execute one notebook in its own kernel, started by ``starter``; every
-    failure becomes a failed result.
+    failure becomes a failed result, an error of ours one of kind ``internal``.
 
     A kernel that dies before running a cell is started again: concurrent start-ups can race
     for a TCP port ("Address already in use"), which says nothing about the notebook.
     """
+    try:
+        return await _execute_job(job, pool, watcher, starter, digests)
+    except Exception as exc:  # not the notebook's: cells and kernels fail inside
+        return internal_failure(job, exc)
+
+
+async def _execute_job(
+    job: ExecutionJob,
+    pool: Pool,
+    watcher: Watcher,
+    starter: KernelStarter,
+    digests: discover.FileDigests | None,
+) -> ExecutionResult:
     notebook = nbformat.reads(job.notebook_json, as_version=4)
     code_indices = [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
     clock = CellClock(job)
@@ -527,14 +557,15 @@ async def _execute_once(
     starter: KernelStarter,
 ) -> tuple[CellError | None, float, dict[str, Any] | None]:
     """One kernel's run of the notebook: the error if any, seconds spent, and what the
-    notebook read (None unless discovery ran)."""
+    notebook read (None unless discovery ran). Raises what is not the notebook's failure
+    (see :func:`_kernels_failure`), once the kernel is shut down."""
     kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
     manager = starter.manager(kernel_name)
     pool.kernels.add(manager)
     error: CellError | None = None
     runtime = 0.0
     collected: dict[str, Any] | None = None
-    discovering = released = False
+    discovering = released = ours = False
     # the kernel's log has no name, so that it goes with the last process holding it
     # even when this one is killed (a Dask worker lost mid-notebook, say)
     with (
@@ -584,11 +615,19 @@ async def _execute_once(
         except CellExecutionError as exc:
             error = _cell_error(exc, clock.current, str(exc))
         except Exception as exc:
+            if not _kernels_failure(exc):
+                ours = True
+                raise
             error = CellError(type(exc).__name__, str(exc), _explain(exc), clock.current)
         finally:
             task = asyncio.current_task()
             cancelled = task is not None and task.cancelling() > 0
-            if discovering and not cancelled and (error is None or error.kind == "cell"):
+            if (
+                discovering
+                and not cancelled
+                and not ours
+                and (error is None or error.kind == "cell")
+            ):
                 collected = await _collect(client)
             await _shutdown(manager, client)
             pool.kernels.discard(manager)
@@ -611,6 +650,34 @@ READY_POLL = 1.0
 """Seconds to wait for a reply to ``kernel_info`` before asking again."""
 IOPUB_CHECK = 0.2
 """Seconds to wait for the first IOPub message that shows the channel is connected."""
+
+
+class KernelStartError(RuntimeError):
+    """The kernel process started, but died or hung before it answered."""
+
+
+KERNEL_LIBRARIES = frozenset({"jupyter_client", "nbclient", "zmq"})
+
+
+def _kernels_failure(exc: Exception) -> bool:
+    """Whether ``exc``, raised while a notebook ran but not by a cell, is the kernel's
+    failure, the notebook's outcome: the kernel died, is not installed, or could not start
+    or answer. So is an ``OSError`` (the system refused a process, a port, a file; timeouts
+    are ``OSError`` too), and a ``RuntimeError`` the kernel libraries raised themselves.
+    Anything else (``AttributeError``, ``KeyError``, ``TypeError``..., a ``RuntimeError``
+    of our own) is a bug of sphinx-nbcache or of a library: never the notebook's."""
+    if isinstance(exc, (DeadKernelError, NoSuchKernel, KernelStartError, zmq.ZMQError, OSError)):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    # the innermost frame of ours or theirs: our hooks run inside nbclient's frames
+    modules = [
+        frame.f_globals.get("__name__", "") for frame, _ in traceback.walk_tb(exc.__traceback__)
+    ]
+    ours = __name__.split(".")[0]
+    packages = [str(name).split(".")[0] for name in modules]
+    raiser = next((p for p in reversed(packages) if p in KERNEL_LIBRARIES or p == ours), "")
+    return raiser in KERNEL_LIBRARIES
 
 
 async def _start_client(client: NotebookClient, context: zmq.asyncio.Context) -> None:
@@ -637,9 +704,9 @@ async def _start_client(client: NotebookClient, context: zmq.asyncio.Context) ->
                 kc._handle_kernel_info_reply(reply)  # the protocol version it speaks
                 break
         if not await kc.is_alive():
-            raise RuntimeError("Kernel died before replying to kernel_info")
+            raise KernelStartError("Kernel died before replying to kernel_info")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"Kernel didn't respond in {client.startup_timeout} seconds")
+            raise KernelStartError(f"Kernel didn't respond in {client.startup_timeout} seconds")
 
 
 DISCOVERY_TIMEOUT = 10.0

@@ -30,6 +30,7 @@ STATUS_LABELS = {
     "timeout": "timed out",
     "kernel-error": "kernel lost",
     "read-error": "unreadable",
+    "extension-error": "sphinx-nbcache error",
 }
 """``status`` values of a record, and how the table shows them."""
 ENV_REPORT_DOCS = "nbcache_report_docs"
@@ -112,13 +113,13 @@ def write_json(report: Mapping[str, Any], path: Path) -> None:
 
 
 def write_junit(report: Mapping[str, Any], path: Path) -> None:
-    """One test case per notebook read this build; a cell error is a failure, a timeout or a
-    lost kernel an error, each with the traceback as its text."""
+    """One test case per notebook read this build; a cell error is a failure, a timeout, a
+    lost kernel or an error of sphinx-nbcache an error, each with the traceback as its text."""
     cases = [n for n in report["notebooks"] if n["this_build"]]
     counts = {
         "tests": str(len(cases)),
         "failures": str(sum(n["status"] == "cell-error" for n in cases)),
-        "errors": str(sum(n["status"] in ("timeout", "kernel-error", "read-error") for n in cases)),
+        "errors": str(sum(n["status"] not in ("succeeded", "cell-error") for n in cases)),
         "skipped": "0",
         "time": f"{sum(n['runtime'] for n in cases if n['origin'] == 'executed'):.3f}",
     }
