@@ -4,9 +4,14 @@ its traceback, and never stored as the notebook's failure."""
 from __future__ import annotations
 
 import json
+import signal
+import time
+from typing import Any
+
+import pytest
 
 from conftest import ProjectFactory, code, ipynb, nbcache
-from sphinx_nbcache.execute import CellError, ExecutionResult, _kernels_failure
+from sphinx_nbcache.execute import CellClock, CellError, ExecutionResult, _kernels_failure
 
 BUG = """
 import os
@@ -70,6 +75,40 @@ def test_an_error_of_ours_is_reported_as_ours_and_never_cached(
     assert fixed.executed == ["buggy.ipynb"]  # nothing was stored; good.ipynb was
     assert not fixed.warnings
     assert "buggy output" in fixed.html("buggy")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX processes, as test_dask")
+def test_an_error_of_ours_on_a_dask_worker_comes_back_as_ours(
+    make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker runs in this process (a cluster without processes), the build in its
+    own: the bug is injected where the notebook executes, on the worker."""
+    from distributed import LocalCluster
+
+    def on_cell_executed(self: CellClock, cell: Any, cell_index: int, execute_reply: Any) -> None:
+        index = cell_index + 1 if self.job.source == "buggy.ipynb" else cell_index
+        self.times[cell_index] = time.perf_counter() - self.started[index]
+
+    monkeypatch.setattr(CellClock, "on_cell_executed", on_cell_executed)
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=":0",
+    ) as cluster:
+        conf = (
+            f'nbcache_executor = "dask"\nnbcache_dask_scheduler = "{cluster.scheduler_address}"\n'
+        )
+        project = make_project({"buggy.ipynb": BUGGY, "good.ipynb": GOOD}, conf)
+        build = project.build()
+    assert build.returncode == 0, build.stderr
+    (error,) = [w for w in build.warnings if "buggy.ipynb" in w]
+    assert "ERROR: sphinx-nbcache failed while executing the notebook" in error
+    assert error.endswith("[nbcache.internal]")
+    assert "in on_cell_executed\n" in build.stderr.split("Traceback")[1]
+    assert "good notebook ran" in build.html("good")
 
 
 def test_the_mark_of_an_error_of_ours_survives_json_and_stored_failures_keep_their_format() -> None:
