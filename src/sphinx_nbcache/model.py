@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -89,6 +90,12 @@ class Status(enum.StrEnum):
     timeout = "timeout"
     kernel_error = "kernel-error"
     read_error = "read-error"
+    extension_error = "extension-error"
+    """sphinx-nbcache itself failed while the notebook ran (a bug to report); never stored."""
+
+    # hashed as the word itself, as it compares: a status read back from a report or an
+    # older environment (a plain string) finds the same entries in sets and dictionaries
+    __hash__ = str.__hash__
 
 
 STATUS_LABELS = {
@@ -97,6 +104,7 @@ STATUS_LABELS = {
     Status.timeout: "timed out",
     Status.kernel_error: "kernel lost",
     Status.read_error: "unreadable",
+    Status.extension_error: "sphinx-nbcache error",
 }
 """How the report table says each status."""
 
@@ -119,10 +127,16 @@ class CellError:
     """Index among all cells of the notebook, None when no cell was running."""
     timeout: int | None = None
     """For a timeout, the limit in seconds that was exceeded."""
+    internal: bool = False
+    """Raised by sphinx-nbcache itself (or a library it drives), not by the notebook or its
+    kernel: reported as such, and never stored as the notebook's outcome."""
 
     @property
     def status(self) -> Status:
-        """``timeout``, ``kernel-error`` (died, missing, never started) or ``cell-error``."""
+        """``timeout``, ``kernel-error`` (died, missing, never started), ``cell-error``, or
+        ``extension-error`` (an error of sphinx-nbcache's own)."""
+        if self.internal:
+            return Status.extension_error
         if self.name in (CELL_TIMEOUT, NOTEBOOK_TIMEOUT):
             return Status.timeout
         if self.name in KERNEL_ERRORS or self.cell_index is None:
@@ -155,7 +169,10 @@ class ExecutionResult:
     """The Dask worker that executed the notebook; empty for this machine's pool."""
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if self.error is not None and not self.error.internal:
+            del data["error"]["internal"]  # stored entries keep the format they always had
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExecutionResult:
@@ -199,6 +216,14 @@ def unrun_result(job: ExecutionJob, name: str, message: str, worker: str = "") -
         finished=now_utc(),
         worker=worker,
     )
+
+
+def internal_failure(job: ExecutionJob, exc: Exception) -> ExecutionResult:
+    """The result of a notebook that an error of sphinx-nbcache's own stopped: no outputs,
+    the Python traceback to report, and never stored (the next build executes it again)."""
+    name = type(exc).__name__
+    error = CellError(name, str(exc), "".join(traceback.format_exception(exc)), None, internal=True)
+    return dataclasses.replace(unrun_result(job, name, str(exc)), error=error)
 
 
 EXECUTING_MODES = ("auto", "cache", "force")

@@ -325,6 +325,8 @@ class Pipeline:
     def store_result(self, result: ExecutionResult, material: dict[str, Any] | None = None) -> None:
         if result.error is not None and result.error.cell_index is None:
             return  # no cell ran (missing kernel, start-up failure): not the notebook's fault
+        if result.error is not None and result.error.status is Status.extension_error:
+            return  # an error of ours: the next build executes the notebook again
         try:
             self.store.put(result, material)
         except StoreWriteError as exc:

@@ -106,23 +106,20 @@ def write_json(report: Mapping[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
-ERROR_STATUSES = frozenset({Status.timeout, Status.kernel_error, Status.read_error})
+ERROR_STATUSES = frozenset(
+    {Status.timeout, Status.kernel_error, Status.read_error, Status.extension_error}
+)
 """JUnit's errors (the notebook could not run to the end); a cell error is a failure."""
 
 
 def write_junit(report: Mapping[str, Any], path: Path) -> None:
-    """One test case per notebook read this build; a cell error is a failure, a timeout or a
-    lost kernel an error, each with the traceback as its text."""
+    """One test case per notebook read this build; a cell error is a failure, a timeout, a
+    lost kernel or an error of sphinx-nbcache an error, each with the traceback as its text."""
     cases = [n for n in report["notebooks"] if n["this_build"]]
     counts = {
         "tests": str(len(cases)),
         "failures": str(sum(n["status"] == Status.cell_error for n in cases)),
-        "errors": str(
-            sum(
-                n["status"] in (Status.timeout, Status.kernel_error, Status.read_error)
-                for n in cases
-            )
-        ),
+        "errors": str(sum(n["status"] in ERROR_STATUSES for n in cases)),
         "skipped": "0",
         "time": f"{sum(n['runtime'] for n in cases if n['origin'] == 'executed'):.3f}",
     }

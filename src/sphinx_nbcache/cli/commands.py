@@ -29,6 +29,7 @@ from sphinx_nbcache.cli.project import (
     open_project,
 )
 from sphinx_nbcache.cli.sizes import measured, removed_line, table
+from sphinx_nbcache.model import Status
 from sphinx_nbcache.notebook.merge import merge_outputs
 from sphinx_nbcache.progress import Progress, colour_allowed, on_terminal
 from sphinx_nbcache.report import plain_text
@@ -133,9 +134,23 @@ def cmd_execute(args: argparse.Namespace) -> int:
             raise
         except ExecutorError as exc:
             raise CliError(str(exc)) from None
-    failed = [r for r in results.values() if not r.succeeded]
-    print(f"{len(results) - len(failed)} succeeded, {len(failed)} failed")
-    return 1 if failed else 0
+    ours = {
+        k: r
+        for k, r in results.items()
+        if r.error is not None and r.error.status is Status.extension_error
+    }
+    for result in ours.values():
+        assert result.error is not None
+        print(
+            f"nbcache: error of sphinx-nbcache while executing {result.source}, through no "
+            "fault of the notebook (please report this bug); nothing was cached, the next "
+            f"run executes it again:\n{result.error.traceback}",
+            file=sys.stderr,
+        )
+    failed = [r for k, r in results.items() if not r.succeeded and k not in ours]
+    errors = f", {len(ours)} error(s) of sphinx-nbcache" if ours else ""
+    print(f"{len(results) - len(failed) - len(ours)} succeeded, {len(failed)} failed{errors}")
+    return 1 if failed or ours else 0
 
 
 def _show_progress(app: Sphinx) -> None:

@@ -286,6 +286,15 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         where = "" if number is None else f" in code cell {number}"
         # a kernel's error value can hold colour codes (IPython's own, a library's)
         value = plain_text(error.value)
+        if error.status is Status.extension_error:
+            message = (
+                f"sphinx-nbcache failed while executing the notebook, through no fault of the "
+                f"notebook (please report this bug): {error.name}: {value}; nothing was "
+                f"cached, the next build executes it again\n{plain_text(error.traceback)}"
+                f"(traceback saved in {report})"
+            )
+            report_error(message, Subtype.internal, location=(docname, None))
+            return
         message = f"{FAILURE_TEXT[error.status]}{where}: {plain_text(error.name)}: {value}"
         if error.name == STDIN_ERROR:
             message += " (a notebook cannot read input() during a build)"

@@ -17,8 +17,9 @@ from typing import IO, Any, Protocol
 
 import nbformat
 import zmq.asyncio
+from jupyter_client.kernelspec import NoSuchKernel
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 from sphinx_nbcache.inputs import discover
 from sphinx_nbcache.inputs.artefacts import capture_artefacts
@@ -32,6 +33,7 @@ from sphinx_nbcache.model import (
     ExecutionResult,
     Status,
     cell_timeout,
+    internal_failure,
     now_utc,
 )
 from sphinx_nbcache.notebook.cells import code_cell_indices
@@ -115,11 +117,24 @@ async def execute_job(
     digests: discover.FileDigests | None = None,
 ) -> ExecutionResult:
     """Execute one notebook in its own kernel, started by ``starter``; every
-    failure becomes a failed result.
+    failure becomes a failed result, an error of ours one of status ``extension-error``.
 
     A kernel that dies before running a cell is started again: concurrent start-ups can race
     for a TCP port ("Address already in use"), which says nothing about the notebook.
     """
+    try:
+        return await _execute_job(job, pool, watcher, starter, digests)
+    except Exception as exc:  # not the notebook's: cells and kernels fail inside
+        return internal_failure(job, exc)
+
+
+async def _execute_job(
+    job: ExecutionJob,
+    pool: Pool,
+    watcher: Watcher,
+    starter: KernelStarter,
+    digests: discover.FileDigests | None,
+) -> ExecutionResult:
     notebook = nbformat.reads(job.notebook_json, as_version=4)
     code_indices = code_cell_indices(notebook.cells)
     clock = CellClock(job)
@@ -178,7 +193,7 @@ async def _execute_once(
     error: CellError | None = None
     runtime = 0.0
     collected: dict[str, Any] | None = None
-    discovering = released = False
+    discovering = released = ours = False
     # the kernel's log has no name, so that it goes with the last process holding it
     # even when this one is killed (a Dask worker lost mid-notebook, say)
     with (
@@ -228,6 +243,9 @@ async def _execute_once(
         except CellExecutionError as exc:
             error = _cell_error(exc, clock.current, str(exc))
         except Exception as exc:
+            if not _kernels_failure(exc):
+                ours = True
+                raise
             error = CellError(type(exc).__name__, str(exc), _explain(exc), clock.current)
         finally:
             task = asyncio.current_task()
@@ -235,6 +253,7 @@ async def _execute_once(
             if (
                 discovering
                 and not cancelled
+                and not ours
                 and (error is None or error.status is Status.cell_error)
             ):
                 collected = await _collect(client)
@@ -261,6 +280,34 @@ IOPUB_CHECK = 0.2
 """Seconds to wait for the first IOPub message that shows the channel is connected."""
 
 
+class KernelStartError(RuntimeError):
+    """The kernel process started, but died or hung before it answered."""
+
+
+KERNEL_LIBRARIES = frozenset({"jupyter_client", "nbclient", "zmq"})
+
+
+def _kernels_failure(exc: Exception) -> bool:
+    """Whether ``exc``, raised while a notebook ran but not by a cell, is the kernel's
+    failure, the notebook's outcome: the kernel died, is not installed, or could not start
+    or answer. So is an ``OSError`` (the system refused a process, a port, a file; timeouts
+    are ``OSError`` too), and a ``RuntimeError`` the kernel libraries raised themselves.
+    Anything else (``AttributeError``, ``KeyError``, ``TypeError``..., a ``RuntimeError``
+    of our own) is a bug of sphinx-nbcache or of a library: never the notebook's."""
+    if isinstance(exc, (DeadKernelError, NoSuchKernel, KernelStartError, zmq.ZMQError, OSError)):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    # the innermost frame of ours or theirs: our hooks run inside nbclient's frames
+    modules = [
+        frame.f_globals.get("__name__", "") for frame, _ in traceback.walk_tb(exc.__traceback__)
+    ]
+    ours = __name__.split(".")[0]
+    packages = [str(name).split(".")[0] for name in modules]
+    raiser = next((p for p in reversed(packages) if p in KERNEL_LIBRARIES or p == ours), "")
+    return raiser in KERNEL_LIBRARIES
+
+
 async def _start_client(client: NotebookClient, context: zmq.asyncio.Context) -> None:
     """nbclient's start of the kernel client, without jupyter_client's last step: waiting
     for IOPub to stay silent for 0.2 s. Every kernel would pay that wait, and nbclient
@@ -285,9 +332,9 @@ async def _start_client(client: NotebookClient, context: zmq.asyncio.Context) ->
                 kc._handle_kernel_info_reply(reply)  # the protocol version it speaks
                 break
         if not await kc.is_alive():
-            raise RuntimeError("Kernel died before replying to kernel_info")
+            raise KernelStartError("Kernel died before replying to kernel_info")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"Kernel didn't respond in {client.startup_timeout} seconds")
+            raise KernelStartError(f"Kernel didn't respond in {client.startup_timeout} seconds")
 
 
 DISCOVERY_TIMEOUT = 10.0
