@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
 from sphinx_nbcache.cache.store import DamagedEntryError, Store, StoreWriteError, UnsignedEntryError
 from sphinx_nbcache.config import Settings
@@ -46,6 +46,15 @@ Explain = Callable[[str, str], None]
 KEPT_AT_MOST = 64 * 2**20
 """Bytes of JSON of the results a build keeps between planning and parsing their pages;
 beyond that (notebooks with many images, say), a page's result is read again."""
+
+
+class BuildWatcher(Watcher, Protocol):
+    """What a caller of :meth:`Pipeline.execute` hears: the executor's events, and the
+    notebooks another build on the same cache executed meanwhile."""
+
+    def taken(self, source: str) -> None:
+        """Another build executed and stored the notebook while this one waited; its result
+        is taken from the cache instead of executing again."""
 
 
 class Pipeline:
@@ -262,7 +271,7 @@ class Pipeline:
     def execute(
         self,
         notebooks: Iterable[PlannedNotebook],
-        watcher: Watcher,
+        watcher: BuildWatcher,
         executor: Executor | None = None,
     ) -> dict[str, ExecutionResult]:
         """Execute each distinct key once, concurrently; results by key.
@@ -286,7 +295,7 @@ class Pipeline:
         jobs = {key: make_job(p, settings, links) for key, p in planned.items()}
         discovering = [planned[key].kernel for key, job in jobs.items() if job.discover_root]
         self.look_ahead(discovering)
-        locks = _Locks(self, planned)
+        locks = _Locks(self, planned, watcher)
         storing = _Storing(self, watcher, planned, locks)
         executor = executor or self.executor()
         try:
@@ -367,8 +376,11 @@ class _Locks:
     executed once, so a build never waits for itself.
     """
 
-    def __init__(self, pipeline: Pipeline, planned: dict[str, PlannedNotebook]) -> None:
+    def __init__(
+        self, pipeline: Pipeline, planned: dict[str, PlannedNotebook], watcher: BuildWatcher
+    ) -> None:
         self.pipeline = pipeline
+        self.watcher = watcher
         self.store = pipeline.store
         self.timeout = pipeline.settings.lock_timeout
         self.planned = planned
@@ -446,9 +458,7 @@ class _Locks:
             return False  # what the caller chose to execute again
         if check.reusable is None:
             self.pipeline._taken[key] = check.entry
-        self.pipeline.explain(
-            "executed meanwhile by another build; taken from the cache", planned.source
-        )
+        self.watcher.taken(planned.source)
         return True
 
     def release(self, key: str) -> None:

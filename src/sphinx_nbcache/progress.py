@@ -101,6 +101,15 @@ class Progress:
         else:
             self._redraw()
 
+    def taken(self, source: str) -> None:
+        self.done += 1
+        self._print(
+            f"nbcache: [{self.done}/{self.total}] {source} taken from the cache "
+            "(executed meanwhile by another build)"
+        )
+        if self.done == self.total and self.live:
+            LOGGER.info(CLEAR_LINE, nonl=True)
+
     def tick(self, at_once: int) -> None:
         self.limit = at_once
         if self.live:
