@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from sphinx_nbcache.cache.store import DamagedEntryError, Store, StoreWriteError, UnsignedEntryError
+from sphinx_nbcache.cache.payload import DamagedEntryError
+from sphinx_nbcache.cache.store import Store, StoreWriteError, UnsignedEntryError
 from sphinx_nbcache.config import Settings
 from sphinx_nbcache.inputs import _fingerprint, discover
 from sphinx_nbcache.inputs.discover import FileDigests

@@ -19,7 +19,8 @@ import diskcache
 import pytest
 
 from helpers import Build, Project, ProjectFactory, code, ipynb
-from sphinx_nbcache.cache.store import LOCK_PREFIX, JSONOnlyDisk, Store
+from sphinx_nbcache.cache.disk import LOCK_PREFIX, JSONOnlyDisk
+from sphinx_nbcache.cache.store import Store
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 

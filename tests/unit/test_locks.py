@@ -14,7 +14,8 @@ from pathlib import Path
 import diskcache
 from diskcache.core import MODE_PICKLE
 
-from sphinx_nbcache.cache.store import LOCK_PREFIX, JSONOnlyDisk, Store
+from sphinx_nbcache.cache.disk import LOCK_PREFIX, JSONOnlyDisk
+from sphinx_nbcache.cache.store import Store
 
 KEY = "k" * 64
 HOLD = """\

@@ -15,14 +15,10 @@ from pathlib import Path
 import pytest
 
 from sphinx_nbcache.cache import store as store_module
+from sphinx_nbcache.cache.disk import JSONOnlyDisk, UnsafeRowError
 from sphinx_nbcache.cache.parsed import ParsedStore
-from sphinx_nbcache.cache.store import (
-    DamagedEntryError,
-    JSONOnlyDisk,
-    Store,
-    StoreWriteError,
-    UnsafeRowError,
-)
+from sphinx_nbcache.cache.payload import DamagedEntryError
+from sphinx_nbcache.cache.store import Store, StoreWriteError
 from sphinx_nbcache.model import CellError, ExecutionResult
 
 

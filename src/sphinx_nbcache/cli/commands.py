@@ -13,9 +13,7 @@ from typing import TYPE_CHECKING, Any
 import nbformat
 
 from sphinx_nbcache import __version__
-from sphinx_nbcache.cache.store import (
-    STORE_SCHEMA,
-)
+from sphinx_nbcache.cache.store import STORE_SCHEMA
 from sphinx_nbcache.cli.project import (
     STATES,
     CliError,

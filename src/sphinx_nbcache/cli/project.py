@@ -16,11 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from sphinx_nbcache.cache.key import explain_difference
 from sphinx_nbcache.cache.parsed import ParsedStore
-from sphinx_nbcache.cache.store import (
-    DamagedEntryError,
-    Store,
-    StoreWriteError,
-)
+from sphinx_nbcache.cache.payload import DamagedEntryError
+from sphinx_nbcache.cache.store import Store, StoreWriteError
 from sphinx_nbcache.cli.sizes import close_store
 from sphinx_nbcache.model import EXECUTING_MODES, ExecutionResult
 from sphinx_nbcache.notebook.cells import code_cell_indices, code_cell_number

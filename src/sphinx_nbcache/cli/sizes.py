@@ -12,10 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sphinx_nbcache.cache.store import (
-    DATABASE,
-    Store,
-)
+from sphinx_nbcache.cache.disk import DATABASE
+from sphinx_nbcache.cache.store import Store
 
 if TYPE_CHECKING:
     pass

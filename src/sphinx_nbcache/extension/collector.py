@@ -14,10 +14,7 @@ from sphinx.environment.collectors import EnvironmentCollector
 from sphinx_nbcache.cache.key import env_digests
 from sphinx_nbcache.extension.state import ENV_VALUES_ATTRIBUTE, build_state, doc_records
 from sphinx_nbcache.model import Status
-from sphinx_nbcache.report import (
-    forget_report_doc,
-    merge_report_docs,
-)
+from sphinx_nbcache.report import forget_report_doc, merge_report_docs
 
 
 class NbCacheCollector(EnvironmentCollector):

@@ -29,9 +29,7 @@ from sphinx_nbcache.notebook.merge import merge_outputs
 from sphinx_nbcache.notebook.read import NotebookReadError, SourceNotebook, cell_line, read_notebook
 from sphinx_nbcache.plan import PlannedNotebook, declared_inputs, plan
 from sphinx_nbcache.progress import Progress
-from sphinx_nbcache.report import (
-    plain_text,
-)
+from sphinx_nbcache.report import plain_text
 from sphinx_nbcache.run.local import ExecutorError
 
 

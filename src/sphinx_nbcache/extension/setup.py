@@ -19,15 +19,11 @@ from sphinx.environment import BuildEnvironment
 from sphinx.errors import ConfigError, SphinxError
 
 from sphinx_nbcache import __version__
+from sphinx_nbcache.cache.disk import DATABASE
 from sphinx_nbcache.cache.parsed import ParsedStore
 from sphinx_nbcache.cache.signing import machine_secret, secret_from_env
-from sphinx_nbcache.cache.store import DATABASE, Store, StoreWriteError
-from sphinx_nbcache.config import (
-    CONFIG_VALUES,
-    build_settings,
-    from_command_line,
-    validate,
-)
+from sphinx_nbcache.cache.store import Store, StoreWriteError
+from sphinx_nbcache.config import CONFIG_VALUES, build_settings, from_command_line, validate
 from sphinx_nbcache.extension.collector import NbCacheCollector, forget_kept
 from sphinx_nbcache.extension.parser import (
     NbCacheParser,

@@ -12,9 +12,7 @@ from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 
 from sphinx_nbcache.cache.parsed import ParsedStore
-from sphinx_nbcache.config import (
-    Settings,
-)
+from sphinx_nbcache.config import Settings
 from sphinx_nbcache.model import ExecutionResult
 from sphinx_nbcache.notebook.read import SourceNotebook
 from sphinx_nbcache.pipeline import Pipeline
