@@ -6,25 +6,17 @@ No Sphinx here: the extension and the command line share this pipeline and one c
 from __future__ import annotations
 
 import dataclasses
-import platform
-import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from typing import Any, Protocol
 
 from sphinx_nbcache.cache.payload import DamagedEntryError
 from sphinx_nbcache.cache.store import Store, StoreWriteError, UnsignedEntryError
 from sphinx_nbcache.config import Settings
-from sphinx_nbcache.inputs import _fingerprint, discover
+from sphinx_nbcache.inputs import discover
 from sphinx_nbcache.inputs.discover import FileDigests
 from sphinx_nbcache.inputs.environment import (
-    changed_environment,
-    installed_version,
-    kernel_environment,
-    kernel_interpreter,
-    normal,
-    report_of,
+    Environments,
     with_packages,
 )
 from sphinx_nbcache.model import (
@@ -71,14 +63,8 @@ class Pipeline:
         self.digests = FileDigests()
         """sha256 of files read by notebooks, declared or discovered: the build's one
         digest cache, shared by planning, lookups and the executor."""
-        self._environments: dict[str, Future[dict[str, Any]]] = {}
-        """What is installed for each kernel, looked at once per build, in a thread."""
-        self._interpreters: dict[str, str | None] = {}
-        """Each kernel's interpreter (:func:`kernel_interpreter`), asked once per build."""
-        self._versions: dict[str, str | None] = {}
-        """Distributions' versions in this interpreter, asked once per build per name."""
-        self._fingerprints: dict[str | None, str | None] = {}
-        """Each interpreter's :func:`_fingerprint.fingerprint` now, by interpreter."""
+        self.environments = Environments(settings.cache_path)
+        """Where each kernel runs and what is installed there, looked at once per build."""
         self._kept: dict[str, tuple[ExecutionResult, int]] = {}
         """Hits looked up while planning, with their size, until the page is parsed."""
         self._kept_bytes = 0
@@ -133,7 +119,9 @@ class Pipeline:
             if loaded is None:
                 return CacheCheck(None)
             result = loaded
-        changed = self.changed_dependency(result) or self.changed_environment(result, planned)
+        changed = self.changed_dependency(result) or self.environments.changed(
+            result.environment, planned.kernel
+        )
         if changed is not None:
             self.explain(f"{changed} since it was executed; executing it again", planned.source)
             return CacheCheck(result, changed=changed)
@@ -174,84 +162,6 @@ class Pipeline:
             if now != digest:
                 return f"{path} changed"
         return None
-
-    def changed_environment(self, result: ExecutionResult, planned: PlannedNotebook) -> str | None:
-        """A package the notebook imported, or Python itself, at another version now in
-        the environment its kernel runs in; None if nothing changed or it cannot be told."""
-        if not result.environment:
-            return None
-        if self.interpreter(planned.kernel) is None:
-            return changed_environment(
-                result.environment, platform.python_version(), self.installed_version
-            )
-        installed = self.installed(planned.kernel)
-        if not installed:
-            return None
-        versions = installed["packages"]
-        return changed_environment(
-            result.environment,
-            installed["python"],
-            lambda name: versions.get(normal(name)),
-        )
-
-    def environment_mark(self, kernel: str) -> tuple[str | None, str | None]:
-        """The interpreter ``kernel`` runs in and the fingerprint of what is installed
-        there. A page keeps it, so that a later build can tell, without listing any
-        package, that the environment changed and the page must be looked up again."""
-        interpreter = self.interpreter(kernel)
-        if interpreter is None:
-            return None, self.fingerprint(None)
-        return interpreter, self.installed(kernel).get("fingerprint")
-
-    def interpreter(self, kernel: str) -> str | None:
-        """:func:`kernel_interpreter`, once per build per kernel."""
-        if kernel not in self._interpreters:
-            self._interpreters[kernel] = kernel_interpreter(kernel)
-        return self._interpreters[kernel]
-
-    def installed_version(self, distribution: str) -> str | None:
-        """:func:`installed_version`, once per build per distribution."""
-        if distribution not in self._versions:
-            self._versions[distribution] = installed_version(distribution)
-        return self._versions[distribution]
-
-    def fingerprint(self, interpreter: str | None, known: str = "") -> str | None:
-        """The fingerprint of what is installed for ``interpreter`` (None: this one), once
-        per build; a foreign interpreter is run, and lists its packages only when its
-        fingerprint is not ``known``. None when it cannot be told."""
-        if interpreter not in self._fingerprints:
-            if interpreter is None:
-                found: str | None = _fingerprint.fingerprint()
-            else:
-                report = report_of(interpreter, known)
-                found = None if report is None else report.get("fingerprint")
-            self._fingerprints[interpreter] = found
-        return self._fingerprints[interpreter]
-
-    def installed(self, kernel: str) -> dict[str, Any]:
-        """What is installed where ``kernel`` runs, looked at once per build."""
-        self.look_ahead([kernel])
-        return self._environments[kernel].result()
-
-    def look_ahead(self, kernels: Iterable[str]) -> None:
-        """Start looking at what is installed where these kernels run, one after another
-        in a thread. On a first build that reads every package's metadata, half a second
-        that the first notebook to finish would otherwise wait for, and with it every
-        kernel the event loop drives; started before the kernels, it runs while they do."""
-        new = [kernel for kernel in dict.fromkeys(kernels) if kernel not in self._environments]
-        futures: dict[str, Future[dict[str, Any]]] = {kernel: Future() for kernel in new}
-        if not futures:
-            return
-        self._environments.update(futures)
-
-        def look() -> None:
-            for kernel, future in futures.items():
-                try:
-                    future.set_result(kernel_environment(kernel, self.settings.cache_path))
-                except BaseException as exc:
-                    future.set_exception(exc)
-
-        threading.Thread(target=look, name="nbcache-environment", daemon=True).start()
 
     def _more_time_now(self, planned: PlannedNotebook, result: ExecutionResult) -> bool:
         """A timed-out result is stale once its limit is raised: time limits are not in
@@ -295,7 +205,7 @@ class Pipeline:
         )
         jobs = {key: make_job(p, settings, links) for key, p in planned.items()}
         discovering = [planned[key].kernel for key, job in jobs.items() if job.discover_root]
-        self.look_ahead(discovering)
+        self.environments.look_ahead(discovering)
         locks = _Locks(self, planned, watcher)
         storing = _Storing(self, watcher, planned, locks)
         executor = executor or self.executor()
@@ -307,8 +217,7 @@ class Pipeline:
                 todo = locks.next()
         finally:
             locks.release_all()
-            for kernel in discovering:  # no thread may outlive the run: Sphinx forks next
-                self._environments[kernel].exception()
+            self.environments.wait(discovering)  # no thread may outlive the run: Sphinx forks
         return storing.results
 
     def executor(self) -> Executor:
@@ -496,7 +405,7 @@ class _Storing:
     def finished(self, result: ExecutionResult) -> None:
         planned = self.planned[result.key]
         if "imported" in result.environment:  # module names -> distributions, in this process
-            installed = self.pipeline.installed(planned.kernel)
+            installed = self.pipeline.environments.installed(planned.kernel)
             environment = with_packages(result.environment, installed)
             result = dataclasses.replace(result, environment=environment)
         self.results[result.key] = result

@@ -20,7 +20,8 @@ from helpers import BASE_CONF, Project, ProjectFactory, code, ipynb, myst_notebo
 from sphinx_nbcache.cache.store import Store
 from sphinx_nbcache.config import build_settings
 from sphinx_nbcache.inputs import discover
-from sphinx_nbcache.inputs.environment import ENVIRONMENTS_FILE, kernel_environment
+from sphinx_nbcache.inputs.artefacts import restore_artefacts
+from sphinx_nbcache.inputs.environment import ENVIRONMENTS_FILE, kernel_environment, normal
 from sphinx_nbcache.plan import declared_inputs
 
 CONF = 'exclude_patterns.append("lib")\n'
@@ -492,7 +493,7 @@ def test_packages_are_the_notebooks_imports_not_those_ipython_loads_for_a_traceb
     assert build.executed == ["errors.ipynb"]
     assert "ZeroDivisionError" in build.html("errors")
     shown = json.loads(nbcache(project, "show", "--json", "errors.ipynb").stdout)
-    packages = {discover.normal(name) for name in shown["dependencies"]["packages"]}
+    packages = {normal(name) for name in shown["dependencies"]["packages"]}
     assert "nbformat" in packages, "a module imported through importlib counts"
     helpers = {"ipython", "stack-data", "executing", "asttokens", "pure-eval", "pygments"}
     assert packages & helpers == set()
@@ -514,7 +515,7 @@ def test_artefacts_of_a_notebook_behind_a_link_go_to_its_folder_and_nowhere_else
         "base64": base64.b64encode(data).decode(),
     }
     wanted = {"fig.txt": artefact, "../site.txt": artefact, "escape/out.txt": artefact}
-    restored, refused = discover.restore_artefacts(wanted, site / "content")
+    restored, refused = restore_artefacts(wanted, site / "content")
     assert restored == ["fig.txt"]
     assert (content / "fig.txt").read_bytes() == data
     assert refused == {

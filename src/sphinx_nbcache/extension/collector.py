@@ -59,7 +59,7 @@ class NbCacheCollector(EnvironmentCollector):
             if not mark:
                 return False
             interpreter, fingerprint = mark
-            now = state.pipeline.fingerprint(interpreter, fingerprint or "")
+            now = state.pipeline.environments.fingerprint(interpreter, fingerprint or "")
             return now is not None and bool(now != fingerprint)
 
         return sorted(

@@ -249,7 +249,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             "finished": result.finished,
             "worker": result.worker,
             "lexer": lexer,
-            "environment": state.pipeline.environment_mark(planned.kernel)
+            "environment": state.pipeline.environments.mark(planned.kernel)
             if result.environment
             else None,
             "raise": bool(error) and options.raise_on_error,

@@ -6,10 +6,13 @@ distributions (and versions) it depends on."""
 from __future__ import annotations
 
 import json
+import platform
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -146,3 +149,102 @@ def report_of(interpreter: str, known: str) -> dict[str, Any] | None:
 def _by_normal_name(environment: dict[str, Any]) -> dict[str, Any]:
     packages = environment.get("packages", {})
     return {**environment, "packages": {normal(n): v for n, v in packages.items()}}
+
+
+class Environments:
+    """Where the kernels of one build run and what is installed there: each kernel's
+    interpreter, versions, fingerprints and package lists looked at once per build (a
+    process that runs many builds looks again for each), the lists in a thread."""
+
+    def __init__(self, cache_path: Path) -> None:
+        self.cache_path = cache_path
+        self._environments: dict[str, Future[dict[str, Any]]] = {}
+        """What is installed for each kernel, looked at once per build, in a thread."""
+        self._interpreters: dict[str, str | None] = {}
+        """Each kernel's interpreter (:func:`kernel_interpreter`), asked once per build."""
+        self._versions: dict[str, str | None] = {}
+        """Distributions' versions in this interpreter, asked once per build per name."""
+        self._fingerprints: dict[str | None, str | None] = {}
+        """Each interpreter's :func:`_fingerprint.fingerprint` now, by interpreter."""
+
+    def changed(self, recorded: dict[str, Any], kernel: str) -> str | None:
+        """A package the notebook imported (``recorded``, as its result keeps it), or Python
+        itself, at another version now where ``kernel`` runs; None if nothing changed or it
+        cannot be told."""
+        if not recorded:
+            return None
+        if self.interpreter(kernel) is None:
+            return changed_environment(recorded, platform.python_version(), self.installed_version)
+        installed = self.installed(kernel)
+        if not installed:
+            return None
+        versions = installed["packages"]
+        return changed_environment(
+            recorded,
+            installed["python"],
+            lambda name: versions.get(normal(name)),
+        )
+
+    def mark(self, kernel: str) -> tuple[str | None, str | None]:
+        """The interpreter ``kernel`` runs in and the fingerprint of what is installed
+        there. A page keeps it, so that a later build can tell, without listing any
+        package, that the environment changed and the page must be looked up again."""
+        interpreter = self.interpreter(kernel)
+        if interpreter is None:
+            return None, self.fingerprint(None)
+        return interpreter, self.installed(kernel).get("fingerprint")
+
+    def interpreter(self, kernel: str) -> str | None:
+        """:func:`kernel_interpreter`, once per build per kernel."""
+        if kernel not in self._interpreters:
+            self._interpreters[kernel] = kernel_interpreter(kernel)
+        return self._interpreters[kernel]
+
+    def installed_version(self, distribution: str) -> str | None:
+        """:func:`installed_version`, once per build per distribution."""
+        if distribution not in self._versions:
+            self._versions[distribution] = installed_version(distribution)
+        return self._versions[distribution]
+
+    def fingerprint(self, interpreter: str | None, known: str = "") -> str | None:
+        """The fingerprint of what is installed for ``interpreter`` (None: this one), once
+        per build; a foreign interpreter is run, and lists its packages only when its
+        fingerprint is not ``known``. None when it cannot be told."""
+        if interpreter not in self._fingerprints:
+            if interpreter is None:
+                found: str | None = _fingerprint.fingerprint()
+            else:
+                report = report_of(interpreter, known)
+                found = None if report is None else report.get("fingerprint")
+            self._fingerprints[interpreter] = found
+        return self._fingerprints[interpreter]
+
+    def installed(self, kernel: str) -> dict[str, Any]:
+        """What is installed where ``kernel`` runs, looked at once per build."""
+        self.look_ahead([kernel])
+        return self._environments[kernel].result()
+
+    def look_ahead(self, kernels: Iterable[str]) -> None:
+        """Start looking at what is installed where these kernels run, one after another
+        in a thread. On a first build that reads every package's metadata, half a second
+        that the first notebook to finish would otherwise wait for, and with it every
+        kernel the event loop drives; started before the kernels, it runs while they do."""
+        new = [kernel for kernel in dict.fromkeys(kernels) if kernel not in self._environments]
+        futures: dict[str, Future[dict[str, Any]]] = {kernel: Future() for kernel in new}
+        if not futures:
+            return
+        self._environments.update(futures)
+
+        def look() -> None:
+            for kernel, future in futures.items():
+                try:
+                    future.set_result(kernel_environment(kernel, self.cache_path))
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+        threading.Thread(target=look, name="nbcache-environment", daemon=True).start()
+
+    def wait(self, kernels: Iterable[str]) -> None:
+        """Until the looks at these kernels are done: no thread may outlive a run."""
+        for kernel in kernels:
+            self._environments[kernel].exception()
