@@ -297,6 +297,13 @@ class _Locks:
         self.before = {key: self.store.stored_at(key) for key in planned} if self.timeout else {}
         """When each entry was written as the run began: one written since is another
         build's, and taken even where the caller chose to execute again."""
+        self.again = {
+            key
+            for key, p in planned.items()
+            if self.timeout and self.before[key] is not None and pipeline.lookup(p) is not None
+        }
+        """Keys the caller executes although a reusable entry exists (``--force``): never
+        taken from the cache, whoever wrote it."""
         self.held: set[str] = set()
         self.waiting: dict[str, tuple[float, str]] = {}
         """Keys another build holds: when this one stops waiting, and who holds them."""
@@ -358,6 +365,8 @@ class _Locks:
         """Whether another build stored the key's result since the run began (or one the
         build would reuse): then this build takes it rather than executing."""
         planned = self.planned[key]
+        if key in self.again:
+            return False
         written = self.store.stored_at(key)
         if written is None:
             return False
