@@ -404,6 +404,12 @@ def configured(values: Mapping[str, Any], name: str) -> Any:
     return values.get(name, BY_NAME[name].default)
 
 
+def is_valid(values: Mapping[str, Any], name: str) -> bool:
+    """Whether :func:`configured` gives a value that passes its own check, for code that
+    must read a value before :func:`validate` runs at ``config-inited``."""
+    return BY_NAME[name].check(configured(values, name)) is None
+
+
 def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
     """Turn ``-D nbcache_workers=4`` into an int and ``-D nbcache_kernel_preload=numpy, pandas``
     into a list of names, as each value's ``from_text`` says."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -19,6 +20,7 @@ from sphinx_nbcache.cache.disk import JSONOnlyDisk, UnsafeRowError
 from sphinx_nbcache.cache.parsed import ParsedStore
 from sphinx_nbcache.cache.payload import DamagedEntryError
 from sphinx_nbcache.cache.store import Store, StoreWriteError
+from sphinx_nbcache.cli.project import entries_of
 from sphinx_nbcache.model import CellError, ExecutionResult
 
 
@@ -204,3 +206,26 @@ def test_a_cache_locked_past_the_timeout_is_given_up_once(
     store.close()
     store.put(make_result("b" * 64))
     assert sorted(store.all_keys()) == ["a" * 64, "b" * 64]
+
+
+def test_a_sources_entries_are_found_by_their_tag_through_the_index(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    mine = [dataclasses.replace(make_result(c * 64), source="a.ipynb") for c in "ab"]
+    for result in [*mine, make_result("c" * 64)]:
+        store.put(result)
+    # an entry written before tags existed has none, and is still found
+    store.cache.set("d" * 64, store.cache.get("a" * 64))
+    assert sorted(store.keys_of("a.ipynb")) == ["a" * 64, "b" * 64, "d" * 64]
+    assert sorted(store.keys_of("docs/nb.ipynb")) == ["c" * 64, "d" * 64]
+    db = sqlite3.connect(tmp_path / "cache.db")
+    indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    assert "Cache_tag_rowid" in indexes
+
+
+def test_a_tag_is_data_the_loaded_result_must_confirm(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.put(make_result("a" * 64))  # executed from docs/nb.ipynb
+    store.cache.set("a" * 64, store.cache.get("a" * 64), tag="other.ipynb")
+    assert store.keys_of("other.ipynb") == ["a" * 64]
+    assert list(entries_of(store, "other.ipynb")) == []
+    assert [key for key, _ in entries_of(store, "docs/nb.ipynb")] == []  # tagged elsewhere

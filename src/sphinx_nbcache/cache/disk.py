@@ -219,6 +219,18 @@ class Rows:
         ).fetchone()
         return int(found[0] or 0) if found is not None else 0
 
+    def tagged(self, tag: str) -> list[str]:
+        """Keys of the rows tagged ``tag`` or untagged, through diskcache's tag index;
+        rows whose key this store never writes are left out, as are locks."""
+        db = self._connection()
+        if db is None:
+            return []
+        found = db.execute(
+            "SELECT key, raw FROM Cache WHERE tag = ? OR tag IS NULL", (tag,)
+        ).fetchall()
+        keys = (self._key(key, raw) for key, raw in found)
+        return [key for key in keys if key is not None and not key.startswith(LOCK_PREFIX)]
+
     def scan(self) -> Iterator[tuple[int, str | None]]:
         """(rowid, key) of every row; key None for a row whose key is not one this store
         writes."""
@@ -226,13 +238,16 @@ class Rows:
         if db is None:
             return
         for rowid, key, raw in db.execute("SELECT rowid, key, raw FROM Cache").fetchall():
-            try:
-                found = self.disk.get(key, raw)
-            except (UnsafeRowError, ValueError):
-                yield rowid, None
-                continue
-            if not found.startswith(LOCK_PREFIX):
+            found = self._key(key, raw)
+            if found is None or not found.startswith(LOCK_PREFIX):
                 yield rowid, found
+
+    def _key(self, key: Any, raw: Any) -> str | None:
+        """A row's key as this store writes it (a lock's too); None for any other key."""
+        try:
+            return self.disk.get(key, raw)
+        except (UnsafeRowError, ValueError):
+            return None
 
     def unsafe(self) -> list[int]:
         """Rows a lookup would refuse to read: a key or a mode this store never writes, or

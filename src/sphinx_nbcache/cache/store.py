@@ -44,9 +44,11 @@ SETTINGS: dict[str, Any] = {
     "eviction_policy": "none",
     "statistics": 0,
     "disk_compress_level": COMPRESS_LEVEL,
+    "tag_index": 1,
 }
 """Every setting diskcache would otherwise take from the database's own Settings table,
-given explicitly. Eviction is off, so a build never silently loses entries it needs."""
+given explicitly. Eviction is off, so a build never silently loses entries it needs; the
+tag index finds a source's entries (each is tagged with its source) without a scan."""
 
 
 class UnsignedEntryError(DamagedEntryError):
@@ -190,7 +192,7 @@ class Store:
             envelope["signature"] = sign(self.secret, *parts)
         cache = self.cache
         try:
-            cache.set(result.key, envelope)
+            cache.set(result.key, envelope, tag=result.source)
         except diskcache.Timeout as exc:
             self._given_up = _why_unwritable(exc)
             raise StoreWriteError(self._given_up) from None
@@ -214,6 +216,15 @@ class Store:
         """Every key this store could have written; rows with other keys are
         :meth:`remove_unsafe`'s."""
         return [key for _, key in self._rows.scan() if key is not None]
+
+    def keys_of(self, source: str) -> list[str]:
+        """Keys of the entries executed from ``source`` (as the project names it), found
+        through their tag; entries written before tags existed come along untagged. Tags
+        are data like the rest of the row: the caller checks the loaded result's source."""
+        try:
+            return self._rows.tagged(source)
+        except sqlite3.Error:
+            return []
 
     def size_of(self, key: str) -> int:
         """Bytes an entry takes, compressed as stored."""

@@ -22,6 +22,7 @@ from sphinx_nbcache.cli.project import (
     dependencies_of,
     dependency_rows,
     entries,
+    entries_of,
     error_cell,
     one_notebook,
     open_project,
@@ -231,7 +232,7 @@ def cmd_clear(args: argparse.Namespace) -> int:
             present = set(store.all_keys())
             keys = sorted(
                 {n.planned.key for n in notebooks if n.planned and n.planned.key in present}
-                | {key for key, result in entries(store) if result and result.source in sources}
+                | {key for source in sources for key, _ in entries_of(store, source)}
             )
             removed = 0
         else:

@@ -70,7 +70,6 @@ class Notebook:
 class Project:
     app: Sphinx
     pipeline: Pipeline
-    _by_source: dict[str, list[tuple[str, ExecutionResult]]] | None = None
 
     @property
     def store(self) -> Store:
@@ -168,7 +167,7 @@ class Project:
             return Notebook(
                 docname, source, state, notebook, planned, result, checked.again, executes
             )
-        previous = self.by_source().get(source)
+        previous = list(entries_of(self.store, source))
         if not previous:
             return Notebook(docname, source, "new", notebook, planned, None, executes=executes)
         key, _ = max(previous, key=lambda entry: entry[1].finished)
@@ -176,17 +175,6 @@ class Project:
         new = planned.material
         why = "unknown" if old is None else explain_difference(old, new)
         return Notebook(docname, source, "stale", notebook, planned, None, why, executes)
-
-    def by_source(self) -> dict[str, list[tuple[str, ExecutionResult]]]:
-        """Every readable entry, by the source it was executed from: a notebook whose own
-        key is missing but whose source has entries was executed with other code or
-        settings before."""
-        if self._by_source is None:
-            self._by_source = {}
-            for key, result in entries(self.store):
-                if result is not None:
-                    self._by_source.setdefault(result.source, []).append((key, result))
-        return self._by_source
 
 
 def _not_executed(notebook: SourceNotebook) -> str:
@@ -212,6 +200,19 @@ def entries(store: Store) -> Iterator[tuple[str, ExecutionResult | None]]:
             yield key, None
             continue
         if result is not None:
+            yield key, result
+
+
+def entries_of(store: Store, source: str) -> Iterator[tuple[str, ExecutionResult]]:
+    """(key, result) of the readable entries executed from ``source``: a notebook whose
+    own key is missing but whose source has entries was executed with other code or
+    settings before. Found by tag; the result itself must name the source."""
+    for key in store.keys_of(source):
+        try:
+            result = store.get(key)
+        except DamagedEntryError:
+            continue
+        if result is not None and result.source == source:
             yield key, result
 
 

@@ -15,13 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sphinx_nbcache.config import (
-    _check_modules,
-    _check_path,
-    cache_path,
-    configured,
-    from_command_line,
-)
+from sphinx_nbcache.config import cache_path, configured, from_command_line, is_valid
 
 if TYPE_CHECKING:
     from sphinx.application import Sphinx
@@ -74,8 +68,8 @@ def _will_execute(values: dict[str, Any], confdir: Path) -> bool:
         values.get("nb_execution_mode", "auto") in ("auto", "cache", "force")
         and configured(values, "nbcache_executor") == "local"
         and configured(values, "nbcache_fork_kernels") is True
-        and _check_modules(configured(values, "nbcache_kernel_preload")) is None
-        and _check_path(cache) is None
+        and is_valid(values, "nbcache_kernel_preload")
+        and is_valid(values, "nbcache_path")
         and not (
             cache_path(cache, values.get("nb_execution_cache_path"), confdir) / "cache.db"
         ).exists()
