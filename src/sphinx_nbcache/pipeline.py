@@ -114,7 +114,8 @@ class Pipeline:
                 return CacheCheck(None, damaged=True)
             except DamagedEntryError as exc:
                 message = f"cache entry {exc}; executing the notebook again"
-                self.warn(message, "cache", planned.source)
+                # the build looks again around the locks: one warning per entry
+                self.warn_once(f"damaged {planned.key}", message, "cache", planned.source)
                 return CacheCheck(None, damaged=True)
             if loaded is None:
                 return CacheCheck(None)
@@ -259,7 +260,8 @@ class Pipeline:
             )
 
     def warn_once(self, problem: str, message: str, subtype: str, source: str) -> None:
-        """A problem of the cache as a whole: one warning per build, at its first page."""
+        """A problem said once per build: of the cache as a whole (at its first page), or
+        of one entry however often the build reads it."""
         if problem not in self._said:
             self._said.add(problem)
             self.warn(message, subtype, source)
