@@ -35,12 +35,12 @@ OLDEST = ("sphinx", "docutils", "myst-parser", "myst-nb")
 """What ``tests_oldest`` installs at its lower bound in pyproject.toml (the newest release
 of that minor), so that the bounds say what is tested; ``tests`` gets the newest."""
 OLDEST_TESTS = [
-    "tests/test_build.py",
-    "tests/test_failures.py",
-    "tests/test_settings.py",
-    "tests/test_reports.py",
-    "tests/test_cli.py::test_status_execute_then_build_executes_nothing",
-    "tests/test_cli.py::test_show_lists_the_files_variables_and_packages_the_entry_depends_on",
+    "tests/sphinx/test_build.py",
+    "tests/sphinx/test_failures.py",
+    "tests/sphinx/test_settings.py",
+    "tests/sphinx/test_reports.py",
+    "tests/cli/test_cli.py::test_status_execute_then_build_executes_nothing",
+    "tests/cli/test_cli.py::test_show_lists_the_files_variables_and_packages_the_entry_depends_on",
     "tests/reliability/test_malformed.py::test_unreadable_notebook_gets_one_readable_warning",
     "tests/reliability/test_malformed.py::"
     "test_undecodable_page_that_is_no_notebook_is_shown_with_replacement_characters",
@@ -69,7 +69,7 @@ def tests_oldest(session: nox.Session) -> None:
     if not session.posargs:
         # myst-nb 1.1 alone matches nb_custom_formats by the last suffix (see _compat.py)
         session.install("myst-nb==1.1.*")
-        session.run("pytest", "tests/test_build.py::test_cold_build_renders_every_format")
+        session.run("pytest", "tests/sphinx/test_build.py::test_cold_build_renders_every_format")
 
 
 @nox.session

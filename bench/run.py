@@ -417,7 +417,7 @@ def package_version(name: str) -> str:
 
 def nbcache_pool(setting: int | None) -> str:
     """How many kernels sphinx-nbcache runs at once, as its build log says it."""
-    from sphinx_nbcache.execute import describe_pool, make_pool
+    from sphinx_nbcache.run.pool import describe_pool, make_pool
 
     return describe_pool(make_pool(setting))
 
@@ -819,11 +819,13 @@ def warm_path(book: Book) -> dict[str, float]:
     from myst_nb.core.config import NbParserConfig
     from myst_parser.config.main import MdParserConfig
 
+    from sphinx_nbcache.cache.parsed import ParsedStore
+    from sphinx_nbcache.cache.signing import machine_secret
+    from sphinx_nbcache.cache.store import Store
     from sphinx_nbcache.config import build_settings
-    from sphinx_nbcache.pipeline import Pipeline, declared_inputs, plan
-    from sphinx_nbcache.read import read_notebook
-    from sphinx_nbcache.signing import machine_secret
-    from sphinx_nbcache.store import ParsedStore, Store
+    from sphinx_nbcache.notebook.read import read_notebook
+    from sphinx_nbcache.pipeline import Pipeline
+    from sphinx_nbcache.plan import declared_inputs, plan
 
     settings = build_settings({}, book.src, book.src)
     pipeline = Pipeline(settings, Store(settings.cache_path), lambda *args: None)
@@ -839,7 +841,7 @@ def warm_path(book: Book) -> dict[str, float]:
             raise BenchError(f"{path} is not a notebook")
         metadata = dict(notebook.notebook.metadata)
         declared, files = declared_inputs(
-            settings, book.src, path.name, metadata, pipeline.warn, pipeline.declared_digests
+            settings, book.src, path.name, metadata, pipeline.warn, pipeline.digests
         )
         found = pipeline.lookup(plan(path.name, notebook, declared, files))
         elapsed = time.perf_counter() - begin
@@ -963,7 +965,7 @@ class _Quiet:
         if not result.succeeded:
             self.failed.append(f"{result.source}: {result.error}")
 
-    def tick(self, pool: Any) -> None:
+    def tick(self, at_once: int) -> None:
         pass
 
 
@@ -986,7 +988,9 @@ def discovery_overhead(kind: str, work: float, repeat: int) -> tuple[Executed, E
     sharing CPUs would spin their timed loops on less CPU, and move the CPU measured."""
     import nbformat
 
-    from sphinx_nbcache.execute import ExecutionJob, LocalExecutor, make_pool
+    from sphinx_nbcache.model import ExecutionJob
+    from sphinx_nbcache.run.local import LocalExecutor
+    from sphinx_nbcache.run.pool import make_pool
 
     folder = BOOKS / "c-discovery"
     folder.mkdir(parents=True, exist_ok=True)

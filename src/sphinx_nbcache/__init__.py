@@ -13,9 +13,9 @@ if TYPE_CHECKING:
 def setup(app: Sphinx) -> dict[str, Any]:
     """Sphinx entry point; the wiring is imported lazily, so that ``nbcache`` commands that
     need no project configuration do not import Sphinx."""
-    from sphinx_nbcache.early import start_early
+    from sphinx_nbcache.run.early import start_early
 
     early = start_early(app)  # first, so that the server imports while myst-nb loads
-    from sphinx_nbcache.sphinx_ext import setup_extension
+    from sphinx_nbcache.extension.setup import setup_extension
 
     return setup_extension(app, early)

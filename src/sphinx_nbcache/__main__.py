@@ -2,6 +2,6 @@
 
 import sys
 
-from sphinx_nbcache.cli import main
+from sphinx_nbcache.cli.main import main
 
 sys.exit(main())

@@ -16,20 +16,33 @@ DEFAULT_CACHE_DIR = ".nbcache"
 JUPYTER_CACHE_SUBFOLDER = "sphinx-nbcache"
 """Where the cache lives inside ``nb_execution_cache_path``, beside what jupyter-cache keeps
 there (``global.db``, ``executed/``), when ``nbcache_path`` is not set."""
-DEFAULT_ARTEFACT_MAX_SIZE = 10 * 1024 * 1024
-DEFAULT_SHIP_MAX_SIZE = 100 * 1024 * 1024
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
 class ConfigValue:
-    """One ``nbcache_*`` value as registered with Sphinx and described in the docs."""
+    """One ``nbcache_*`` value, the only place its default is written: what Sphinx registers
+    (name, default, rebuild, types, description), how it is checked, how ``-D`` text turns
+    into it, and which :class:`Settings` field it fills."""
 
     name: str
     default: Any
-    rebuild: Literal["", "env"]
     types: tuple[type, ...]
-    description: str
     check: Callable[[Any], str | None]
+    """A message saying what is wrong with a value (the name goes before it); None if right."""
+    description: str
+    rebuild: Literal["", "env"] = ""
+    field: str | None = None
+    """The :class:`Settings` field the value fills; None for the few that
+    :func:`build_settings` combines with others, or that the extension reads itself."""
+    freeze: Callable[[Any], Any] = _same
+    """The checked value as the field holds it: lists as tuples, paths as ``Path``."""
+    from_text: Callable[[Any], Any] = _same
+    """The value as given with ``-D``, which Sphinx leaves a string when the default is None
+    and splits at commas, unstripped, when it is a list."""
 
 
 def _check_path(value: Any) -> str | None:
@@ -110,229 +123,300 @@ def _check_env_name(value: Any) -> str | None:
     return f"must be the name of an environment variable such as 'NBCACHE_SECRET', not {value!r}"
 
 
+def _check_seconds(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"must be a number of seconds (int, 0 or more), not {value!r}"
+    return None
+
+
 def _check_bool(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
     return f"must be True or False, not {value!r}"
 
 
+EXECUTORS = ("local", "dask")
+DASK_FILES = ("shared", "ship")
+
+
+def _int_from_text(value: Any) -> Any:
+    """``-D nbcache_workers=4`` gives the string ``'4'``."""
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
+def _names_from_text(value: Any) -> Any:
+    """``-D nbcache_kernel_preload=numpy, pandas`` gives the pieces between commas."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, list) and all(isinstance(name, str) for name in value):
+        return [name.strip() for name in value if name.strip()]
+    return value
+
+
+def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    return tuple(value or ())
+
+
+def _dependency_pairs(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return tuple((pattern, tuple(globs)) for pattern, globs in (value or {}).items())
+
+
 CONFIG_VALUES: tuple[ConfigValue, ...] = (
     ConfigValue(
         "nbcache_path",
-        None,
-        "",
-        (str, os.PathLike, type(None)),
-        "Cache directory; relative paths are taken from the folder of conf.py. "
+        default=None,
+        types=(str, os.PathLike, type(None)),
+        check=_check_path,
+        description="Cache directory; relative paths are taken from the folder of conf.py. "
         f"None means the folder '{JUPYTER_CACHE_SUBFOLDER}' inside nb_execution_cache_path "
         f"when that is set, else '{DEFAULT_CACHE_DIR}' beside conf.py.",
-        _check_path,
+        # Settings.cache_path: resolved with nb_execution_cache_path and the conf.py folder
     ),
     ConfigValue(
         "nbcache_workers",
-        None,
-        "",
-        (int, str, type(None)),  # str: from -D, converted before checks
-        "How many notebooks execute at once (one kernel each). None adapts to the machine: "
-        "one per CPU, more while CPUs are idle.",
-        _optional_positive("adapt to the machine"),
+        default=None,
+        types=(int, str, type(None)),  # str: from -D, converted before checks
+        check=_optional_positive("adapt to the machine"),
+        description="How many notebooks execute at once (one kernel each). None adapts to "
+        "the machine: one per CPU, more while CPUs are idle.",
+        field="workers",
+        from_text=_int_from_text,
     ),
     ConfigValue(
         "nbcache_retry_failed",
-        False,
-        "",
-        (bool,),
-        "Re-execute notebooks whose cached result is a failure instead of reusing it.",
-        _check_bool,
+        default=False,
+        types=(bool,),
+        check=_check_bool,
+        description="Re-execute notebooks whose cached result is a failure instead of reusing it.",
+        field="retry_failed",
+        freeze=bool,
     ),
     ConfigValue(
         "nbcache_notebook_timeout",
-        None,
-        "",
-        (int, str, type(None)),
-        "Seconds all cells of one notebook may take together; None means no limit.",
-        _optional_positive("no limit"),
+        default=None,
+        types=(int, str, type(None)),
+        check=_optional_positive("no limit"),
+        description="Seconds all cells of one notebook may take together; None means no limit.",
+        field="notebook_timeout",
+        from_text=_int_from_text,
+    ),
+    ConfigValue(
+        "nbcache_lock_timeout",
+        default=600,
+        types=(int,),
+        check=_check_seconds,
+        description="Seconds a build waits for another build on the same cache that is "
+        "executing the same notebook, before executing it itself; 0 means never wait.",
+        field="lock_timeout",
     ),
     ConfigValue(
         "nbcache_fork_kernels",
-        True,
-        "",
-        (bool,),
-        "Fork Python kernels from a server that imported ipykernel once, instead of "
-        "starting a new interpreter for every notebook.",
-        _check_bool,
+        default=True,
+        types=(bool,),
+        check=_check_bool,
+        description="Fork Python kernels from a server that imported ipykernel once, instead "
+        "of starting a new interpreter for every notebook.",
+        # Settings.kernel_preload: None when off
     ),
     ConfigValue(
         "nbcache_gc_freeze",
-        True,
-        "",
-        (bool,),
-        "Move what Sphinx and its extensions loaded before the build, and at exit everything, "
-        "out of the garbage collector's reach: shorter collections during the build, none at "
-        "exit.",
-        _check_bool,
+        default=True,
+        types=(bool,),
+        check=_check_bool,
+        description="Move what Sphinx and its extensions loaded before the build, and at exit "
+        "everything, out of the garbage collector's reach: shorter collections during the "
+        "build, none at exit.",
+        # read by the extension when the configuration is read; nothing later needs it
     ),
     ConfigValue(
         "nbcache_kernel_preload",
-        [],
-        "",
-        (list, tuple, str),
-        "Modules the kernel fork server imports once, so that no notebook imports them itself.",
-        _check_modules,
+        default=[],
+        types=(list, tuple, str),
+        check=_check_modules,
+        description="Modules the kernel fork server imports once, so that no notebook imports "
+        "them itself.",
+        field="kernel_preload",
+        freeze=_strings,
+        from_text=_names_from_text,
     ),
     ConfigValue(
         "nbcache_dependencies",
-        {},
-        "env",
-        (dict,),
-        "Files notebooks depend on that discovery cannot see: {notebook glob: [file globs]}, "
-        "globs relative to the source folder. Their contents are part of the cache key.",
-        _check_dependencies,
+        default={},
+        types=(dict,),
+        check=_check_dependencies,
+        description="Files notebooks depend on that discovery cannot see: {notebook glob: "
+        "[file globs]}, globs relative to the source folder. Their contents are part of the "
+        "cache key.",
+        rebuild="env",
+        field="dependencies",
+        freeze=_dependency_pairs,
     ),
     ConfigValue(
         "nbcache_env_vars",
-        [],
-        "env",
-        (list, tuple),
-        "Environment variables whose values are part of every notebook's cache key.",
-        _list_of("environment variable names"),
+        default=[],
+        types=(list, tuple),
+        check=_list_of("environment variable names"),
+        description="Environment variables whose values are part of every notebook's cache key.",
+        rebuild="env",
+        field="env_vars",
+        freeze=_strings,
     ),
     ConfigValue(
         "nbcache_artefact_max_size",
-        DEFAULT_ARTEFACT_MAX_SIZE,
-        "",
-        (int,),
-        "Files up to this many bytes that a notebook writes in its folder are cached with "
-        "its outputs and restored on a hit; 0 captures none.",
-        _check_size,
+        default=10 * 1024 * 1024,
+        types=(int,),
+        check=_check_size,
+        description="Files up to this many bytes that a notebook writes in its folder are "
+        "cached with its outputs and restored on a hit; 0 captures none.",
+        field="artefact_max_size",
     ),
     ConfigValue(
         "nbcache_artefact_include",
-        ["*"],
-        "",
-        (list, tuple),
-        "Glob patterns (relative to the notebook's folder) of the files to capture.",
-        _list_of("glob patterns"),
+        default=["*"],
+        types=(list, tuple),
+        check=_list_of("glob patterns"),
+        description="Glob patterns (relative to the notebook's folder) of the files to capture.",
+        field="artefact_include",
+        freeze=_strings,
     ),
     ConfigValue(
         "nbcache_artefact_exclude",
-        [],
-        "",
-        (list, tuple),
-        "Glob patterns of files not to capture, even when included.",
-        _list_of("glob patterns"),
+        default=[],
+        types=(list, tuple),
+        check=_list_of("glob patterns"),
+        description="Glob patterns of files not to capture, even when included.",
+        field="artefact_exclude",
+        freeze=_strings,
     ),
     ConfigValue(
         "nbcache_executor",
-        "local",
-        "",
-        (str,),
-        "Where notebooks execute: 'local' (a pool of kernels on this machine) or 'dask' "
-        "(the workers of a Dask cluster).",
-        _one_of("local", "dask"),
+        default="local",
+        types=(str,),
+        check=_one_of(*EXECUTORS),
+        description="Where notebooks execute: 'local' (a pool of kernels on this machine) or "
+        "'dask' (the workers of a Dask cluster).",
+        field="executor",
     ),
     ConfigValue(
         "nbcache_dask_scheduler",
-        None,
-        "",
-        (str, type(None)),
-        "The Dask scheduler's address; None takes Dask's own setting (scheduler-address, "
-        "or DASK_SCHEDULER_ADDRESS).",
-        _check_address,
+        default=None,
+        types=(str, type(None)),
+        check=_check_address,
+        description="The Dask scheduler's address; None takes Dask's own setting "
+        "(scheduler-address, or DASK_SCHEDULER_ADDRESS).",
+        field="dask_scheduler",
     ),
     ConfigValue(
         "nbcache_dask_files",
-        "shared",
-        "",
-        (str,),
-        "'shared': workers see the project at the same path; 'ship': each job sends the "
-        "notebook's folder and its declared dependencies along.",
-        _one_of("shared", "ship"),
+        default="shared",
+        types=(str,),
+        check=_one_of(*DASK_FILES),
+        description="'shared': workers see the project at the same path; 'ship': each job "
+        "sends the notebook's folder and its declared dependencies along.",
+        field="dask_files",
     ),
     ConfigValue(
         "nbcache_dask_ship_max_size",
-        DEFAULT_SHIP_MAX_SIZE,
-        "",
-        (int,),
-        "Bytes one job may ship to a Dask worker; a notebook needing more fails with a warning.",
-        _check_size,
+        default=100 * 1024 * 1024,
+        types=(int,),
+        check=_check_size,
+        description="Bytes one job may ship to a Dask worker; a notebook needing more fails "
+        "with a warning.",
+        field="dask_ship_max_size",
     ),
     ConfigValue(
         "nbcache_secret_env",
-        "NBCACHE_SECRET",
-        "",
-        (str,),
-        "The environment variable holding the secret that signs cache entries; when it is "
-        "set, entries not signed with it are not used.",
-        _check_env_name,
+        default="NBCACHE_SECRET",
+        types=(str,),
+        check=_check_env_name,
+        description="The environment variable holding the secret that signs cache entries; "
+        "when it is set, entries not signed with it are not used.",
+        field="secret_env",
     ),
     ConfigValue(
         "nbcache_report",
-        None,
-        "",
-        (str, os.PathLike, type(None)),
-        "Write the execution report as JSON to this path (relative to the output directory).",
-        _check_path,
+        default=None,
+        types=(str, os.PathLike, type(None)),
+        check=_check_path,
+        description="Write the execution report as JSON to this path (relative to the output "
+        "directory).",
+        field="report",
+        freeze=_optional_path,
     ),
     ConfigValue(
         "nbcache_junit",
-        None,
-        "",
-        (str, os.PathLike, type(None)),
-        "Write the execution report as JUnit XML to this path (relative to the output "
-        "directory), one test case per notebook.",
-        _check_path,
+        default=None,
+        types=(str, os.PathLike, type(None)),
+        check=_check_path,
+        description="Write the execution report as JUnit XML to this path (relative to the "
+        "output directory), one test case per notebook.",
+        field="junit",
+        freeze=_optional_path,
     ),
 )
+BY_NAME: Mapping[str, ConfigValue] = {spec.name: spec for spec in CONFIG_VALUES}
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What the pipeline needs from the configuration; plain data, safe to pickle."""
+    """What the pipeline needs from the configuration; plain data, safe to pickle. Made by
+    :func:`build_settings` only: the defaults are the table's (:data:`CONFIG_VALUES`)."""
 
     cache_path: Path
+    """From ``nbcache_path`` and myst-nb's ``nb_execution_cache_path``, resolved."""
+    project_root: Path | None
+    """Files a notebook reads under this folder are tracked as its dependencies."""
+    srcdir: Path | None
+    """Sphinx's source folder; symbolic links to folders in it are followed for the same."""
     workers: int | None
     """None: an adaptive pool."""
     retry_failed: bool
-    notebook_timeout: int | None = None
-    report: Path | None = None
+    notebook_timeout: int | None
+    lock_timeout: int
+    """Seconds to wait for another build executing the same key; 0: never wait."""
+    report: Path | None
     """Relative to the output directory unless absolute."""
-    junit: Path | None = None
-    project_root: Path | None = None
-    """Files a notebook reads under this folder are tracked as its dependencies."""
-    srcdir: Path | None = None
-    """Sphinx's source folder; symbolic links to folders in it are followed for the same."""
-    dependencies: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    junit: Path | None
+    dependencies: tuple[tuple[str, tuple[str, ...]], ...]
     """(notebook glob, file globs) pairs from ``nbcache_dependencies``."""
-    env_vars: tuple[str, ...] = ()
-    artefact_max_size: int = DEFAULT_ARTEFACT_MAX_SIZE
-    artefact_include: tuple[str, ...] = ("*",)
-    artefact_exclude: tuple[str, ...] = ()
-    kernel_preload: tuple[str, ...] | None = ()
+    env_vars: tuple[str, ...]
+    artefact_max_size: int
+    artefact_include: tuple[str, ...]
+    artefact_exclude: tuple[str, ...]
+    kernel_preload: tuple[str, ...] | None
     """Modules the kernel fork server imports besides ipykernel; None: kernels start
     normally (``nbcache_fork_kernels = False``)."""
-    executor: str = "local"
-    dask_scheduler: str | None = None
-    dask_files: str = "shared"
-    dask_ship_max_size: int = DEFAULT_SHIP_MAX_SIZE
-    secret_env: str = "NBCACHE_SECRET"
+    executor: str
+    dask_scheduler: str | None
+    dask_files: str
+    dask_ship_max_size: int
+    secret_env: str
     """The environment variable holding the secret that signs entries (its name, never
     its value: settings travel to Dask and into logs)."""
 
 
+def configured(values: Mapping[str, Any], name: str) -> Any:
+    """The value of ``name`` in ``values``, else its default."""
+    return values.get(name, BY_NAME[name].default)
+
+
+def is_valid(values: Mapping[str, Any], name: str) -> bool:
+    """Whether :func:`configured` gives a value that passes its own check, for code that
+    must read a value before :func:`validate` runs at ``config-inited``."""
+    return BY_NAME[name].check(configured(values, name)) is None
+
+
 def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
     """Turn ``-D nbcache_workers=4`` into an int and ``-D nbcache_kernel_preload=numpy, pandas``
-    into a list of names: ``-D`` gives values whose default is None as plain strings, and
-    lists as the unstripped pieces between commas."""
+    into a list of names, as each value's ``from_text`` says."""
     result = dict(values)
-    for name in ("nbcache_workers", "nbcache_notebook_timeout"):
-        value = result.get(name)
-        if isinstance(value, str) and value.strip().isdigit():
-            result[name] = int(value)
-    preload = result.get("nbcache_kernel_preload")
-    if isinstance(preload, str):
-        preload = preload.split(",")
-    if isinstance(preload, list) and all(isinstance(m, str) for m in preload):
-        result["nbcache_kernel_preload"] = [m.strip() for m in preload if m.strip()]
+    for spec in CONFIG_VALUES:
+        if spec.name in result:
+            result[spec.name] = spec.from_text(result[spec.name])
     return result
 
 
@@ -403,36 +487,16 @@ def build_settings(
 ) -> Settings:
     """Freeze validated values, resolving defaults that depend on the machine or project;
     ``execution_cache_path`` is myst-nb's ``nb_execution_cache_path``."""
-    workers = values.get("nbcache_workers")
+    fields = {
+        spec.field: spec.freeze(configured(values, spec.name))
+        for spec in CONFIG_VALUES
+        if spec.field is not None
+    }
+    if not configured(values, "nbcache_fork_kernels"):
+        fields["kernel_preload"] = None
     return Settings(
         cache_path=cache_path(values.get("nbcache_path"), execution_cache_path, confdir),
-        workers=workers,
-        retry_failed=bool(values.get("nbcache_retry_failed", False)),
-        notebook_timeout=values.get("nbcache_notebook_timeout"),
-        report=_optional_path(values.get("nbcache_report")),
-        junit=_optional_path(values.get("nbcache_junit")),
         project_root=project_root(srcdir) if srcdir is not None else None,
         srcdir=srcdir,
-        dependencies=tuple(
-            (pattern, tuple(globs))
-            for pattern, globs in (values.get("nbcache_dependencies") or {}).items()
-        ),
-        env_vars=tuple(values.get("nbcache_env_vars") or ()),
-        artefact_max_size=values.get("nbcache_artefact_max_size", DEFAULT_ARTEFACT_MAX_SIZE),
-        artefact_include=tuple(values.get("nbcache_artefact_include", ["*"])),
-        artefact_exclude=tuple(values.get("nbcache_artefact_exclude", [])),
-        kernel_preload=(
-            tuple(values.get("nbcache_kernel_preload", ()))
-            if values.get("nbcache_fork_kernels", True)
-            else None
-        ),
-        executor=values.get("nbcache_executor", "local"),
-        dask_scheduler=values.get("nbcache_dask_scheduler"),
-        dask_files=values.get("nbcache_dask_files", "shared"),
-        dask_ship_max_size=values.get("nbcache_dask_ship_max_size", DEFAULT_SHIP_MAX_SIZE),
-        secret_env=values.get("nbcache_secret_env", "NBCACHE_SECRET"),
+        **fields,
     )
-
-
-def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
-    return None if value is None else Path(value)

@@ -24,6 +24,9 @@ class Subtype(enum.Enum):
     """A cell, or the whole notebook, ran past its time limit."""
     kernel = "kernel"
     """The kernel died, could not start, or is not installed."""
+    internal = "internal"
+    """sphinx-nbcache itself failed while a notebook executed (a bug to report): an error
+    with its traceback; nothing is stored, and the next build executes the notebook again."""
     cache = "cache"
     """A cache entry could not be read or validated and was treated as a miss."""
     store = "store"

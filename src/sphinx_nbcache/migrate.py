@@ -31,17 +31,12 @@ from typing import Any
 
 import nbformat
 
-from sphinx_nbcache.execute import NOTEBOOK_METADATA_FROM_EXECUTION, ExecutionResult
-from sphinx_nbcache.key import EXECUTION_TAGS
-from sphinx_nbcache.pipeline import PlannedNotebook
-from sphinx_nbcache.store import (
-    MAX_VALUE_BYTES,
-    DamagedEntryError,
-    Store,
-    UnsafeRowError,
-    check_payload,
-    inside,
-)
+from sphinx_nbcache.cache.disk import MAX_VALUE_BYTES, UnsafeRowError, inside
+from sphinx_nbcache.cache.key import EXECUTION_TAGS
+from sphinx_nbcache.cache.payload import DamagedEntryError, check_payload
+from sphinx_nbcache.cache.store import Store
+from sphinx_nbcache.model import NOTEBOOK_METADATA_FROM_EXECUTION, ExecutionResult
+from sphinx_nbcache.plan import PlannedNotebook
 
 JUPYTER_CACHE_DB = "global.db"
 DEFAULT_FOLDER = ".jupyter_cache"

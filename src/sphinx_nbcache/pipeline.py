@@ -6,306 +6,48 @@ No Sphinx here: the extension and the command line share this pipeline and one c
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import functools
-import json
-import os
-import platform
-import subprocess
-import sys
-import threading
+import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
-from importlib import metadata
-from pathlib import Path, PurePath, PureWindowsPath
-from typing import Any
+from typing import Any, Protocol
 
-import nbformat
-
-from sphinx_nbcache import _environment, discover
+from sphinx_nbcache.cache.payload import DamagedEntryError
+from sphinx_nbcache.cache.store import Store, StoreWriteError, UnsignedEntryError
 from sphinx_nbcache.config import Settings
-from sphinx_nbcache.discover import file_digest
-from sphinx_nbcache.execute import (
+from sphinx_nbcache.inputs import discover
+from sphinx_nbcache.inputs.discover import FileDigests
+from sphinx_nbcache.inputs.environment import (
+    Environments,
+    with_packages,
+)
+from sphinx_nbcache.model import (
     NOTEBOOK_TIMEOUT,
-    CellClock,
     ExecutionJob,
     ExecutionResult,
-    Executor,
-    LocalExecutor,
-    Pool,
-    Watcher,
+    Status,
     cell_timeout,
-    make_pool,
 )
-from sphinx_nbcache.key import env_digests, key_material, notebook_key
-from sphinx_nbcache.preload import Preloader
-from sphinx_nbcache.read import SourceNotebook
-from sphinx_nbcache.store import (
-    DamagedEntryError,
-    Store,
-    StoreWriteError,
-    UnsignedEntryError,
-    read_json_file,
-    write_json_file,
-)
+from sphinx_nbcache.plan import CacheCheck, PlannedNotebook, Warn, make_job
+from sphinx_nbcache.run.driver import Running, Watcher
+from sphinx_nbcache.run.local import Executor, LocalExecutor
+from sphinx_nbcache.run.pool import make_pool
+from sphinx_nbcache.run.preload import Preloader
 
-THIS_PYTHON = frozenset(
-    {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}
-)
-"""Kernelspec interpreters jupyter_client replaces with its own ``sys.executable``."""
-
-Warn = Callable[[str, str, str], None]
-"""``warn(message, subtype, source)``; the caller decides how to log and where."""
 Explain = Callable[[str, str], None]
 """``explain(message, source)``: why a stored result is not used."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PlannedNotebook:
-    """A notebook that goes through the cache, identified by its project-relative path."""
-
-    source: str
-    notebook: SourceNotebook
-    key: str
-    declared: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """What the project declares it depends on, as it is now (part of the key)."""
-    declared_files: tuple[Path, ...] = ()
-    """The declared files themselves, to copy into a temporary working folder."""
-
-    @property
-    def kernel(self) -> str:
-        return str(self.notebook.notebook.metadata.get("kernelspec", {}).get("name", ""))
-
-    @property
-    def material(self) -> dict[str, Any]:
-        return key_material(self.notebook.notebook, self.notebook.options, self.declared)
-
-
-def plan(
-    source: str,
-    notebook: SourceNotebook,
-    declared: dict[str, Any] | None = None,
-    declared_files: tuple[Path, ...] = (),
-) -> PlannedNotebook:
-    declared = declared or {}
-    key = notebook_key(notebook.notebook, notebook.options, declared)
-    return PlannedNotebook(source, notebook, key, declared, declared_files)
-
-
-def declared_inputs(
-    settings: Settings,
-    srcdir: Path,
-    source: str,
-    metadata: dict[str, Any],
-    warn: Warn,
-    digests: dict[str, str | None] | None = None,
-) -> tuple[dict[str, Any], tuple[Path, ...]]:
-    """The files and environment variables declared for the notebook at ``source``
-    (relative to ``srcdir``): ``nbcache_dependencies`` globs whose notebook pattern
-    matches, globs in the notebook's own ``nbcache: {dependencies: [...]}`` metadata
-    (relative to its folder), and ``nbcache_env_vars`` (salted hashes of their values,
-    see :func:`env_digests`). Files by sha256 of their content,
-    under paths relative to ``srcdir``; ``digests`` remembers them across notebooks, so
-    that a file shared by many is read once per build. A pattern that is absolute or
-    reaches outside the project is left out, with a ``warn(message, subtype, source)``."""
-    digests = {} if digests is None else digests
-    patterns = [
-        (srcdir, glob, "config")
-        for notebooks, globs in settings.dependencies
-        if fnmatch.fnmatchcase(source, notebooks)
-        for glob in globs
-    ]
-    own = metadata.get("nbcache", {})
-    own_globs = own.get("dependencies", []) if isinstance(own, dict) else []
-    folder = (srcdir / source).parent
-    patterns += [(folder, glob, "read") for glob in own_globs if isinstance(glob, str)]
-    files, paths = {}, []
-    for base, glob, declared_in in patterns:
-        unusable = _unusable_pattern(settings.project_root or srcdir, base, glob)
-        if unusable is not None:
-            where = "nbcache_dependencies" if declared_in == "config" else "its metadata"
-            message = f"dependency pattern {glob!r} in {where} is ignored: {unusable}"
-            warn(message, declared_in, source)
-            continue
-        for path in sorted(base.glob(glob)):
-            if path.is_file():
-                absolute = str(path.resolve())
-                if digests.get(absolute) is None:
-                    digests[absolute] = file_digest(path)
-                files[Path(os.path.relpath(path, srcdir)).as_posix()] = digests[absolute]
-                paths.append(path)
-    declared: dict[str, Any] = {}
-    if files:
-        declared["files"] = dict(sorted(files.items()))
-    if settings.env_vars:
-        declared["env"] = env_digests(settings.env_vars)
-    return declared, tuple(paths)
-
-
-def _unusable_pattern(root: Path, base: Path, glob: str) -> str | None:
-    """Why ``glob`` (relative to ``base``) cannot be used; None if it can. ``Path.glob``
-    raises on absolute and empty patterns, and files outside the project's repository
-    (``root``; a docs folder's ``../scripts`` is inside it) are not the project's to
-    declare: where they are depends on the machine. The test is on the path as the project
-    writes it as well as resolved: a notebook in a folder the source tree links to
-    (``site/content -> ../content``) declares files through the link."""
-    if not glob or "\0" in glob:
-        return "it is empty or not a file name"
-    if PurePath(glob).anchor or PureWindowsPath(glob).anchor:
-        return "it is an absolute path; patterns are relative to the notebook's folder"
-    written, resolved = base.absolute() / glob, base.resolve() / glob
-    inside = [Path(os.path.normpath(p)).is_relative_to(root.resolve()) for p in (written, resolved)]
-    if not any(inside):
-        return "it reaches outside the project"
-    return None
-
-
-def make_job(
-    planned: PlannedNotebook, settings: Settings, links: dict[str, str] | None = None
-) -> ExecutionJob:
-    """``links``: the source tree's linked folders (:func:`discover.linked_folders`)."""
-    options = planned.notebook.options
-    discover_root = (
-        str(settings.project_root)
-        if settings.project_root is not None and _is_python(planned.notebook.notebook)
-        else None
-    )
-    return ExecutionJob(
-        key=planned.key,
-        source=planned.source,
-        notebook_json=nbformat.writes(planned.notebook.notebook),
-        cwd=None if options.in_temp else str(Path(planned.notebook.path).parent),
-        timeout=options.timeout,
-        allow_errors=options.allow_errors,
-        notebook_timeout=settings.notebook_timeout,
-        cell_metadata_key=options.cell_metadata_key,
-        artefact_max_size=settings.artefact_max_size,
-        artefact_include=settings.artefact_include,
-        artefact_exclude=settings.artefact_exclude,
-        copy_in=_copy_in(planned) if options.in_temp else {},
-        inputs=tuple(str(path) for path in planned.declared_files),
-        discover_root=discover_root,
-        links=dict(links or {}) if discover_root is not None else {},
-    )
-
-
-def _copy_in(planned: PlannedNotebook) -> dict[str, str]:
-    """Declared files in the notebook's folder, by path relative to it: a temporary working
-    folder gets them, so the notebook finds them where it would without it."""
-    folder = Path(planned.notebook.path).parent.resolve()
-    found = {}
-    for path in planned.declared_files:
-        try:
-            found[path.resolve().relative_to(folder).as_posix()] = str(path)
-        except ValueError:
-            continue
-    return found
-
-
-@functools.cache
-def kernel_interpreter(kernel: str) -> str | None:
-    """The interpreter ``kernel`` runs in; None when it is this process's own (ipykernel's
-    kernelspec, or "python" which jupyter_client maps to it) or cannot be told."""
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    try:
-        argv = KernelSpecManager().get_kernel_spec(kernel or "python3").argv
-    except Exception:
-        return None
-    python = argv[0] if argv else ""
-    if not python or python in THIS_PYTHON:
-        return None
-    if Path(python).resolve() == Path(sys.executable).resolve():
-        return None
-    return python
-
-
-@functools.cache
-def installed_version(distribution: str) -> str | None:
-    """A distribution's version in this interpreter, asked once per build per name."""
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 KEPT_AT_MOST = 64 * 2**20
 """Bytes of JSON of the results a build keeps between planning and parsing their pages;
 beyond that (notebooks with many images, say), a page's result is read again."""
 
-ENVIRONMENTS_FILE = "environments.json"
-"""Beside the cache entries: the last :mod:`_environment` report per interpreter."""
 
-ENVIRONMENT_SCRIPT = Path(_environment.__file__)
+class BuildWatcher(Watcher, Protocol):
+    """What a caller of :meth:`Pipeline.execute` hears: the executor's events, and the
+    notebooks another build on the same cache executed meanwhile."""
 
-
-def kernel_environment(kernel: str, cache_path: Path) -> dict[str, Any]:
-    """Python version and installed distributions where ``kernel`` runs: read in this
-    process when the kernel uses this interpreter, else by running the kernel's
-    interpreter once; reused from the last build while the environment's fingerprint is
-    unchanged; empty when it cannot be told. Packages are keyed by normalised name (see
-    :func:`discover.normal`), so that each lookup is a dictionary access."""
-    python = kernel_interpreter(kernel)
-    remembered_file = cache_path / ENVIRONMENTS_FILE
-    remembered = read_json_file(remembered_file)
-    known = remembered.get(python or sys.executable)
-    fingerprint = known.get("fingerprint", "") if isinstance(known, dict) else ""
-    found = _environment.report(fingerprint) if python is None else _report_of(python, fingerprint)
-    if found is None:
-        return {}
-    if set(found) == {"fingerprint"} and isinstance(known, dict):
-        return _by_normal_name(known)
-    remembered[python or sys.executable] = found
-    write_json_file(remembered_file, remembered)
-    return _by_normal_name(found)
-
-
-def _report_of(interpreter: str, known: str) -> dict[str, Any] | None:
-    """:func:`_environment.report` as another interpreter gives it; None if it cannot."""
-    try:
-        done = subprocess.run(
-            [interpreter, str(ENVIRONMENT_SCRIPT), known],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        found = json.loads(done.stdout)
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
-
-
-def _by_normal_name(environment: dict[str, Any]) -> dict[str, Any]:
-    packages = environment.get("packages", {})
-    return {**environment, "packages": {discover.normal(n): v for n, v in packages.items()}}
-
-
-def _is_python(notebook: nbformat.NotebookNode) -> bool:
-    """Discovery talks Python to the kernel: kernels of another language are left alone (a
-    kernelspec without a language, as MyST front matter often has, is tried: a kernel that
-    is not Python answers the hidden request with an error and records nothing)."""
-    kernelspec = notebook.metadata.get("kernelspec", {})
-    language = kernelspec.get("language") or notebook.metadata.get("language_info", {}).get("name")
-    return not language or str(language).lower() == "python"
-
-
-@dataclasses.dataclass(frozen=True)
-class CacheCheck:
-    """What the store holds for a planned notebook, and why a build would not reuse it."""
-
-    entry: ExecutionResult | None
-    """The stored result, if there is one that could be read."""
-    changed: str | None = None
-    """What changed since ``entry`` was executed (a file it read, a package it imported)."""
-    again: str | None = None
-    """Why ``entry``, current, executes again all the same (``force`` mode, a failure to
-    retry, a raised time limit)."""
-    damaged: bool = False
-
-    @property
-    def reusable(self) -> ExecutionResult | None:
-        return None if self.changed or self.again else self.entry
+    def taken(self, source: str) -> None:
+        """Another build executed and stored the notebook while this one waited; its result
+        is taken from the cache instead of executing again."""
 
 
 class Pipeline:
@@ -318,21 +60,21 @@ class Pipeline:
         self.store = store
         self.warn = warn
         self.explain = explain or (lambda message, source: None)
-        self._digests: dict[str, str | None] = {}
-        """sha256 of each dependency, read once per build."""
-        self.declared_digests: dict[str, str | None] = {}
-        """sha256 of each declared file by absolute path, read once per build."""
-        self._environments: dict[str, Future[dict[str, Any]]] = {}
-        """What is installed for each kernel, looked at once per build, in a thread."""
-        self._fingerprints: dict[str | None, str | None] = {}
-        """Each interpreter's :func:`_environment.fingerprint` now, by interpreter."""
+        self.digests = FileDigests()
+        """sha256 of files read by notebooks, declared or discovered: the build's one
+        digest cache, shared by planning, lookups and the executor."""
+        self.environments = Environments(settings.cache_path)
+        """Where each kernel runs and what is installed there, looked at once per build."""
         self._kept: dict[str, tuple[ExecutionResult, int]] = {}
         """Hits looked up while planning, with their size, until the page is parsed."""
         self._kept_bytes = 0
         self._said: set[str] = set()
         """Problems of the whole cache already warned about in this build (each once)."""
+        self._taken: dict[str, ExecutionResult] = {}
+        """Results another build executed while this one waited for it, which :meth:`check`
+        would not reuse (``force`` mode, a failure to retry): this build's all the same."""
         self.early: Preloader | None = None
-        """Fork servers started ahead (see :mod:`sphinx_nbcache.early`), for the next run of
+        """Fork servers started ahead (see :mod:`sphinx_nbcache.run.early`), for the next run of
         the local executor; :meth:`discard_early` stops them when nothing executes."""
 
     def lookup(self, planned: PlannedNotebook, keep: bool = False) -> ExecutionResult | None:
@@ -348,6 +90,8 @@ class Pipeline:
     def check(self, planned: PlannedNotebook, keep: bool = False) -> CacheCheck:
         """What the store holds for the notebook and, if it holds a result the build would
         not reuse, why: :meth:`lookup` for the build, the whole answer for ``nbcache``."""
+        if planned.key in self._taken:
+            return CacheCheck(self._taken[planned.key])
         if keep:
             kept = self._kept.get(planned.key)
         else:
@@ -370,12 +114,15 @@ class Pipeline:
                 return CacheCheck(None, damaged=True)
             except DamagedEntryError as exc:
                 message = f"cache entry {exc}; executing the notebook again"
-                self.warn(message, "cache", planned.source)
+                # the build looks again around the locks: one warning per entry
+                self.warn_once(f"damaged {planned.key}", message, "cache", planned.source)
                 return CacheCheck(None, damaged=True)
             if loaded is None:
                 return CacheCheck(None)
             result = loaded
-        changed = self.changed_dependency(result) or self.changed_environment(result, planned)
+        changed = self.changed_dependency(result) or self.environments.changed(
+            result.environment, planned.kernel
+        )
         if changed is not None:
             self.explain(f"{changed} since it was executed; executing it again", planned.source)
             return CacheCheck(result, changed=changed)
@@ -407,89 +154,21 @@ class Pipeline:
         if root is None:
             return None
         for path, digest in sorted(result.dependencies.items()):
-            if path not in self._digests:
-                try:
-                    self._digests[path] = file_digest(root / path)
-                except OSError:
-                    self._digests[path] = None
-            now = self._digests[path]
+            try:
+                now: str | None = self.digests(root / path)
+            except OSError:
+                now = None
             if now is None:
                 return f"{path} is gone"
             if now != digest:
                 return f"{path} changed"
         return None
 
-    def changed_environment(self, result: ExecutionResult, planned: PlannedNotebook) -> str | None:
-        """A package the notebook imported, or Python itself, at another version now in
-        the environment its kernel runs in; None if nothing changed or it cannot be told."""
-        if not result.environment:
-            return None
-        if kernel_interpreter(planned.kernel) is None:
-            return discover.changed_environment(
-                result.environment, platform.python_version(), installed_version
-            )
-        installed = self.installed(planned.kernel)
-        if not installed:
-            return None
-        versions = installed["packages"]
-        return discover.changed_environment(
-            result.environment,
-            installed["python"],
-            lambda name: versions.get(discover.normal(name)),
-        )
-
-    def environment_mark(self, kernel: str) -> tuple[str | None, str | None]:
-        """The interpreter ``kernel`` runs in and the fingerprint of what is installed
-        there. A page keeps it, so that a later build can tell, without listing any
-        package, that the environment changed and the page must be looked up again."""
-        interpreter = kernel_interpreter(kernel)
-        if interpreter is None:
-            return None, self.fingerprint(None)
-        return interpreter, self.installed(kernel).get("fingerprint")
-
-    def fingerprint(self, interpreter: str | None, known: str = "") -> str | None:
-        """The fingerprint of what is installed for ``interpreter`` (None: this one), once
-        per build; a foreign interpreter is run, and lists its packages only when its
-        fingerprint is not ``known``. None when it cannot be told."""
-        if interpreter not in self._fingerprints:
-            if interpreter is None:
-                found: str | None = _environment.fingerprint()
-            else:
-                report = _report_of(interpreter, known)
-                found = None if report is None else report.get("fingerprint")
-            self._fingerprints[interpreter] = found
-        return self._fingerprints[interpreter]
-
-    def installed(self, kernel: str) -> dict[str, Any]:
-        """What is installed where ``kernel`` runs, looked at once per build."""
-        self.look_ahead([kernel])
-        return self._environments[kernel].result()
-
-    def look_ahead(self, kernels: Iterable[str]) -> None:
-        """Start looking at what is installed where these kernels run, one after another
-        in a thread. On a first build that reads every package's metadata, half a second
-        that the first notebook to finish would otherwise wait for, and with it every
-        kernel the event loop drives; started before the kernels, it runs while they do."""
-        new = [kernel for kernel in dict.fromkeys(kernels) if kernel not in self._environments]
-        futures: dict[str, Future[dict[str, Any]]] = {kernel: Future() for kernel in new}
-        if not futures:
-            return
-        self._environments.update(futures)
-
-        def look() -> None:
-            for kernel, future in futures.items():
-                try:
-                    future.set_result(kernel_environment(kernel, self.settings.cache_path))
-                except BaseException as exc:
-                    future.set_exception(exc)
-
-        threading.Thread(target=look, name="nbcache-environment", daemon=True).start()
-
     def _more_time_now(self, planned: PlannedNotebook, result: ExecutionResult) -> bool:
         """A timed-out result is stale once its limit is raised: time limits are not in
         the key, so raising one re-executes only the notebooks that ran out of time."""
         error = result.error
-        if error is None or error.kind != "timeout" or error.timeout is None:
+        if error is None or error.status is not Status.timeout or error.timeout is None:
             return False
         if error.name == NOTEBOOK_TIMEOUT:
             now = self.settings.notebook_timeout
@@ -504,7 +183,7 @@ class Pipeline:
     def execute(
         self,
         notebooks: Iterable[PlannedNotebook],
-        watcher: Watcher,
+        watcher: BuildWatcher,
         executor: Executor | None = None,
     ) -> dict[str, ExecutionResult]:
         """Execute each distinct key once, concurrently; results by key.
@@ -512,6 +191,11 @@ class Pipeline:
         Every result is stored the moment its notebook finishes, before ``watcher`` hears of
         it, so an interrupted run keeps what finished. Returns only after every kernel has
         shut down.
+
+        Another build on the same cache may be executing some of the notebooks: this one
+        executes the others first, then waits for those (see :class:`_Locks`) and takes
+        their results from the cache; they are not among the results returned, and a
+        later :meth:`lookup` finds them.
         """
         planned = {p.key: p for p in notebooks}
         settings = self.settings
@@ -522,20 +206,26 @@ class Pipeline:
         )
         jobs = {key: make_job(p, settings, links) for key, p in planned.items()}
         discovering = [planned[key].kernel for key, job in jobs.items() if job.discover_root]
-        self.look_ahead(discovering)
-        storing = _Storing(self, watcher, planned)
+        self.environments.look_ahead(discovering)
+        locks = _Locks(self, planned, watcher)
+        storing = _Storing(self, watcher, planned, locks)
+        executor = executor or self.executor()
         try:
-            (executor or self.executor()).run(list(jobs.values()), storing)
+            todo = locks.first()
+            while todo or locks.waiting:
+                if todo:
+                    executor.run([jobs[key] for key in todo], storing)
+                todo = locks.next()
         finally:
-            for kernel in discovering:  # no thread may outlive the run: Sphinx forks next
-                self._environments[kernel].exception()
+            locks.release_all()
+            self.environments.wait(discovering)  # no thread may outlive the run: Sphinx forks
         return storing.results
 
     def executor(self) -> Executor:
         """The executor ``nbcache_executor`` names. :raises ExecutorError: when it cannot
         run anything (a Dask scheduler out of reach)."""
         if self.settings.executor == "dask":
-            from sphinx_nbcache.dask_executor import DaskExecutor
+            from sphinx_nbcache.run.dask import DaskExecutor
 
             return DaskExecutor(self.settings)
         early, self.early = self.early, None
@@ -544,6 +234,7 @@ class Pipeline:
             self.settings.kernel_preload,
             lambda message: self.warn(message, "preload", ""),
             preloader=early,
+            digests=self.digests,
         )
 
     def discard_early(self) -> None:
@@ -554,6 +245,8 @@ class Pipeline:
     def store_result(self, result: ExecutionResult, material: dict[str, Any] | None = None) -> None:
         if result.error is not None and result.error.cell_index is None:
             return  # no cell ran (missing kernel, start-up failure): not the notebook's fault
+        if result.error is not None and result.error.status is Status.extension_error:
+            return  # an error of ours: the next build executes the notebook again
         try:
             self.store.put(result, material)
         except StoreWriteError as exc:
@@ -567,35 +260,171 @@ class Pipeline:
             )
 
     def warn_once(self, problem: str, message: str, subtype: str, source: str) -> None:
-        """A problem of the cache as a whole: one warning per build, at its first page."""
+        """A problem said once per build: of the cache as a whole (at its first page), or
+        of one entry however often the build reads it."""
         if problem not in self._said:
             self._said.add(problem)
             self.warn(message, subtype, source)
 
 
-class _Storing:
-    """Stores each result before the caller's watcher hears of it."""
+LOCK_POLL = 0.25
+"""Seconds between looks at the locks a build waits for."""
+LOCK_STALE_EVERY = 2.0
+"""Seconds between asking, of each lock still held, whether its holder is gone."""
+
+
+class _Locks:
+    """The locks of one :meth:`Pipeline.execute` on the keys it executes (see
+    :meth:`Store.lock` for when a lock is stale), so that builds sharing a cache execute
+    each key once.
+
+    All are tried at once before anything executes: a build executes the keys it locked,
+    and then waits for those another build holds, taking each lock as it is released and
+    looking the key up again. Once another build stored its result, that result is taken
+    from the cache; else (the holder failed before storing, or was killed) this build
+    executes it. After ``nbcache_lock_timeout`` seconds of waiting it executes anyway, so
+    nothing waits for ever; 0 turns locking off. A lock is held from before its notebook
+    starts until its result is stored, never across the build; within one build a key is
+    executed once, so a build never waits for itself.
+    """
 
     def __init__(
-        self, pipeline: Pipeline, watcher: Watcher, planned: dict[str, PlannedNotebook]
+        self, pipeline: Pipeline, planned: dict[str, PlannedNotebook], watcher: BuildWatcher
+    ) -> None:
+        self.pipeline = pipeline
+        self.watcher = watcher
+        self.store = pipeline.store
+        self.timeout = pipeline.settings.lock_timeout
+        self.planned = planned
+        self.before = {key: self.store.stored_at(key) for key in planned} if self.timeout else {}
+        """When each entry was written as the run began: one written since is another
+        build's, and taken even where the caller chose to execute again."""
+        self.again = {
+            key
+            for key, p in planned.items()
+            if self.timeout and self.before[key] is not None and pipeline.lookup(p) is not None
+        }
+        """Keys the caller executes although a reusable entry exists (``--force``): never
+        taken from the cache, whoever wrote it."""
+        self.held: set[str] = set()
+        self.waiting: dict[str, tuple[float, str]] = {}
+        """Keys another build holds: when this one stops waiting, and who holds them."""
+
+    def first(self) -> list[str]:
+        """The keys to execute at once: all but those another build holds."""
+        if not self.timeout:
+            return list(self.planned)
+        return self._try(list(self.planned))
+
+    def next(self) -> list[str]:
+        """Wait until some key another build held is free, or its holder is gone, or the
+        wait has lasted its time; the keys to execute then, empty once none is left."""
+        stale_check = time.monotonic()
+        while self.waiting:
+            time.sleep(LOCK_POLL)
+            now = time.monotonic()
+            late = [key for key, (until, _) in self.waiting.items() if until <= now]
+            if now - stale_check >= LOCK_STALE_EVERY:
+                stale_check = now
+                free = [key for key in self.waiting if key not in late]
+            else:
+                free = [k for k in self.waiting if k not in late and not self.store.locked(k)]
+            for key in late:
+                holder = self.waiting[key][1]
+                self.pipeline.explain(
+                    f"waited {self.timeout} s for {holder} to execute it; executing it here",
+                    self.planned[key].source,
+                )
+            todo = self._try(free) + self._try(late, take=True)
+            if todo:
+                return todo
+        return []
+
+    def _try(self, keys: list[str], take: bool = False) -> list[str]:
+        """Try to lock ``keys``; those this build must execute. Once locked, a key is
+        looked up again: another build may have stored its result since."""
+        todo = []
+        for key in keys:
+            got = self.store.lock(key, self.timeout, take)
+            if got is False:
+                if key not in self.waiting:
+                    holder = self.store.holder(key) or "another build"
+                    self.waiting[key] = (time.monotonic() + self.timeout, holder)
+                    self.pipeline.explain(
+                        f"waiting for {holder}, which is executing it", self.planned[key].source
+                    )
+                continue
+            self.waiting.pop(key, None)
+            if got:
+                self.held.add(key)
+            if self._taken(key):
+                self.release(key)
+            else:
+                todo.append(key)
+        return todo
+
+    def _taken(self, key: str) -> bool:
+        """Whether another build stored the key's result since the run began (or one the
+        build would reuse): then this build takes it rather than executing."""
+        planned = self.planned[key]
+        if key in self.again:
+            return False
+        written = self.store.stored_at(key)
+        if written is None:
+            return False
+        check = self.pipeline.check(planned)
+        if check.entry is None or check.changed is not None:
+            return False
+        if written == self.before[key] and check.reusable is None:
+            return False  # what the caller chose to execute again
+        if check.reusable is None:
+            self.pipeline._taken[key] = check.entry
+        self.watcher.taken(planned.source)
+        return True
+
+    def release(self, key: str) -> None:
+        if key in self.held:
+            self.held.discard(key)
+            self.store.unlock(key)
+
+    def release_all(self) -> None:
+        """On every way out: a failure, Ctrl-C."""
+        for key in list(self.held):
+            self.release(key)
+
+
+class _Storing:
+    """Stores each result before the caller's watcher hears of it, then releases its
+    lock."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        watcher: Watcher,
+        planned: dict[str, PlannedNotebook],
+        locks: _Locks,
     ) -> None:
         self.pipeline = pipeline
         self.watcher = watcher
         self.planned = planned
+        self.locks = locks
         self.results: dict[str, ExecutionResult] = {}
 
-    def started(self, job: ExecutionJob, clock: CellClock) -> None:
-        self.watcher.started(job, clock)
+    def started(self, job: ExecutionJob, running: Running) -> None:
+        self.watcher.started(job, running)
 
     def finished(self, result: ExecutionResult) -> None:
         planned = self.planned[result.key]
         if "imported" in result.environment:  # module names -> distributions, in this process
-            installed = self.pipeline.installed(planned.kernel)
-            environment = discover.with_packages(result.environment, installed)
+            installed = self.pipeline.environments.installed(planned.kernel)
+            environment = with_packages(result.environment, installed)
             result = dataclasses.replace(result, environment=environment)
         self.results[result.key] = result
-        self.pipeline.store_result(result, planned.material)
+        try:
+            self.pipeline.store_result(result, planned.material)
+        finally:
+            self.locks.release(result.key)
         self.watcher.finished(result)
 
-    def tick(self, pool: Pool) -> None:
-        self.watcher.tick(pool)
+    def tick(self, at_once: int) -> None:
+        self.watcher.tick(at_once)

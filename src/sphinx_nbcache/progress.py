@@ -18,9 +18,10 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from sphinx_nbcache.execute import CellClock, ExecutionJob, ExecutionResult, Pool
 from sphinx_nbcache.log import LOGGER
-from sphinx_nbcache.validate import code_cell_number
+from sphinx_nbcache.model import ExecutionJob, ExecutionResult, Status
+from sphinx_nbcache.notebook.cells import code_cell_number
+from sphinx_nbcache.run.driver import Running
 
 QUIET_FOR = 30.0
 """Seconds without output after which plain mode says what is still running."""
@@ -54,10 +55,12 @@ def outcome(result: ExecutionResult, cells: Sequence[Any] = ()) -> str:
         return f"executed {took}"
     number = code_cell_number(cells, error.cell_index)
     where = "" if number is None else f" (code cell {number})"
-    if error.kind == "timeout":
+    if error.status is Status.timeout:
         return f"timed out {took}{where}: {error.value}"
-    if error.kind == "kernel":
+    if error.status is Status.kernel_error:
         return f"failed {took}, kernel lost{where}: {error.name}: {error.value}"
+    if error.status is Status.extension_error:
+        return f"failed {took}, error of sphinx-nbcache (not stored): {error.name}: {error.value}"
     return f"failed {took}{where}: {error.name}: {error.value}"
 
 
@@ -69,7 +72,7 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """A :class:`~sphinx_nbcache.execute.Watcher` that logs progress for a person."""
+    """A :class:`~sphinx_nbcache.run.driver.Watcher` that logs progress for a person."""
 
     def __init__(self, total: int, live: bool) -> None:
         self.total = total
@@ -77,13 +80,13 @@ class Progress:
         self.done = 0
         self.limit = 1
         self.runtimes: list[float] = []
-        self.running: dict[str, tuple[ExecutionJob, CellClock, float]] = {}
+        self.running: dict[str, tuple[ExecutionJob, Running, float]] = {}
         self.cells: dict[str, list[Any]] = {}
         """The cells of each notebook started, to number the cell it is in."""
         self.last_output = time.monotonic()
 
-    def started(self, job: ExecutionJob, clock: CellClock) -> None:
-        self.running[job.key] = (job, clock, time.monotonic())
+    def started(self, job: ExecutionJob, running: Running) -> None:
+        self.running[job.key] = (job, running, time.monotonic())
         self.cells[job.key] = json.loads(job.notebook_json).get("cells", [])
         self._redraw()
 
@@ -98,8 +101,17 @@ class Progress:
         else:
             self._redraw()
 
-    def tick(self, pool: Pool) -> None:
-        self.limit = pool.limit
+    def taken(self, source: str) -> None:
+        self.done += 1
+        self._print(
+            f"nbcache: [{self.done}/{self.total}] {source} taken from the cache "
+            "(executed meanwhile by another build)"
+        )
+        if self.done == self.total and self.live:
+            LOGGER.info(CLEAR_LINE, nonl=True)
+
+    def tick(self, at_once: int) -> None:
+        self.limit = at_once
         if self.live:
             self._redraw()
         elif self.running and time.monotonic() - self.last_output >= QUIET_FOR:
@@ -139,7 +151,7 @@ class Progress:
         message = "; ".join(parts) + ". Finished ones are in the cache; the rest execute next time."
         self._print(message)
 
-    def _cell(self, job: ExecutionJob, clock: CellClock) -> str:
+    def _cell(self, job: ExecutionJob, clock: Running) -> str:
         number = code_cell_number(self.cells.get(job.key, []), clock.current)
         return "" if number is None else f"code cell {number}, "
 

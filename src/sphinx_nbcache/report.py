@@ -23,14 +23,9 @@ from sphinx.environment import BuildEnvironment
 from sphinx.errors import NoUri
 from sphinx.util.docutils import SphinxDirective
 
+from sphinx_nbcache.model import STATUS_LABELS, Status
+
 REPORT_SCHEMA = 1
-STATUS_LABELS = {
-    "succeeded": "succeeded",
-    "cell-error": "cell error",
-    "timeout": "timed out",
-    "kernel-error": "kernel lost",
-    "read-error": "unreadable",
-}
 """``status`` values of a record, and how the table shows them."""
 ENV_REPORT_DOCS = "nbcache_report_docs"
 DEFAULT_SLOWEST = 3
@@ -84,13 +79,13 @@ def summarise(notebooks: list[dict[str, Any]]) -> dict[str, Any]:
     fail (a timeout's, its limit), not what a working run would cost."""
     executed = [n for n in notebooks if n["origin"] == "executed"]
     cached = [n for n in notebooks if n["origin"] == "cache"]
-    reused = [n for n in cached if n["status"] == "succeeded"]
+    reused = [n for n in cached if n["status"] == Status.succeeded]
     return {
         "notebooks": len(notebooks),
         "executed": len(executed),
         "from_cache": len(cached),
-        "failed": sum(n["status"] != "succeeded" for n in notebooks),
-        "timed_out": sum(n["status"] == "timeout" for n in notebooks),
+        "failed": sum(n["status"] != Status.succeeded for n in notebooks),
+        "timed_out": sum(n["status"] == Status.timeout for n in notebooks),
         "execution_seconds": round(sum(n["runtime"] for n in executed), 3),
         "saved_seconds": round(sum(n["runtime"] for n in reused), 3),
     }
@@ -111,14 +106,20 @@ def write_json(report: Mapping[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
+ERROR_STATUSES = frozenset(
+    {Status.timeout, Status.kernel_error, Status.read_error, Status.extension_error}
+)
+"""JUnit's errors (the notebook could not run to the end); a cell error is a failure."""
+
+
 def write_junit(report: Mapping[str, Any], path: Path) -> None:
-    """One test case per notebook read this build; a cell error is a failure, a timeout or a
-    lost kernel an error, each with the traceback as its text."""
+    """One test case per notebook read this build; a cell error is a failure, a timeout, a
+    lost kernel or an error of sphinx-nbcache an error, each with the traceback as its text."""
     cases = [n for n in report["notebooks"] if n["this_build"]]
     counts = {
         "tests": str(len(cases)),
-        "failures": str(sum(n["status"] == "cell-error" for n in cases)),
-        "errors": str(sum(n["status"] in ("timeout", "kernel-error", "read-error") for n in cases)),
+        "failures": str(sum(n["status"] == Status.cell_error for n in cases)),
+        "errors": str(sum(n["status"] in ERROR_STATUSES for n in cases)),
         "skipped": "0",
         "time": f"{sum(n['runtime'] for n in cases if n['origin'] == 'executed'):.3f}",
     }
@@ -142,7 +143,7 @@ def write_junit(report: Mapping[str, Any], path: Path) -> None:
         )
         error = notebook["error"]
         if error is not None:
-            tag = "failure" if notebook["status"] == "cell-error" else "error"
+            tag = "failure" if notebook["status"] == Status.cell_error else "error"
             where = "" if error["cell"] is None else f" (code cell {error['cell']})"
             problem = ET.SubElement(
                 case,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROGRESS
+from helpers import PROGRESS
 
 pytest.importorskip("jupyter_book")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Project, ProjectFactory, code, ipynb
+from helpers import Project, ProjectFactory, code, ipynb
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 

@@ -27,10 +27,10 @@ from myst_nb.core.config import NbParserConfig
 from myst_nb.docutils_ import Parser as DocutilsNbParser
 from myst_parser.config.main import MdParserConfig
 
-from conftest import BASE_CONF, Build, Project, code, ipynb, markdown, myst_notebook, percent_script
-from sphinx_nbcache.decoding import ESCAPED, escaping
-from sphinx_nbcache.key import notebook_key
-from sphinx_nbcache.read import NotebookReadError, SourceNotebook, read_notebook
+from helpers import BASE_CONF, Build, Project, code, ipynb, markdown, myst_notebook, percent_script
+from sphinx_nbcache.cache.key import notebook_key
+from sphinx_nbcache.notebook.decoding import ESCAPED, escaping
+from sphinx_nbcache.notebook.read import NotebookReadError, SourceNotebook, read_notebook
 
 SOAK = int(os.environ.get("NBCACHE_SOAK_EXAMPLES", "0"))
 """0 in the suite: a fixed, fast set of examples; else how many to try, at random."""

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from conftest import ProjectFactory, code, ipynb
+from helpers import ProjectFactory, code, ipynb
 
 BUILDS = 3
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import random
 
-from conftest import Build, ProjectFactory, code, ipynb
+from helpers import Build, ProjectFactory, code, ipynb
 
 ROUNDS = int(os.environ.get("NBCACHE_SOAK_ROUNDS", "2"))
 NOTEBOOKS = 6
@@ -27,18 +27,23 @@ def test_concurrent_builds_on_one_cache_lose_nothing(make_project: ProjectFactor
     project = make_project({f"nb{n}.ipynb": notebook(n, 0) for n in versions})
     rng = random.Random(20261204)
     for round_number in range(ROUNDS):
-        for number in rng.sample(sorted(versions), k=rng.randint(1, NOTEBOOKS // 2)):
+        edited = rng.sample(sorted(versions), k=rng.randint(1, NOTEBOOKS // 2))
+        for number in edited:
             versions[number] += 1
             project.write(f"nb{number}.ipynb", notebook(number, versions[number]))
         started = [(name, project.start(*args, out=f"_build/{name}")) for name, args in BUILDS]
+        executed = []
         for name, process in started:
             stdout, stderr = process.communicate(timeout=600)
             build = Build(process.returncode, stdout, stderr, project.root / "_build" / name)
             assert build.returncode == 0, f"round {round_number}, build {name}: {stderr}"
             assert build.warnings == [], f"round {round_number}, build {name}"
+            executed += build.executed
             for number, version in versions.items():
                 page = build.html(f"nb{number}")
                 assert f"nb{number} version {version}" in page, (round_number, name, number)
+        new = versions if round_number == 0 else edited  # each new code version once
+        assert sorted(executed) == sorted(f"nb{n}.ipynb" for n in new), round_number
         assert project.kernels() == [], f"round {round_number}: kernels left behind"
         after = project.build(out="_build/check")
         assert after.returncode == 0, after.stderr

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
+from helpers import Project, ProjectFactory, code, ipynb, myst_notebook, nbcache
 
 NOTEBOOK = ipynb(code("print('the notebook ran')"))
 OTHER = ipynb(code("print('the other notebook ran')"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Build, ProjectFactory, code, ipynb
+from helpers import Build, ProjectFactory, code, ipynb
 
 FIRST = ipynb(code("print('first ran')"))
 SECOND = ipynb(code("print('second ran')"))

@@ -1,0 +1,108 @@
+"""The cache key: changes when, and only when, a notebook's outputs could change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import nbformat
+
+from sphinx_nbcache.model import ExecOptions
+
+KEY_SCHEMA = 1
+"""Bump when the key's content changes, so old entries stop matching instead of lying."""
+
+EXECUTION_TAGS = frozenset({"raises-exception", "skip-execution", "parameters"})
+"""Cell tags that change what the kernel runs or how errors count; all other tags only
+change rendering (``hide-input``, ``remove-output``, ...)."""
+
+
+ENV_SALT = "sphinx-nbcache: environment variable\0"
+
+
+def env_digests(names: Iterable[str]) -> dict[str, str | None]:
+    """The values of environment variables ``names`` as they enter keys and entries: a
+    salted sha256 each (None when unset), so that no cache, report or command shows a
+    secret a variable holds."""
+    found: dict[str, str | None] = {}
+    for name in sorted(names):
+        value = os.environ.get(name)
+        text = f"{ENV_SALT}{name}\0{value}"
+        found[name] = None if value is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return found
+
+
+def key_material(
+    notebook: nbformat.NotebookNode,
+    options: ExecOptions,
+    declared: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything the key depends on, as plain data (useful to explain a miss).
+
+    ``declared`` holds what the project declares a notebook depends on: file contents by
+    project-relative path and environment variable values. Left out when empty, so keys
+    of notebooks without declarations do not change."""
+    kernelspec = notebook.metadata.get("kernelspec", {})
+    cells = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = sorted(EXECUTION_TAGS.intersection(cell.metadata.get("tags", [])))
+        cells.append({"source": cell.source, "tags": tags})
+    material = {
+        "schema": KEY_SCHEMA,
+        "kernel": kernelspec.get("name", ""),
+        "language": kernelspec.get("language", ""),
+        "allow_errors": options.allow_errors,
+        "in_temp": options.in_temp,
+        "cells": cells,
+    }
+    if declared:
+        material["declared"] = declared
+    return material
+
+
+def notebook_key(
+    notebook: nbformat.NotebookNode,
+    options: ExecOptions,
+    declared: dict[str, Any] | None = None,
+) -> str:
+    """A hex digest of :func:`key_material`; never depends on where the project lives."""
+    material = json.dumps(
+        key_material(notebook, options, declared), sort_keys=True, ensure_ascii=False
+    )
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def explain_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Why two key materials differ, in words: what ``nbcache status`` says of a stale entry."""
+    if old.get("schema") != new.get("schema"):
+        return "the key's layout changed with a sphinx-nbcache upgrade"
+    reasons = []
+    for field in ("kernel", "language"):
+        if old.get(field) != new.get(field):
+            reasons.append(f"{field} {old.get(field)!r} -> {new.get(field)!r}")
+    for kind, label in (("files", "declared file"), ("env", "environment variable")):
+        before = old.get("declared", {}).get(kind, {})
+        after = new.get("declared", {}).get(kind, {})
+        for name in sorted(set(before) | set(after)):
+            if before.get(name) != after.get(name):
+                reasons.append(f"{label} {name} changed")
+    settings = [f for f in ("allow_errors", "in_temp") if old.get(f) != new.get(f)]
+    if settings:
+        reasons.append("execution settings changed (" + ", ".join(settings) + ")")
+    old_cells, new_cells = old.get("cells", []), new.get("cells", [])
+    if len(old_cells) != len(new_cells):
+        reasons.append(f"code cells {len(old_cells)} -> {len(new_cells)}")
+    else:
+        changed = [
+            str(number)
+            for number, (a, b) in enumerate(zip(old_cells, new_cells, strict=True), start=1)
+            if a != b
+        ]
+        if changed:
+            reasons.append("code changed in code cell " + ", ".join(changed))
+    return "; ".join(reasons) or "the key changed"

@@ -1,0 +1,430 @@
+"""One notebook through one kernel: nbclient driven on asyncio, per-cell times and
+timeouts, discovery requests, and the result as plain data."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import queue
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import nbformat
+import zmq.asyncio
+from jupyter_client.kernelspec import NoSuchKernel
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+from sphinx_nbcache.inputs import discover
+from sphinx_nbcache.inputs.artefacts import capture_artefacts
+from sphinx_nbcache.inputs.environment import environment
+from sphinx_nbcache.model import (
+    CELL_TIMEOUT,
+    NOTEBOOK_METADATA_FROM_EXECUTION,
+    NOTEBOOK_TIMEOUT,
+    CellError,
+    ExecutionJob,
+    ExecutionResult,
+    Status,
+    cell_timeout,
+    internal_failure,
+    now_utc,
+)
+from sphinx_nbcache.notebook.cells import code_cell_indices
+from sphinx_nbcache.run.kernels import KERNEL_START_ATTEMPTS, KernelStarter, shutdown
+from sphinx_nbcache.run.pool import Pool
+
+
+class CellClock:
+    """nbclient hooks that note which cell is running, how long each one took, and which
+    time limit applies to it: its own, or what is left of the notebook's."""
+
+    def __init__(self, job: ExecutionJob) -> None:
+        self.job = job
+        self.current: int | None = None
+        self.started: dict[int, float] = {}
+        self.times: dict[int, float] = {}
+        self.first_start: float | None = None
+        self.limit: tuple[str, int] | None = None
+        """(error name, seconds) of the limit in force for the current cell."""
+        self.worker = ""
+        """Here: this machine (see :class:`Running`)."""
+
+    def on_cell_start(self, cell: Any, cell_index: int) -> None:
+        self.current = cell_index
+        self.started[cell_index] = time.perf_counter()
+        if self.first_start is None:
+            self.first_start = self.started[cell_index]
+
+    def on_cell_executed(self, cell: Any, cell_index: int, execute_reply: Any) -> None:
+        self.times[cell_index] = time.perf_counter() - self.started[cell_index]
+
+    def timeout_for(self, cell: nbformat.NotebookNode) -> int | None:
+        """nbclient's ``timeout_func``, asked as each cell starts."""
+        own = cell_timeout(cell, self.job.timeout, self.job.cell_metadata_key)
+        self.limit = (CELL_TIMEOUT, own) if own is not None else None
+        total = self.job.notebook_timeout
+        if total is not None:
+            spent = time.perf_counter() - (self.first_start or time.perf_counter())
+            left = max(1, math.ceil(total - spent))
+            if own is None or left < own:
+                self.limit = (NOTEBOOK_TIMEOUT, total)
+                return left
+        return own
+
+
+class Running(Protocol):
+    """What a watcher can see of a notebook while it executes."""
+
+    @property
+    def current(self) -> int | None:
+        """The index of the cell running now (among all cells), None before the first."""
+
+    @property
+    def worker(self) -> str:
+        """Where the notebook runs, when not on this machine."""
+
+
+class Watcher(Protocol):
+    """Told what the executor does, in the executor's thread: progress displays, storing.
+    Each executor emits these events itself, however it runs the notebooks."""
+
+    def started(self, job: ExecutionJob, running: Running) -> None:
+        """The notebook got an execution slot; ``running`` tells which cell runs."""
+
+    def finished(self, result: ExecutionResult) -> None:
+        """The notebook is done and its kernel is gone."""
+
+    def tick(self, at_once: int) -> None:
+        """About every :data:`TICK_EVERY` seconds while anything executes, with how many
+        notebooks may execute at once now."""
+
+
+TICK_EVERY = 1.0
+
+
+async def execute_job(
+    job: ExecutionJob,
+    pool: Pool,
+    watcher: Watcher,
+    starter: KernelStarter,
+    digests: discover.FileDigests | None = None,
+) -> ExecutionResult:
+    """Execute one notebook in its own kernel, started by ``starter``; every
+    failure becomes a failed result, an error of ours one of status ``extension-error``.
+
+    A kernel that dies before running a cell is started again: concurrent start-ups can race
+    for a TCP port ("Address already in use"), which says nothing about the notebook.
+    """
+    try:
+        return await _execute_job(job, pool, watcher, starter, digests)
+    except Exception as exc:  # not the notebook's: cells and kernels fail inside
+        return internal_failure(job, exc)
+
+
+async def _execute_job(
+    job: ExecutionJob,
+    pool: Pool,
+    watcher: Watcher,
+    starter: KernelStarter,
+    digests: discover.FileDigests | None,
+) -> ExecutionResult:
+    notebook = nbformat.reads(job.notebook_json, as_version=4)
+    code_indices = code_cell_indices(notebook.cells)
+    clock = CellClock(job)
+    for _ in range(KERNEL_START_ATTEMPTS):
+        error, runtime, collected = await _execute_once(
+            notebook, job, pool, clock, watcher, starter
+        )
+        raise_if_cancelled()
+        if error is None or clock.current is not None or error.name == "NoSuchKernel":
+            break
+    cells = [notebook.cells[i] for i in code_indices]
+    return ExecutionResult(
+        key=job.key,
+        source=job.source,
+        succeeded=error is None,
+        error=error,
+        outputs=[[dict(nbformat.from_dict(o)) for o in cell.get("outputs", [])] for cell in cells],
+        execution_counts=[cell.get("execution_count") for cell in cells],
+        metadata={
+            name: _plain(notebook.metadata[name])
+            for name in NOTEBOOK_METADATA_FROM_EXECUTION
+            if name in notebook.metadata
+        },
+        runtime=runtime,
+        cell_times=[clock.times.get(i) for i in code_indices],
+        finished=now_utc(),
+        dependencies=(
+            discover.dependencies(
+                collected,
+                Path(job.discover_root),
+                digests or discover.file_digest,
+                job.links,
+                job.excluded,
+            )
+            if collected is not None and job.discover_root is not None
+            else {}
+        ),
+        environment=environment(collected) if collected is not None else {},
+        artefacts=collected.get("artefacts", {}) if collected is not None else {},
+    )
+
+
+async def _execute_once(
+    notebook: nbformat.NotebookNode,
+    job: ExecutionJob,
+    pool: Pool,
+    clock: CellClock,
+    watcher: Watcher,
+    starter: KernelStarter,
+) -> tuple[CellError | None, float, dict[str, Any] | None]:
+    """One kernel's run of the notebook: the error if any, seconds spent, and what the
+    notebook read (None unless discovery ran)."""
+    kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
+    manager = starter.manager(kernel_name)
+    pool.kernels.add(manager)
+    error: CellError | None = None
+    runtime = 0.0
+    collected: dict[str, Any] | None = None
+    discovering = released = ours = False
+    # the kernel's log has no name, so that it goes with the last process holding it
+    # even when this one is killed (a Dask worker lost mid-notebook, say)
+    with (
+        tempfile.TemporaryDirectory(prefix="nbcache-") as tmp,
+        tempfile.TemporaryFile(prefix="nbcache-kernel-", suffix=".log") as kernel_log,
+    ):
+        client = NotebookClient(
+            notebook,
+            km=manager,
+            timeout=job.timeout,
+            allow_errors=job.allow_errors,
+            on_cell_start=clock.on_cell_start,
+            on_cell_executed=clock.on_cell_executed,
+            timeout_func=clock.timeout_for,
+        )
+        if job.cwd is None:
+            for relative, origin in job.copy_in.items():
+                target = Path(tmp, relative)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(origin, target)
+        try:
+            async with pool.ahead():
+                begin = time.perf_counter()
+                starter.prepare(manager)
+                # nbclient's own start: an in-memory IPython history, as under myst-nb,
+                # so that concurrent kernels never share (and lock) one history database
+                await client.async_start_new_kernel(
+                    cwd=job.cwd or tmp, stdout=kernel_log, stderr=kernel_log
+                )
+                await _start_client(client, starter.context)
+                runtime = time.perf_counter() - begin
+                pid = getattr(manager.provisioner, "pid", None)
+                await pool.acquire(pid)
+            watcher.started(job, clock)
+            discovering = job.discover_root is not None and (
+                await _hidden_request(client, discover.SETUP_REQUEST) is not None
+            )
+            begin = time.perf_counter()
+            try:
+                await client.async_execute()
+            finally:
+                pool.release(pid)
+                released = True
+                runtime += time.perf_counter() - begin
+        except CellTimeoutError as exc:
+            error = _timeout_error(clock, str(exc))
+        except CellExecutionError as exc:
+            error = _cell_error(exc, clock.current, str(exc))
+        except Exception as exc:
+            if not _kernels_failure(exc):
+                ours = True
+                raise
+            error = CellError(type(exc).__name__, str(exc), _explain(exc), clock.current)
+        finally:
+            task = asyncio.current_task()
+            cancelled = task is not None and task.cancelling() > 0
+            if (
+                discovering
+                and not cancelled
+                and not ours
+                and (error is None or error.status is Status.cell_error)
+            ):
+                collected = await _collect(client)
+            await shutdown(manager, client)
+            pool.kernels.discard(manager)
+            if released:
+                pool.stopped()
+            if collected is not None and job.artefact_max_size > 0:
+                collected["artefacts"] = capture_artefacts(
+                    collected.get("written", []),
+                    Path(job.cwd or tmp),
+                    job.artefact_max_size,
+                    job.artefact_include,
+                    job.artefact_exclude,
+                )
+        if error is not None and error.status is Status.kernel_error:
+            error = dataclasses.replace(error, traceback=error.traceback + _tail(kernel_log))
+    return error, runtime, collected
+
+
+READY_POLL = 1.0
+"""Seconds to wait for a reply to ``kernel_info`` before asking again."""
+IOPUB_CHECK = 0.2
+"""Seconds to wait for the first IOPub message that shows the channel is connected."""
+
+
+class KernelStartError(RuntimeError):
+    """The kernel process started, but died or hung before it answered."""
+
+
+KERNEL_LIBRARIES = frozenset({"jupyter_client", "nbclient", "zmq"})
+
+
+def _kernels_failure(exc: Exception) -> bool:
+    """Whether ``exc``, raised while a notebook ran but not by a cell, is the kernel's
+    failure, the notebook's outcome: the kernel died, is not installed, or could not start
+    or answer. So is an ``OSError`` (the system refused a process, a port, a file; timeouts
+    are ``OSError`` too), and a ``RuntimeError`` the kernel libraries raised themselves.
+    Anything else (``AttributeError``, ``KeyError``, ``TypeError``..., a ``RuntimeError``
+    of our own) is a bug of sphinx-nbcache or of a library: never the notebook's."""
+    if isinstance(exc, (DeadKernelError, NoSuchKernel, KernelStartError, zmq.ZMQError, OSError)):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    # the innermost frame of ours or theirs: our hooks run inside nbclient's frames
+    modules = [
+        frame.f_globals.get("__name__", "") for frame, _ in traceback.walk_tb(exc.__traceback__)
+    ]
+    ours = __name__.split(".")[0]
+    packages = [str(name).split(".")[0] for name in modules]
+    raiser = next((p for p in reversed(packages) if p in KERNEL_LIBRARIES or p == ours), "")
+    return raiser in KERNEL_LIBRARIES
+
+
+async def _start_client(client: NotebookClient, context: zmq.asyncio.Context) -> None:
+    """nbclient's start of the kernel client, without jupyter_client's last step: waiting
+    for IOPub to stay silent for 0.2 s. Every kernel would pay that wait, and nbclient
+    skips messages of other requests anyway. A reply to ``kernel_info`` and a message on
+    IOPub show that both channels are connected.
+
+    Only the two channels nbclient uses are opened: no stdin (input is not allowed), no
+    control channel (the manager has its own), and no heartbeat, whose thread, event loop
+    and ping every second each client would otherwise pay for (the manager tells whether
+    the kernel process is alive)."""
+    assert client.km is not None
+    kc: Any = client.km.client(context=context)  # an AsyncKernelClient: getters are coroutines
+    client.kc = kc
+    kc.start_channels(stdin=False, hb=False, control=False)
+    deadline = time.monotonic() + client.startup_timeout
+    while True:
+        kc.kernel_info()
+        with contextlib.suppress(queue.Empty):
+            reply = await kc.get_shell_msg(timeout=READY_POLL)
+            if reply["msg_type"] == "kernel_info_reply":
+                await kc.get_iopub_msg(timeout=IOPUB_CHECK)
+                kc._handle_kernel_info_reply(reply)  # the protocol version it speaks
+                break
+        if not await kc.is_alive():
+            raise KernelStartError("Kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise KernelStartError(f"Kernel didn't respond in {client.startup_timeout} seconds")
+
+
+DISCOVERY_TIMEOUT = 10.0
+"""Seconds a hidden request may take; past that, the notebook simply records nothing."""
+
+
+async def _hidden_request(
+    client: NotebookClient, code: str, expressions: dict[str, str] | None = None
+) -> dict[str, Any] | None:
+    """A silent execute request (no output, count or history); its reply, or None."""
+    kc: Any = client.kc  # an AsyncKernelClient: get_shell_msg is a coroutine
+    if kc is None:
+        return None
+    msg_id = kc.execute(
+        code,
+        silent=True,
+        store_history=False,
+        user_expressions=expressions or {},
+        allow_stdin=False,
+    )
+    deadline = time.monotonic() + DISCOVERY_TIMEOUT
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            reply: dict[str, Any] = await kc.get_shell_msg(timeout=left)
+        except queue.Empty:
+            return None
+        if reply.get("parent_header", {}).get("msg_id") == msg_id:
+            return reply if reply.get("content", {}).get("status") == "ok" else None
+    return None
+
+
+async def _collect(client: NotebookClient) -> dict[str, Any] | None:
+    expressions = {"discovered": discover.COLLECT_EXPRESSION}
+    try:
+        reply = await _hidden_request(client, "", expressions)
+    except Exception:
+        return None
+    return None if reply is None else discover.parse_collected(reply)
+
+
+KERNEL_LOG_LINES = 30
+
+
+def _tail(log: IO[bytes]) -> str:
+    """The kernel process's own output (crash messages, fatal errors) is kept out of the
+    build log, where shutdown chatter would only confuse, and shown when the kernel is lost."""
+    log.seek(0)
+    lines = log.read().decode(errors="replace").splitlines()[-KERNEL_LOG_LINES:]
+    if not lines:
+        return ""
+    return "\nThe kernel process printed (last lines):\n" + "\n".join(lines) + "\n"
+
+
+def raise_if_cancelled() -> None:
+    """nbclient can swallow a cancellation and report the kernel it lost as dead; a job
+    cancelled by Ctrl-C must produce no result, or a failure would be cached."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _cell_error(exc: Exception, current: int | None, tb: str) -> CellError:
+    """For a cell error, the kernel's exception name and message, not nbclient's wrapper."""
+    lines = str(exc).strip().splitlines()
+    name = getattr(exc, "ename", None) or type(exc).__name__
+    value = getattr(exc, "evalue", None) or (lines[-1] if lines else "")
+    return CellError(name, value, tb, current)
+
+
+def _explain(exc: Exception) -> str:
+    """What to show for a failure that is not a cell's: the message for the kernel's own
+    troubles (it died, is not installed), the whole Python traceback for anything else."""
+    if type(exc).__module__.split(".")[0] in ("nbclient", "jupyter_client"):
+        return "".join(traceback.format_exception_only(exc))
+    return "".join(traceback.format_exception(exc))
+
+
+def _timeout_error(clock: CellClock, tb: str) -> CellError:
+    name, seconds = clock.limit or (CELL_TIMEOUT, 0)
+    if name == NOTEBOOK_TIMEOUT:
+        value = f"the notebook did not finish within {seconds} s (nbcache_notebook_timeout)"
+    else:
+        value = f"the cell did not finish within {seconds} s"
+    return CellError(name, value, tb, clock.current, seconds)
+
+
+def _plain(value: Any) -> Any:
+    """NotebookNode -> plain dicts and lists, so results serialise as JSON."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
