@@ -827,7 +827,8 @@ def warm_path(book: Book) -> dict[str, float]:
     from sphinx_nbcache.pipeline import Pipeline
     from sphinx_nbcache.plan import declared_inputs, plan
 
-    settings = build_settings({}, book.src, book.src)
+    # the books set nb_execution_cache_path for myst-nb, so the cache lives under it
+    settings = build_settings({}, book.src, book.src, book.src / ".jupyter_cache")
     pipeline = Pipeline(settings, Store(settings.cache_path), lambda *args: None)
     parsed = ParsedStore(settings.cache_path, book.src, machine_secret())
     md_config = MdParserConfig()
