@@ -13,6 +13,16 @@ nb_execution_timeout = 60
 # each notebook importing them itself (see "nbcache_kernel_preload" in the docs).
 nbcache_kernel_preload = ["numpy", "pandas", "matplotlib.pyplot"]
 
+# Notebook instances: one template notebook, a page per parameter set, each executed and
+# cached on its own (see "Notebook instances" in the docs).
+nbcache_instances = {
+    "notebooks/waves": {
+        "slow": {"frequency": 0.5},
+        "fast": {"frequency": 2.0},
+        "damped": {"parameters": {"frequency": 1.0, "damping": 0.4}, "title": "A wave dying out"},
+    },
+}
+
 # Jupytext "percent" scripts are notebooks too.
 nb_custom_formats = {".py": ["jupytext.reads", {"fmt": "py:percent"}]}
 

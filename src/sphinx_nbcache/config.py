@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from sphinx_nbcache.instances import check_config as check_instances
+
 DEFAULT_CACHE_DIR = ".nbcache"
 JUPYTER_CACHE_SUBFOLDER = "sphinx-nbcache"
 """Where the cache lives inside ``nb_execution_cache_path``, beside what jupyter-cache keeps
@@ -256,6 +258,15 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         freeze=_dependency_pairs,
     ),
     ConfigValue(
+        "nbcache_instances",
+        default={},
+        types=(dict,),
+        check=check_instances,
+        description="Notebook instances: {template docname: {instance name: {parameter: "
+        "value}}}; each instance is a page <template>/<instance> executing the template "
+        "with its parameters injected (papermill's conventions).",
+    ),
+    ConfigValue(
         "nbcache_env_vars",
         default=[],
         types=(list, tuple),
@@ -426,7 +437,7 @@ def validate(values: Mapping[str, Any]) -> list[str]:
     for spec in CONFIG_VALUES:
         message = spec.check(values.get(spec.name, spec.default))
         if message:
-            problems.append(f"{spec.name} {message}")
+            problems += [f"{spec.name} {line}" for line in message.splitlines()]
     if values.get("nbcache_executor") == "dask":
         try:
             importlib.import_module("distributed")

@@ -37,6 +37,12 @@ class Subtype(enum.Enum):
     import_ = "import"
     """myst-nb's jupyter-cache could not be imported on a first build (unreadable, or the
     cache not writable); the notebooks execute instead."""
+    parameters = "parameters"
+    """A notebook instance passes parameters its notebook does not define, or the notebook
+    has no cell tagged ``parameters`` (papermill's warnings)."""
+    instances = "instances"
+    """An instances table names a glue key an instance did not glue, or a template with
+    no instances."""
     preload = "preload"
     """Kernels could not be forked as ``nbcache_kernel_preload`` asks, or a module to
     preload could not be imported; kernels then start normally."""

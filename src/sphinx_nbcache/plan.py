@@ -33,6 +33,9 @@ class PlannedNotebook:
     """What the project declares it depends on, as it is now (part of the key)."""
     declared_files: tuple[Path, ...] = ()
     """The declared files themselves, to copy into a temporary working folder."""
+    parameters: dict[str, Any] | None = None
+    """A notebook instance's parameters, injected into ``notebook`` (see
+    :mod:`~sphinx_nbcache.notebook.parameters`)."""
 
     @property
     def kernel(self) -> str:
@@ -40,7 +43,9 @@ class PlannedNotebook:
 
     @property
     def material(self) -> dict[str, Any]:
-        return key_material(self.notebook.notebook, self.notebook.options, self.declared)
+        return key_material(
+            self.notebook.notebook, self.notebook.options, self.declared, self.parameters
+        )
 
 
 def plan(
@@ -48,10 +53,11 @@ def plan(
     notebook: SourceNotebook,
     declared: dict[str, Any] | None = None,
     declared_files: tuple[Path, ...] = (),
+    parameters: dict[str, Any] | None = None,
 ) -> PlannedNotebook:
     declared = declared or {}
-    key = notebook_key(notebook.notebook, notebook.options, declared)
-    return PlannedNotebook(source, notebook, key, declared, declared_files)
+    key = notebook_key(notebook.notebook, notebook.options, declared, parameters)
+    return PlannedNotebook(source, notebook, key, declared, declared_files, parameters)
 
 
 def declared_inputs(

@@ -172,17 +172,23 @@ class NbCacheReport(SphinxDirective):
     option_spec = {"slowest": directives.nonnegative_int}  # noqa: RUF012 (docutils API)
 
     def run(self) -> list[nodes.Node]:
-        docs: set[str] = getattr(self.env, ENV_REPORT_DOCS, set())
-        docs.add(self.env.docname)
-        setattr(self.env, ENV_REPORT_DOCS, docs)
+        note_table_doc(self.env, self.env.docname)
         node = report_placeholder()
         node["slowest"] = self.options.get("slowest", DEFAULT_SLOWEST)
         self.set_source_info(node)
         return [node]
 
 
+def note_table_doc(env: BuildEnvironment, docname: str) -> None:
+    """``docname`` has a table filled from every notebook's record at write time."""
+    docs: set[str] = getattr(env, ENV_REPORT_DOCS, set())
+    docs.add(docname)
+    setattr(env, ENV_REPORT_DOCS, docs)
+
+
 def docs_to_rewrite(app: Sphinx, env: BuildEnvironment) -> list[str]:
-    """Pages with a report table show every notebook, so each build writes them again."""
+    """Pages with a report or instances table show other pages' records, so each build
+    writes them again."""
     return sorted(getattr(env, ENV_REPORT_DOCS, set()))
 
 
@@ -215,13 +221,13 @@ def _table(
     table += group
     group.extend(nodes.colspec(colwidth=1) for _ in HEADERS)
     head = nodes.thead()
-    head += _row([nodes.Text(h) for h in HEADERS])
+    head += table_row([nodes.Text(h) for h in HEADERS])
     body = nodes.tbody()
     for docname in sorted(records):
         record = records[docname]
-        body += _row(
+        body += table_row(
             [
-                _link(app, fromdoc, docname),
+                page_link(app, fromdoc, docname),
                 nodes.Text(STATUS_LABELS.get(record["status"], record["status"])),
                 nodes.Text(f"{record['runtime']:.2f}"),
                 nodes.Text("yes" if record["origin"] == "cache" else "no"),
@@ -234,7 +240,7 @@ def _table(
     return table
 
 
-def _row(cells: list[nodes.Node]) -> nodes.row:
+def table_row(cells: list[nodes.Node]) -> nodes.row:
     row = nodes.row()
     for content in cells:
         entry = nodes.entry()
@@ -243,7 +249,7 @@ def _row(cells: list[nodes.Node]) -> nodes.row:
     return row
 
 
-def _link(app: Sphinx, fromdoc: str, docname: str) -> nodes.Node:
+def page_link(app: Sphinx, fromdoc: str, docname: str) -> nodes.Node:
     title = app.env.titles.get(docname)
     text = title.astext() if title is not None else docname
     try:

@@ -15,7 +15,15 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "sphinx_nbcache"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("model", "config", "log", "inputs._fingerprint", "run._forkserver", "run._reaper"),
+    (
+        "model",
+        "instances",
+        "config",
+        "log",
+        "inputs._fingerprint",
+        "run._forkserver",
+        "run._reaper",
+    ),
     ("cache",),
     ("notebook",),
     ("inputs",),

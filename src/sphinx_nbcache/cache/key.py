@@ -12,6 +12,8 @@ import nbformat
 
 from sphinx_nbcache.model import ExecOptions
 
+INJECTED_TAG = "injected-parameters"
+
 KEY_SCHEMA = 1
 """Bump when the key's content changes, so old entries stop matching instead of lying."""
 
@@ -39,16 +41,21 @@ def key_material(
     notebook: nbformat.NotebookNode,
     options: ExecOptions,
     declared: dict[str, Any] | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the key depends on, as plain data (useful to explain a miss).
 
     ``declared`` holds what the project declares a notebook depends on: file contents by
     project-relative path and environment variable values. Left out when empty, so keys
-    of notebooks without declarations do not change."""
+    of notebooks without declarations do not change. ``parameters``: a notebook
+    instance's, which stand in for its injected cell (the key never depends on how the
+    values are written as code)."""
     kernelspec = notebook.metadata.get("kernelspec", {})
     cells = []
     for cell in notebook.cells:
         if cell.cell_type != "code":
+            continue
+        if parameters is not None and INJECTED_TAG in cell.metadata.get("tags", []):
             continue
         tags = sorted(EXECUTION_TAGS.intersection(cell.metadata.get("tags", [])))
         cells.append({"source": cell.source, "tags": tags})
@@ -62,6 +69,8 @@ def key_material(
     }
     if declared:
         material["declared"] = declared
+    if parameters is not None:
+        material["parameters"] = parameters
     return material
 
 
@@ -69,10 +78,11 @@ def notebook_key(
     notebook: nbformat.NotebookNode,
     options: ExecOptions,
     declared: dict[str, Any] | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> str:
     """A hex digest of :func:`key_material`; never depends on where the project lives."""
     material = json.dumps(
-        key_material(notebook, options, declared), sort_keys=True, ensure_ascii=False
+        key_material(notebook, options, declared, parameters), sort_keys=True, ensure_ascii=False
     )
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
@@ -91,6 +101,12 @@ def explain_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
         for name in sorted(set(before) | set(after)):
             if before.get(name) != after.get(name):
                 reasons.append(f"{label} {name} changed")
+    before, after = old.get("parameters") or {}, new.get("parameters") or {}
+    changed = sorted(
+        name for name in set(before) | set(after) if before.get(name) != after.get(name)
+    )
+    if changed:
+        reasons.append("parameter " + ", ".join(changed) + " changed")
     settings = [f for f in ("allow_errors", "in_temp") if old.get(f) != new.get(f)]
     if settings:
         reasons.append("execution settings changed (" + ", ".join(settings) + ")")

@@ -28,6 +28,7 @@ from sphinx_nbcache.cli.project import (
     open_project,
 )
 from sphinx_nbcache.cli.sizes import measured, removed_line, table
+from sphinx_nbcache.instances import from_command_line
 from sphinx_nbcache.model import Status
 from sphinx_nbcache.notebook.merge import merge_outputs
 from sphinx_nbcache.progress import Progress, colour_allowed, on_terminal
@@ -114,8 +115,15 @@ def cmd_execute(args: argparse.Namespace) -> int:
         overrides["nbcache_executor"] = args.executor
     if args.scheduler is not None:
         overrides["nbcache_dask_scheduler"] = args.scheduler
+    parameters = _parameters(args)
+    if parameters and len(args.paths) != 1:
+        raise CliError("-p gives the parameters of one notebook: name exactly one PATH")
     with open_project(args, overrides) as project:
-        notebooks = project.notebooks(args.paths)
+        notebooks = (
+            [project.instance(args.paths[0], None, parameters)]
+            if parameters
+            else project.notebooks(args.paths)
+        )
         todo = [
             n.planned for n in notebooks if n.planned is not None and (args.force or n.executes)
         ]
@@ -204,9 +212,22 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parameters(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        return from_command_line(args.parameters)
+    except ValueError as exc:
+        raise CliError(f"-p: {exc}") from None
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
+    parameters = _parameters(args)
+    if parameters and args.instance is not None:
+        raise CliError("--instance and -p each name an instance: give one of them")
     with open_project(args, {}) as project:
-        notebook = one_notebook(project, args.path)
+        if parameters or args.instance is not None:
+            notebook = project.instance(args.path, args.instance, parameters)
+        else:
+            notebook = one_notebook(project, args.path)
     if notebook.result is None or notebook.notebook is None:
         raise CliError(f"{args.path}: no cached outputs ({STATES[notebook.state]})")
     merged = merge_outputs(notebook.notebook.notebook, notebook.result)

@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Execute the notebooks a build would execute; exit status 1 if any of them fails.",
     )
     execute.add_argument("paths", nargs="*", metavar="PATH", help="notebooks (default: all)")
+    parameter(execute, "execute PATH as an ad-hoc instance with parameter NAME = VALUE")
     execute.add_argument("--force", action="store_true", help="execute even up-to-date ones")
     execute.add_argument("--workers", type=int, metavar="N", help="notebooks at once")
     execute.add_argument("--timeout", type=int, metavar="SECONDS", help="seconds per cell")
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge = command("merge", "Write a notebook with its cached outputs as .ipynb.")
     merge.add_argument("path", metavar="PATH")
     merge.add_argument("-o", "--output", metavar="OUT.ipynb", help="file (default: stdout)")
+    merge.add_argument("--instance", metavar="NAME", help="the notebook's instance NAME")
+    parameter(merge, "the ad-hoc instance with parameter NAME = VALUE (as executed with -p)")
     merge.set_defaults(run=cmd_merge)
     clear = command("clear", "Remove the entries of the given notebooks, or all entries.")
     clear.add_argument("paths", nargs="*", metavar="PATH", help="notebooks (default: all)")
@@ -114,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.set_defaults(run=cmd_import_jupyter_cache)
     return parser
+
+
+def parameter(command: argparse.ArgumentParser, help: str) -> None:
+    """papermill's ``-p NAME VALUE``, the value read as a YAML scalar (``100``, ``0.5``,
+    ``true``, ``null``, text)."""
+    command.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        dest="parameters",
+        help=help,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,6 +81,24 @@ class Project:
 
         return build_state(self.app).parsed
 
+    def instance(self, path: str, name: str | None, parameters: dict[str, Any]) -> Notebook:
+        """The notebook at ``path`` as its instance ``name`` is, or as an ad-hoc instance
+        with ``parameters`` (papermill's ``-p``)."""
+        from sphinx_nbcache.extension.instances import instances_of
+
+        docname = self._docname(path)
+        if name is not None:
+            found = instances_of(self.app.env)
+            if f"{docname}/{name}" not in found:
+                names = sorted(i.spec.name for i in found.values() if i.template == docname)
+                some = f"its instances: {', '.join(names)}" if names else "it has no instances"
+                raise CliError(f"{path}: no instance {name!r} ({some})")
+            docname = f"{docname}/{name}"
+        notebook = self._notebook(docname, parameters if name is None else None)
+        if notebook is None:
+            raise CliError(f"{path}: not a notebook")
+        return notebook
+
     def notebooks(self, paths: Sequence[str] = ()) -> list[Notebook]:
         """Every notebook of the project, or those at ``paths``, with its state."""
         env = self.app.env
@@ -99,6 +117,8 @@ class Project:
         folder (as ``status`` lists it), with or without its suffix (a docname). Paths are
         taken as written, not resolved, so that a folder the source tree links to keeps
         the name the project gives it; the file a link points to is accepted too."""
+        from sphinx_nbcache.extension.instances import instances_of
+
         env = self.app.env
         srcdir = Path(self.app.srcdir)
         found: dict[str, list[str]] = {}
@@ -108,7 +128,7 @@ class Project:
                 found.setdefault(docname, []).extend(files)
         if not found:
             real = Path(path).resolve()
-            for docname in sorted(env.found_docs):
+            for docname in sorted(env.found_docs - instances_of(env).keys()):
                 if Path(env.doc2path(docname)).resolve() == real:
                     found[docname] = [str(env.doc2path(docname, False))]
         if not found:
@@ -121,38 +141,50 @@ class Project:
     def _documents_at(self, written: Path) -> dict[str, list[str]]:
         """Documents at the absolute path ``written``, a file or a docname: docname -> the
         source files it could be (two for ``x`` beside ``x.ipynb`` and ``x.md``)."""
+        from sphinx_nbcache.extension.instances import instances_of, virtual_source
+
         env = self.app.env
+        srcdir = Path(self.app.srcdir)
+        instances = instances_of(env)
         docname = env.path2doc(str(written))
+        stem = written.relative_to(srcdir).as_posix() if written.is_relative_to(srcdir) else None
+        for name in (docname, stem):
+            if name in instances:  # by its docname, or by its name with the template's suffix
+                virtual = virtual_source(env, name, instances[name])
+                return {name: [virtual]} if written in (srcdir / virtual, srcdir / name) else {}
         if docname in env.found_docs:
             # of x.ipynb and x.md, only the file Sphinx reads is the document x
             same = Path(env.doc2path(docname)) == written
             return {docname: [str(env.doc2path(docname, False))]} if same else {}
-        srcdir = Path(self.app.srcdir)
-        if not written.is_relative_to(srcdir):
-            return {}
-        stem = written.relative_to(srcdir).as_posix()
-        if stem not in env.found_docs:
+        if stem is None or stem not in env.found_docs:
             return {}
         suffixes = env.config.source_suffix
         files = [f"{stem}{suffix}" for suffix in suffixes if (srcdir / f"{stem}{suffix}").is_file()]
         return {stem: files or [str(env.doc2path(stem, False))]}
 
-    def _notebook(self, docname: str) -> Notebook | None:
-        from sphinx_nbcache.extension.parser import plan_document, read_source
+    def _notebook(self, docname: str, parameters: dict[str, Any] | None = None) -> Notebook | None:
+        """``parameters``: an ad-hoc instance's."""
+        from sphinx_nbcache.extension.instances import described, instances_of, virtual_source
+        from sphinx_nbcache.extension.parser import document_notebook, plan_document
 
         env = self.app.env
         path = Path(env.doc2path(docname))
         source = str(env.doc2path(docname, False))
+        instance = instances_of(env).get(docname)
+        if parameters is not None:
+            source = f"{source} ({described(parameters)})"
+        elif instance is not None:
+            source = virtual_source(env, docname, instance)
         try:
             text = path.read_text(encoding=env.config.source_encoding)
-            notebook = read_source(env, path, text, self.parsed)
+            notebook, _ = document_notebook(env, docname, path, text, self.parsed, parameters)
         except (NotebookReadError, OSError, UnicodeDecodeError):
             return Notebook(docname, source, "unreadable", None, None, None)
         if notebook is None:
             return None
         if not notebook.needs_execution:
             return Notebook(docname, source, _not_executed(notebook), notebook, None, None)
-        planned = plan_document(env, docname, notebook)
+        planned = plan_document(env, docname, notebook, parameters)
         checked = self.pipeline.check(planned)
         executes = checked.reusable is None
         if checked.damaged:
@@ -236,6 +268,7 @@ def open_project(args: argparse.Namespace, overrides: dict[str, Any]) -> Iterato
     from sphinx.application import Sphinx
     from sphinx.errors import SphinxError
 
+    from sphinx_nbcache.extension.instances import register
     from sphinx_nbcache.extension.state import build_state
 
     confdir = find_confdir(args.project)
@@ -254,6 +287,7 @@ def open_project(args: argparse.Namespace, overrides: dict[str, Any]) -> Iterato
                 freshenv=True,
             )
             app.env.find_files(app.config, app.builder)
+            register(app, app.env)
         except SphinxError as exc:
             problems = [line for line in warnings.getvalue().splitlines() if line.strip()]
             raise CliError("; ".join([*problems, str(exc)])) from None

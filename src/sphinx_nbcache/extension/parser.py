@@ -3,6 +3,7 @@ and handed to myst-nb to render, with located warnings for failures."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,15 @@ from sphinx.errors import SphinxError
 from sphinx_nbcache.cache.key import explain_difference
 from sphinx_nbcache.cache.parsed import ParsedStore
 from sphinx_nbcache.extension._compat import env_app, note_dependency, reading_document_with
+from sphinx_nbcache.extension.instances import (
+    Instance,
+    decorate_page,
+    described,
+    glued,
+    instances_of,
+    virtual_source,
+)
+from sphinx_nbcache.extension.source import read_source
 from sphinx_nbcache.extension.state import MERGED_READER, BuildState, build_state, doc_records
 from sphinx_nbcache.inputs.artefacts import restore_artefacts
 from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
@@ -26,31 +36,57 @@ from sphinx_nbcache.model import EXECUTING_MODES, FAILURE_TEXT, ExecutionResult,
 from sphinx_nbcache.notebook.cells import code_cell_indices, code_cell_number
 from sphinx_nbcache.notebook.highlight import code_lexer
 from sphinx_nbcache.notebook.merge import merge_outputs
-from sphinx_nbcache.notebook.read import NotebookReadError, SourceNotebook, cell_line, read_notebook
+from sphinx_nbcache.notebook.parameters import (
+    PARAMETERS_TAG,
+    Injected,
+    ParameterError,
+    inject,
+    shift_lines,
+)
+from sphinx_nbcache.notebook.read import NotebookReadError, SourceNotebook, cell_line
 from sphinx_nbcache.plan import PlannedNotebook, declared_inputs, plan
 from sphinx_nbcache.progress import Progress
 from sphinx_nbcache.report import plain_text
 from sphinx_nbcache.run.local import ExecutorError
 
 
-def read_source(
-    env: BuildEnvironment, path: Path, text: str, parsed: ParsedStore
-) -> SourceNotebook | None:
-    """myst-nb's reading of ``text`` with the project's Markdown and notebook settings.
+def document_notebook(
+    env: BuildEnvironment,
+    docname: str,
+    path: Path,
+    text: str,
+    parsed: ParsedStore,
+    parameters: dict[str, Any] | None = None,
+) -> tuple[SourceNotebook | None, Injected | None]:
+    """The notebook page ``docname`` shows: its source's, with an instance's parameters
+    (or ``parameters``, an ad-hoc instance's) injected, and how they were.
 
-    :raises NotebookReadError: if the notebook reader fails on the text.
+    :raises NotebookReadError: if the notebook cannot be read, or the parameters cannot be
+        written in its kernel's language.
     """
-    return read_notebook(
-        path,
-        text,
-        env.myst_config,  # type: ignore[attr-defined]
-        env.mystnb_config,  # type: ignore[attr-defined]
-        parsed,
-        env.config.source_encoding,
-    )
+    notebook = read_source(env, path, text, parsed)
+    instance = instances_of(env).get(docname)
+    if parameters is None and instance is not None:
+        parameters = instance.spec.parameters
+    if notebook is None or parameters is None:
+        return notebook, None
+    try:
+        injected = inject(notebook.notebook, parameters)
+    except ParameterError as exc:
+        raise NotebookReadError(f"parameters {described(parameters)}: {exc}") from None
+    lines = shift_lines(notebook.cell_lines, injected)
+    return dataclasses.replace(notebook, notebook=injected.notebook, cell_lines=lines), injected
 
 
-def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook) -> PlannedNotebook:
+def plan_document(
+    env: BuildEnvironment,
+    docname: str,
+    notebook: SourceNotebook,
+    parameters: dict[str, Any] | None = None,
+) -> PlannedNotebook:
+    """The page's execution; an instance's under its own name (``<template>/<name>`` with
+    the template's suffix), with the template's declared inputs and its parameters; an
+    ad-hoc instance's (``parameters``) under the template's name and its parameters."""
     source = str(env.doc2path(docname, False))
     state = build_state(env_app(env))
     declared, files = declared_inputs(
@@ -61,7 +97,15 @@ def plan_document(env: BuildEnvironment, docname: str, notebook: SourceNotebook)
         state.pipeline.warn,
         state.pipeline.digests,
     )
-    planned = plan(source, notebook, declared, files)
+    instance = instances_of(env).get(docname)
+    if parameters is not None:
+        named = f"{source} ({described(parameters)})"
+        planned = plan(named, notebook, declared, files, parameters)
+    elif instance is not None:
+        named = virtual_source(env, docname, instance)
+        planned = plan(named, notebook, declared, files, instance.spec.parameters)
+    else:
+        planned = plan(source, notebook, declared, files)
     note_declared(env, docname, planned)
     return planned
 
@@ -119,16 +163,23 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             super().parse(inputstring, document)
             return
         state = build_state(env_app(env))
-        text, notebook, planned = state.read_ahead.pop(env.docname, (None, None, None))
+        text, notebook, planned, injected = state.read_ahead.pop(
+            env.docname, (None, None, None, None)
+        )
         if notebook is None or text != inputstring:
             planned = None
             path = Path(env.doc2path(env.docname))
             try:
-                notebook = read_source(env, path, inputstring, state.parsed)
+                notebook, injected = document_notebook(
+                    env, env.docname, path, inputstring, state.parsed
+                )
             except NotebookReadError as exc:
                 _record_unreadable(env, exc)
                 _render_unreadable(self, document, path, exc)
                 return
+        instance = instances_of(env).get(env.docname)
+        if injected is not None and instance is not None:
+            _warn_parameters(env.docname, instance, injected)
         if notebook is None or notebook.options.mode not in EXECUTING_MODES:
             super().parse(inputstring, document)  # plain Markdown, or myst-nb's off/inline
         elif not notebook.needs_execution:
@@ -155,7 +206,13 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             )
         merged = merge_outputs(planned.notebook.notebook, result)
         self._render(merged, planned.notebook, document)
-        self._record(document.settings.env, planned, result, origin, code_lexer(merged.metadata))
+        env = document.settings.env
+        self._record(env, planned, result, origin, code_lexer(merged.metadata))
+        instance = instances_of(env).get(env.docname)
+        if instance is not None:
+            executed = Path(env.mystnb_config.output_folder, f"{env.docname}.ipynb")
+            decorate_page(env, document, instance, executed)
+            doc_records(env)[env.docname]["glue"] = glued(merged)
         say_reused_or_cached(state, planned, result, origin)
 
     @staticmethod
@@ -282,6 +339,9 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(plain_text(error.traceback), encoding="utf-8")
         where = "" if number is None else f" in code cell {number}"
+        instance = instances_of(env).get(docname)
+        if instance is not None:  # the location names the template's file
+            where += f" of instance {instance.spec.name!r}"
         # a kernel's error value can hold colour codes (IPython's own, a library's)
         value = plain_text(error.value)
         if error.status is Status.extension_error:
@@ -335,6 +395,24 @@ def _when(finished: str) -> str:
 
 
 STDIN_ERROR = "StdinNotImplementedError"
+
+
+def _warn_parameters(docname: str, instance: Instance, injected: Injected) -> None:
+    """papermill's warnings, located at the instance's page: parameters the notebook does
+    not define, and a notebook without a ``parameters`` cell."""
+    if injected.defaults is None:
+        message = (
+            f"instance {instance.spec.name!r}: the notebook has no code cell tagged "
+            f"'{PARAMETERS_TAG}'; its parameters are injected at the top"
+        )
+        warn(message, Subtype.parameters, location=docname)
+    if injected.unknown:
+        names = ", ".join(repr(name) for name in injected.unknown)
+        message = (
+            f"instance {instance.spec.name!r}: parameter(s) {names} not defined in the "
+            f"notebook's '{PARAMETERS_TAG}' cell"
+        )
+        warn(message, Subtype.parameters, location=docname)
 
 
 def _record_unreadable(env: BuildEnvironment, exc: NotebookReadError) -> None:

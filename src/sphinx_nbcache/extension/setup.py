@@ -16,7 +16,7 @@ from myst_nb.core.read import create_nb_reader
 from sphinx.application import Sphinx
 from sphinx.config import Config
 from sphinx.environment import BuildEnvironment
-from sphinx.errors import ConfigError, SphinxError
+from sphinx.errors import SphinxError
 
 from sphinx_nbcache import __version__
 from sphinx_nbcache.cache.disk import DATABASE
@@ -25,12 +25,18 @@ from sphinx_nbcache.cache.signing import machine_secret, secret_from_env
 from sphinx_nbcache.cache.store import Store, StoreWriteError
 from sphinx_nbcache.config import CONFIG_VALUES, build_settings, from_command_line, validate
 from sphinx_nbcache.extension.collector import NbCacheCollector, forget_kept
+from sphinx_nbcache.extension.errors import fail_config, run_by_sphinx_build
+from sphinx_nbcache.extension.instances import (
+    NbCacheInstances,
+    fill_instance_tables,
+    on_env_get_outdated,
+)
 from sphinx_nbcache.extension.parser import (
     NbCacheParser,
+    document_notebook,
     execute,
     explain_new_key,
     plan_document,
-    read_source,
 )
 from sphinx_nbcache.extension.state import (
     EARLY_ATTRIBUTE,
@@ -40,7 +46,7 @@ from sphinx_nbcache.extension.state import (
     build_state,
     doc_records,
 )
-from sphinx_nbcache.log import LOGGER, Subtype, report_error, warn
+from sphinx_nbcache.log import LOGGER, Subtype, warn
 from sphinx_nbcache.migrate import (
     JupyterCacheError,
     holds_jupyter_cache,
@@ -92,6 +98,8 @@ def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, An
     app.connect("build-finished", on_build_finished)
     # after every other extension's handler: each has done its work when the build fails
     app.connect("build-finished", raise_on_failures, priority=900)
+    # before the collector's handler, which must see instances as documents
+    app.connect("env-get-outdated", on_env_get_outdated, priority=400)
     app.connect("env-get-updated", docs_to_rewrite)
     app.connect("env-updated", forget_kept)
     app.connect("doctree-resolved", on_doctree_resolved)
@@ -99,6 +107,7 @@ def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, An
     app.add_source_parser(NbCacheParser, override=True)
     app.add_env_collector(NbCacheCollector)
     app.add_directive("nbcache-report", NbCacheReport)
+    app.add_directive("nbcache-instances", NbCacheInstances)
     return {
         "version": __version__,
         "env_version": ENV_VERSION,
@@ -127,15 +136,7 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
     values = from_command_line({spec.name: config[spec.name] for spec in CONFIG_VALUES})
     problems = validate(values)
     if problems:
-        for problem in problems:
-            report_error(problem, Subtype.config)
-        message = f"{len(problems)} invalid nbcache configuration value(s), listed above"
-        if run_by_sphinx_build():
-            # Sphinx 9 prints any exception with its versions, a traceback and a request to
-            # report it to Sphinx: a mistake in conf.py deserves the lines above and no more
-            print(f"\nConfiguration error:\n{message}", file=sys.stderr)
-            raise SystemExit(2)
-        raise ConfigError(message)
+        fail_config(problems)
     settings = build_settings(
         values, Path(app.confdir), Path(app.srcdir), config.nb_execution_cache_path
     )
@@ -162,14 +163,6 @@ def on_config_inited(app: Sphinx, config: Config) -> None:
     setattr(app, STATE_ATTRIBUTE, BuildState(settings, pipeline, parsed, jupyter_cache))
 
 
-def run_by_sphinx_build() -> bool:
-    """Whether this process is the ``sphinx-build`` command (or ``python -m sphinx``),
-    rather than a program using Sphinx's API, which expects an exception."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    main = getattr(spec, "name", "")
-    return Path(sys.argv[0]).name == "sphinx-build" or main in ("sphinx", "sphinx.__main__")
-
-
 def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[str]) -> None:
     """Execute every notebook about to be read that the cache cannot serve.
 
@@ -188,16 +181,16 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
         path = Path(env.doc2path(docname))
         try:
             text = path.read_text(encoding=env.settings["input_encoding"])
-            notebook = read_source(env, path, text, state.parsed)
+            notebook, injected = document_notebook(env, docname, path, text, state.parsed)
         except (NotebookReadError, OSError, UnicodeDecodeError):
             continue  # reported with its location when the document is parsed
         if notebook is None:
             continue
         if not notebook.needs_execution:
-            state.read_ahead[docname] = (text, notebook, None)
+            state.read_ahead[docname] = (text, notebook, None, injected)
             continue
         planned = plan_document(env, docname, notebook)
-        state.read_ahead[docname] = (text, notebook, planned)
+        state.read_ahead[docname] = (text, notebook, planned, injected)
         planned_docs.append((docname, planned))
     import_on_first_build(state, [planned for _, planned in planned_docs])
     misses = []
@@ -280,6 +273,7 @@ def on_doctree_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> N
         register_lexers(app, records)
         state.lexers_registered = True
     fill_report_tables(app, doctree, docname, records)
+    fill_instance_tables(app, doctree, docname, records)
 
 
 def register_lexers(app: Sphinx, records: dict[str, dict[str, Any]]) -> None:

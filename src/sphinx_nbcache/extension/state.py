@@ -14,6 +14,7 @@ from sphinx.environment import BuildEnvironment
 from sphinx_nbcache.cache.parsed import ParsedStore
 from sphinx_nbcache.config import Settings
 from sphinx_nbcache.model import ExecutionResult
+from sphinx_nbcache.notebook.parameters import Injected
 from sphinx_nbcache.notebook.read import SourceNotebook
 from sphinx_nbcache.pipeline import Pipeline
 from sphinx_nbcache.plan import PlannedNotebook
@@ -50,12 +51,12 @@ class BuildState:
     """Where myst-nb's cache mode kept jupyter-cache, imported on a first build."""
     executed: dict[str, ExecutionResult] = dataclasses.field(default_factory=dict)
     """Results executed during this build, by key."""
-    read_ahead: dict[str, tuple[str, SourceNotebook, PlannedNotebook | None]] = dataclasses.field(
-        default_factory=dict
+    read_ahead: dict[str, tuple[str, SourceNotebook, PlannedNotebook | None, Injected | None]] = (
+        dataclasses.field(default_factory=dict)
     )
-    """Source text, notebook and plan of each notebook read before reading, by docname, so
-    that parsing the same text neither reads nor plans the notebook a second time; each is
-    dropped once its document is parsed."""
+    """Source text, notebook, plan and injected parameters of each notebook read before
+    reading, by docname, so that parsing the same text neither reads nor plans the notebook
+    a second time; each is dropped once its document is parsed."""
     read_docs: set[str] = dataclasses.field(default_factory=set)
     lexers_registered: bool = False
     source_suffixes: tuple[str, ...] = ()
