@@ -23,6 +23,10 @@ D. ``--plots`` notebooks importing numpy, pandas and matplotlib and drawing one 
    preloaded.
 E. The A book executed on a local Dask cluster (``LocalCluster`` of 2 worker processes,
    one thread each) against the local pool: the overhead of going through Dask.
+F. ``--instances`` notebook instances of one ``--work``-second template notebook, cold:
+   sphinx-nbcache (a page per instance) against the recipe it replaces, papermill's
+   ``execute_notebook`` in a ``multiprocessing.Pool(2)`` writing the executed notebooks;
+   then sphinx-nbcache warm, which must execute nothing.
 
 Every build's return code is checked and every page is checked for the outputs it must (or,
 with execution off, must not) show, so a silently failed notebook cannot pass for a fast one.
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import json
 import os
 import platform
 import re
@@ -430,12 +435,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--work", type=float, help="seconds of work per notebook in A (1, 0.3)")
     parser.add_argument("--big", type=int, help="notebooks in B (default 200, quick 20)")
     parser.add_argument("--plots", type=int, help="notebooks in D (default 20, quick 4)")
+    parser.add_argument(
+        "--instances", type=int, help="notebook instances in F (default 24, quick 6)"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; min is kept")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
         "--sections",
-        default="ABCDE",
-        help="which sections to run, e.g. B (default: ABCDE, all of them)",
+        default="ABCDEF",
+        help="which sections to run, e.g. B (default: ABCDEF, all of them)",
     )
     parser.add_argument(
         "--instructions",
@@ -453,7 +461,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.work = args.work if args.work is not None else (0.3 if quick else 1.0)
     args.big = args.big if args.big is not None else (20 if quick else 200)
     args.plots = args.plots if args.plots is not None else (4 if quick else 20)
-    for name in ("notebooks", "big", "plots", "repeat"):
+    args.instances = args.instances if args.instances is not None else (6 if quick else 24)
+    for name in ("notebooks", "big", "plots", "instances", "repeat"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.work < 0:
@@ -461,8 +470,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.nbcache_workers is not None and args.nbcache_workers < 1:
         parser.error("--nbcache-workers must be at least 1")
     args.sections = args.sections.upper()
-    if not args.sections or set(args.sections) - set("ABCDE"):
-        parser.error("--sections takes letters among A, B, C, D and E")
+    if not args.sections or set(args.sections) - set("ABCDEF"):
+        parser.error("--sections takes letters among A, B, C, D, E and F")
     if args.instructions and shutil.which("valgrind") is None:
         parser.error("--instructions needs valgrind on PATH")
     return args
@@ -497,6 +506,10 @@ def run(args: argparse.Namespace) -> list[str]:
         "E": (
             f"E: {args.notebooks} notebooks on a local Dask cluster, best of {args.repeat}",
             lambda: section_e(args, extra),
+        ),
+        "F": (
+            f"F: {args.instances} instances of a {args.work:g}-s notebook, best of {args.repeat}",
+            lambda: section_f(args, extra),
         ),
     }
     lines: list[str] = []
@@ -946,6 +959,142 @@ def section_e(args: argparse.Namespace, extra: list[str]) -> list[str]:
         f" started kernels: {overhead:.2f}, what going through Dask costs. The default"
         " local pool also forks its kernels and runs more notebooks at once while CPUs are"
         " idle.",
+    ]
+
+
+INSTANCES_TARGET = 3.0
+PAPERMILL_PROCESSES = 2
+PAPERMILL_RECIPE = """\
+import multiprocessing, sys
+import papermill
+
+def run(k):
+    papermill.execute_notebook(
+        "template.ipynb", f"executed/i{k}.ipynb", parameters={"instance": k},
+        kernel_name="python3", progress_bar=False,
+    )
+
+if __name__ == "__main__":
+    with multiprocessing.Pool(PROCESSES) as pool:
+        pool.map(run, range(int(sys.argv[1])))
+""".replace("PROCESSES", str(PAPERMILL_PROCESSES))
+"""The seed recipe: papermill in a process pool, each executed notebook written out."""
+
+
+def instances_book(label: str, src: Path, instances: int, work: float, extra: list[str]) -> Book:
+    """One template notebook (``instance = -1`` in its ``parameters`` cell, then ``work``
+    seconds of work) and ``instances`` instances of it declared in conf.py."""
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    cells = code_cells(0, CELLS, work)[1:-1]
+    cells.append("{'notebook': instance, 'squares': [k * k for k in range(5)]}")
+    write_ipynb(src / "template.ipynb", 0, ["instance = -1", "import time, math", *cells])
+    notebook = json.loads((src / "template.ipynb").read_text())
+    notebook["cells"][1]["metadata"]["tags"] = ["parameters"]
+    (src / "template.ipynb").write_text(json.dumps(notebook, indent=1))
+    conf = [
+        "project = 'bench'",
+        "extensions = ['sphinx_nbcache']",
+        "nb_execution_mode = 'cache'",
+        "exclude_patterns = ['_build', 'jupyter_execute', '.*', 'executed']",
+        "nbcache_instances = {'template': {f'i{k}': {'instance': k} for k in range("
+        + str(instances)
+        + ")}}",
+        *extra,
+    ]
+    (src / "conf.py").write_text("\n".join(conf) + "\n", encoding="utf-8")
+    toc = "```{toctree}\n:glob:\ntemplate\ntemplate/*\n```\n"
+    (src / "index.md").write_text(f"# Instances\n\n{toc}", encoding="utf-8")
+    constants = {"template": -1, **{f"template/i{k}": k for k in range(instances)}}
+    return Book(label, src, constants, executes=True)
+
+
+def papermill_run(src: Path, instances: int) -> float:
+    """Seconds of the papermill recipe on ``src``'s template, its outputs checked."""
+    shutil.rmtree(src / "executed", ignore_errors=True)
+    (src / "executed").mkdir()
+    (src / "recipe.py").write_text(PAPERMILL_RECIPE, encoding="utf-8")
+    print(f"  {'papermill':<14} {'cold':<6} ...", end=" ", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "recipe.py", str(instances)],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=BUILD_TIMEOUT,
+    )
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise BenchError(f"papermill recipe exited with {proc.returncode}\n{_tail(proc.stderr)}")
+    for k in range(instances):
+        executed = json.loads((src / "executed" / f"i{k}.ipynb").read_text())
+        shown = json.dumps(executed["cells"][-1]["outputs"])
+        if f"'notebook': {k}," not in shown:
+            raise BenchError(f"papermill: instance {k} does not show its last output")
+    print(f"{seconds:7.2f} s", flush=True)
+    return seconds
+
+
+EXECUTED = re.compile(r"nbcache: (\d+) notebook\(s\): (\d+) executed")
+
+
+def executions(book: Book) -> int:
+    """How many notebooks a (logged, not timed) build of ``book`` executes."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-b", "html", str(book.src), str(book.html_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=BUILD_TIMEOUT,
+    )
+    found = EXECUTED.search(proc.stdout)
+    if proc.returncode != 0 or found is None:
+        raise BenchError(f"{book.label}: build failed\n{_tail(proc.stdout + proc.stderr)}")
+    check_pages(book, proc.stderr)
+    return int(found.group(2))
+
+
+def section_f(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """Notebook instances against papermill in a process pool, the recipe they replace."""
+    nbcache = instances_book("nbcache", BOOKS / "f-instances", args.instances, args.work, extra)
+    papermill_src = BOOKS / "f-papermill"
+    instances_book("papermill", papermill_src, args.instances, args.work, [])
+    cold, recipe = [], []
+    for _ in range(args.repeat):
+        nbcache.wipe_caches()
+        cold.append(sphinx_build(nbcache, "cold"))
+        recipe.append(papermill_run(papermill_src, args.instances))
+    nbcache.wipe_build()
+    warm = sphinx_build(nbcache, "warm")
+    nbcache.wipe_build()
+    warm_executed = executions(nbcache)
+    speedup = min(recipe) / min(cold)
+    rows = [
+        timed_row(
+            f"papermill + multiprocessing.Pool({PAPERMILL_PROCESSES}), {args.instances}"
+            " executed notebooks",
+            min(recipe),
+            "1.00",
+        ),
+        timed_row(
+            f"sphinx-nbcache cold, {args.instances} instance pages + the template's",
+            min(cold),
+            ratio(min(cold), min(recipe)),
+        ),
+        timed_row("sphinx-nbcache warm (fresh _build, cache kept)", warm, ratio(warm, min(recipe))),
+    ]
+    return [
+        f"## F. {args.instances} notebook instances of one notebook with {args.work:g} s of work",
+        "",
+        *table(["run", "seconds", "ratio to papermill"], rows),
+        "",
+        f"papermill / sphinx-nbcache cold = {speedup:.2f} (target >= {INSTANCES_TARGET:.0f}): "
+        + verdict(speedup >= INSTANCES_TARGET)
+        + f". sphinx-nbcache also executes the template itself and writes every page."
+        f" A warm build executed {warm_executed} notebook(s) (target 0): "
+        + verdict(warm_executed == 0)
+        + ". papermill has no cache: every run executes every instance again.",
     ]
 
 

@@ -432,7 +432,7 @@ def from_command_line(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def validate(values: Mapping[str, Any]) -> list[str]:
-    """Return one message per bad ``nbcache_*`` value."""
+    """One message per problem of the ``nbcache_*`` values (a value may have several)."""
     problems = []
     for spec in CONFIG_VALUES:
         message = spec.check(values.get(spec.name, spec.default))

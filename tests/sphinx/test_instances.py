@@ -111,6 +111,7 @@ def test_instances_are_pages_executed_and_cached_each_on_its_own(
     project.edit("conf.py", '"big": {"n": 30', '"big": {"n": 40')
     changed = project.build()
     assert changed.executed == ["explore/big.ipynb"]
+    assert "0 added, 1 changed, 0 removed" in changed.stdout  # only that page is read
     assert "big one: 40 rows" in text_of(changed.html("explore/big"))
     assert "Explore (big) 40 'big one' 780" in text_of(changed.html("index"))
 

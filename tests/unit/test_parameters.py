@@ -60,7 +60,6 @@ def test_no_parameters_cell_injects_at_the_top_and_knows_no_names() -> None:
 
 
 def test_other_languages_need_papermill_translators() -> None:
-    pytest.importorskip("papermill")
     done = inject(notebook(tagged("x <- 1", "parameters"), language="R"), {"x": 2})
     assert "x = 2" in done.notebook.cells[1].source
     with pytest.raises(ParameterError):

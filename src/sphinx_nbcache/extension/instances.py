@@ -190,12 +190,6 @@ def decorate_page(
 ) -> None:
     """Title the instance's page, and say under the title what it is an instance of, with
     which parameters, and where its executed notebook is to download."""
-    title = next(document.findall(nodes.title), None)
-    if title is None:
-        return
-    text = instance.spec.title or f"{title.astext()} ({instance.spec.name})"
-    title.children = []
-    title += nodes.Text(text)
     about = nodes.paragraph(classes=["nbcache-instance"])
     about += nodes.Text(f"Instance {instance.spec.name} of ")
     template = addnodes.pending_xref(
@@ -223,6 +217,14 @@ def decorate_page(
         reftype="download",
     )
     about += nodes.Text(" is the executed notebook.")
+    section = next(document.findall(nodes.section), None)
+    title = None if section is None else next(iter(section.findall(nodes.title)), None)
+    if title is None:  # a notebook without a heading: a page named by its docname
+        document.insert(0, about)
+        return
+    text = instance.spec.title or f"{title.astext()} ({instance.spec.name})"
+    title.children = []
+    title += nodes.Text(text)
     title.parent.insert(title.parent.index(title) + 1, about)
 
 
