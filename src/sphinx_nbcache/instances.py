@@ -9,8 +9,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
 NAME = re.compile(r"^\w[\w.-]*$")
 """An instance name: one part of a docname, safe in a URL and a file name."""
 
@@ -35,6 +33,9 @@ def parse_instances(value: Any, where: str) -> tuple[list[InstanceSpec], list[st
     found, problems = [], []
     for name, entry in value.items():
         at = f"{where}, instance {name!r}"
+        if name == "index":
+            problems.append(f"{at}: 'index' would be the page of the template's folder")
+            continue
         if not isinstance(name, str) or not NAME.match(name):
             problems.append(
                 f"{at}: the name must be letters, digits, '_', '-' or '.' (it names a page), "
@@ -81,25 +82,29 @@ def parameter_problem(parameters: Mapping[Any, Any]) -> str | None:
 
 
 def from_command_line(pairs: list[list[str]]) -> dict[str, Any]:
-    """papermill's ``-p NAME VALUE`` pairs as parameters: each value read as YAML (``100``,
-    ``0.5``, ``true``, ``null``, ``[1, 2]``), kept as text when that reads as something
-    JSON cannot hold (a date) or does not read at all.
+    """papermill's ``-p NAME VALUE`` pairs as parameters, each value read as papermill reads
+    it: ``True``, ``False``, ``None``, an int, a float, else the text itself.
 
     :raises ValueError: for a name that is not an identifier.
     """
-    parameters: dict[str, Any] = {}
-    for name, text in pairs:
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        if parameter_problem({"x": value}) is not None:
-            value = text
-        parameters[name] = value
+    parameters = {name: _papermill_value(text) for name, text in pairs}
     problem = parameter_problem(parameters)
     if problem is not None:
         raise ValueError(problem)
     return parameters
+
+
+def _papermill_value(text: str) -> Any:
+    named = {"True": True, "False": False, "None": None}
+    if text in named:
+        return named[text]
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        return value if parameter_problem({"x": value}) is None else text  # nan, inf
+    return text
 
 
 def check_config(value: Any) -> str | None:

@@ -88,6 +88,8 @@ def test_instances_are_pages_executed_and_cached_each_on_its_own(
         for n in ("small", "big", "named")
     }
     assert len(figures) == 3
+    # its source beside the others, under its own name, with the template's suffix
+    assert (first.outdir / "_sources" / "explore" / "big.ipynb.txt").is_file()
     link = re.search(r'href="([^"]*_downloads/[^"]+/big\.ipynb)"', first.html("explore/big"))
     assert link is not None
     executed = json.loads((first.outdir / "explore" / link[1]).resolve().read_text())
@@ -143,6 +145,11 @@ nbcache:
 divisor = 2
 ```
 
+(divide-result)=
+## The result
+
+Back to {doc}`index`.
+
 ```{code-cell} ipython3
 print(10 / divisor)
 ```
@@ -160,9 +167,13 @@ def test_instances_declared_in_the_notebook_and_a_failing_one(
     assert "10.0" in text_of(build.html("divide/one"))
     [failure] = [w for w in build.warnings if "ZeroDivisionError" in w]
     # located at the template's line of the failing cell, on the instance's page
-    expected = "divide.md:19: WARNING: Executing notebook failed in code cell 3 of instance 'zero'"
+    expected = "divide.md:24: WARNING: Executing notebook failed in code cell 3 of instance 'zero'"
     assert expected in failure
     assert "ZeroDivisionError" in text_of(build.html("divide/zero"))
+    # the template's label stays the template's, relative references stay relative to it
+    assert not [w for w in build.warnings if "duplicate label" in w or "unknown doc" in w]
+    assert 'href="../index.html"' in build.html("divide/one")
+    assert "10.0" in text_of(build.html("divide/one"))
 
 
 def test_bad_instances_are_configuration_errors(make_project: ProjectFactory) -> None:
@@ -185,6 +196,7 @@ def test_bad_instances_are_configuration_errors(make_project: ProjectFactory) ->
     project.write(
         "conf.py",
         BASE_CONF + "nbcache_instances = {'nope': {'a': {}}, 'index': {'b': {}}, "
+        "'explore.ipynb': {'c': {}}, "
         "'explore': {'real': {}}}\n",
     )
     project_level = project.build()
@@ -193,6 +205,8 @@ def test_bad_instances_are_configuration_errors(make_project: ProjectFactory) ->
         "ERROR: nbcache_instances template 'nope' is not a document of the project "
         "[nbcache.config]",
         "ERROR: nbcache_instances template 'index' is not a notebook (index.md) [nbcache.config]",
+        "ERROR: nbcache_instances template 'explore.ipynb' is not a document of the project "
+        "(a docname has no suffix: 'explore') [nbcache.config]",
         "ERROR: nbcache_instances instance 'explore/real' has the name of a document of the "
         "project (explore/real.md); rename one of them [nbcache.config]",
     ]

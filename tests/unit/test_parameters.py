@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sphinx_nbcache.cache.key import notebook_key
-from sphinx_nbcache.instances import check_config, parse_instances
+from sphinx_nbcache.instances import check_config, from_command_line, parse_instances
 from sphinx_nbcache.model import ExecOptions
 from sphinx_nbcache.notebook.parameters import ParameterError, inject, shift_lines
 
@@ -140,3 +140,32 @@ def test_declared_instances_one_problem_each() -> None:
         ]
     )
     assert check_config([]) == "must map template docnames to their instances, not []"
+
+
+def test_command_line_values_read_as_papermill_reads_them() -> None:
+    pairs = [["a", "True"], ["b", "None"], ["c", "010"], ["d", "1e3"], ["e", "no"]]
+    pairs += [["f", "nan"], ["g", "12:30"]]
+    assert from_command_line(pairs) == {
+        "a": True,
+        "b": None,
+        "c": 10,
+        "d": 1000.0,
+        "e": "no",
+        "f": "nan",
+        "g": "12:30",
+    }
+    with pytest.raises(ValueError, match="not an identifier"):
+        from_command_line([["1x", "2"]])
+
+
+def test_papermill_finds_the_tagged_cell_of_any_type_and_the_kernel_by_name() -> None:
+    tagged_markdown = nbformat.v4.new_markdown_cell("defaults below")
+    tagged_markdown.metadata["tags"] = ["parameters"]
+    done = inject(notebook(tagged_markdown, nbformat.v4.new_code_cell("x = 1")), {"x": 2})
+    assert (done.index, done.defaults, done.unknown) == (1, 0, ())
+    r_kernel = nbformat.v4.new_notebook(cells=[tagged("x <- 1", "parameters")])
+    r_kernel.metadata["kernelspec"] = {"name": "sparkrkernel", "display_name": "R"}
+    assert "x = 2" in inject(r_kernel, {"x": 2}).notebook.cells[1].source  # R, not Python
+    r_kernel.metadata["kernelspec"]["name"] = "ir"  # a kernel papermill does not know
+    with pytest.raises(ParameterError, match="'ir'"):
+        inject(r_kernel, {"x": 2})

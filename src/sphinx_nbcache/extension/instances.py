@@ -5,6 +5,7 @@ like any page while the source tree stays as it is; the parser injects the param
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import Any, cast
@@ -12,12 +13,12 @@ from typing import Any, cast
 import nbformat
 from docutils import nodes
 from docutils.parsers.rst import directives
+from sphinx.addnodes import download_reference, pending_xref
 from sphinx.application import Sphinx
 from sphinx.environment import CONFIG_OK, BuildEnvironment
 from sphinx.util import docname_join
 from sphinx.util.docutils import SphinxDirective
 
-from sphinx import addnodes
 from sphinx_nbcache.cache.parsed import ParsedStore
 from sphinx_nbcache.extension.errors import fail_config
 from sphinx_nbcache.extension.source import read_source
@@ -94,8 +95,31 @@ def on_env_get_outdated(
     return sorted(
         docname
         for docname, instance in found.items()
-        if docname in before and before[docname].spec != instance.spec
+        if docname in before and _canonical(before[docname]) != _canonical(instance)
     )
+
+
+def _canonical(instance: Instance) -> str:
+    """What makes an instance's page read again when it changes: its parameters as JSON
+    (where ``1``, ``1.0`` and ``True`` differ, as they do to the notebook) and its title."""
+    spec = instance.spec
+    return json.dumps([spec.parameters, spec.title], sort_keys=True, ensure_ascii=False)
+
+
+def on_html_page_context(
+    app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
+) -> None:
+    """Sphinx takes a page's source suffix from its file's name past the docname, which
+    for an instance is no suffix at all: the copied source (``_sources/``) and the themes'
+    source and edit links get the template's suffix under the instance's name."""
+    instance = instances_of(app.env).get(pagename)
+    if instance is None:
+        return
+    suffix = virtual_source(app.env, pagename, instance)[len(pagename) :]
+    context["page_source_suffix"] = suffix
+    if context.get("sourcename"):
+        link = app.config.html_sourcelink_suffix
+        context["sourcename"] = pagename + suffix + (link if suffix != link else "")
 
 
 def declare(app: Sphinx, env: BuildEnvironment) -> dict[str, Instance]:
@@ -109,11 +133,14 @@ def declare(app: Sphinx, env: BuildEnvironment) -> dict[str, Instance]:
     for template, value in app.config.nbcache_instances.items():
         at = f"nbcache_instances template {template!r}"
         if template not in docs:
-            problems.append(f"{at} is not a document of the project")
+            stem = env.path2doc(template)
+            hint = f" (a docname has no suffix: {stem!r})" if stem in docs else ""
+            problems.append(f"{at} is not a document of the project{hint}")
             continue
         path = Path(env.doc2path(template))
         try:
-            notebook = read_source(env, path, path.read_text(encoding="utf-8"), state.parsed)
+            text = path.read_text(encoding=env.config.source_encoding)
+            notebook = read_source(env, path, text, state.parsed)
         except (NotebookReadError, OSError, UnicodeDecodeError) as exc:
             problems.append(f"{at}: its notebook {path.name} cannot be read: {exc}")
             continue
@@ -164,7 +191,7 @@ def _from_notebooks(env: BuildEnvironment, parsed: ParsedStore) -> dict[str, lis
             continue
         value = None
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding=env.config.source_encoding)
             notebook = read_source(env, path, text, parsed) if "instances" in text else None
         except (NotebookReadError, OSError, UnicodeDecodeError):
             notebook = None  # reported when the page is read
@@ -189,10 +216,20 @@ def decorate_page(
     env: BuildEnvironment, document: nodes.document, instance: Instance, executed: Path
 ) -> None:
     """Title the instance's page, and say under the title what it is an instance of, with
-    which parameters, and where its executed notebook is to download."""
+    which parameters, and where its executed notebook is to download.
+
+    The page is the template's text read again: its labels stay the template's (each
+    instance declaring them again would be a duplicate label), and its relative ``doc``
+    references are relative to the template's folder, as written."""
+    for name, explicit in list(document.nametypes.items()):
+        if explicit:
+            document.nametypes[name] = False  # anchors in the page still work
+    for reference in document.findall(pending_xref):
+        if reference.get("reftype") == "doc" and reference.get("refdoc") == instance.docname:
+            reference["refdoc"] = instance.template
     about = nodes.paragraph(classes=["nbcache-instance"])
     about += nodes.Text(f"Instance {instance.spec.name} of ")
-    template = addnodes.pending_xref(
+    template = pending_xref(
         "",
         refdomain="std",
         reftype="doc",
@@ -205,21 +242,26 @@ def decorate_page(
     about += template
     parameters = described(instance.spec.parameters)
     about += nodes.Text(f" with {parameters}. " if parameters else " with its defaults. ")
-    relative = Path(os.path.relpath(executed, env.srcdir)).as_posix()
-    about += addnodes.download_reference(
-        "",
-        "",
-        nodes.literal(text=f"{instance.spec.name}.ipynb"),
-        reftarget=f"/{relative}",
-        refdoc=instance.docname,
-        refexplicit=True,
-        refdomain="",
-        reftype="download",
-    )
-    about += nodes.Text(" is the executed notebook.")
+    try:
+        relative = Path(os.path.relpath(executed, env.srcdir)).as_posix()
+    except ValueError:  # on another drive (Windows): no way to name it from the sources
+        relative = None
+    if relative is not None:
+        about += download_reference(
+            "",
+            "",
+            nodes.literal(text=f"{instance.spec.name}.ipynb"),
+            reftarget=f"/{relative}",
+            refdoc=instance.docname,
+            refexplicit=True,
+            refdomain="",
+            reftype="download",
+        )
+        about += nodes.Text(" is the executed notebook.")
     section = next(document.findall(nodes.section), None)
     title = None if section is None else next(iter(section.findall(nodes.title)), None)
-    if title is None:  # a notebook without a heading: a page named by its docname
+    if title is None:  # a notebook without a heading: the title Sphinx then takes
+        document["title"] = instance.spec.title or f"{instance.template} ({instance.spec.name})"
         document.insert(0, about)
         return
     text = instance.spec.title or f"{title.astext()} ({instance.spec.name})"

@@ -180,15 +180,19 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         instance = instances_of(env).get(env.docname)
         if injected is not None and instance is not None:
             _warn_parameters(env.docname, instance, injected)
-        if notebook is None or notebook.options.mode not in EXECUTING_MODES:
+        if notebook is None or (notebook.options.mode not in EXECUTING_MODES and instance is None):
             super().parse(inputstring, document)  # plain Markdown, or myst-nb's off/inline
         elif not notebook.needs_execution:
+            # an instance in off or inline mode shows its parameters, unexecuted
             self._render(notebook.notebook, notebook, document)
         elif planned is None:
             self._render_result(state, plan_document(env, env.docname, notebook), document)
         else:
             note_declared(env, env.docname, planned)
             self._render_result(state, planned, document)
+        if instance is not None and notebook is not None:
+            executed = Path(env.mystnb_config.output_folder, f"{env.docname}.ipynb")
+            decorate_page(env, document, instance, executed)
 
     def _render_result(
         self, state: BuildState, planned: PlannedNotebook, document: nodes.document
@@ -208,10 +212,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         self._render(merged, planned.notebook, document)
         env = document.settings.env
         self._record(env, planned, result, origin, code_lexer(merged.metadata))
-        instance = instances_of(env).get(env.docname)
-        if instance is not None:
-            executed = Path(env.mystnb_config.output_folder, f"{env.docname}.ipynb")
-            decorate_page(env, document, instance, executed)
+        if env.docname in instances_of(env):
             doc_records(env)[env.docname]["glue"] = glued(merged)
         say_reused_or_cached(state, planned, result, origin)
 

@@ -30,6 +30,7 @@ from sphinx_nbcache.extension.instances import (
     NbCacheInstances,
     fill_instance_tables,
     on_env_get_outdated,
+    on_html_page_context,
 )
 from sphinx_nbcache.extension.parser import (
     NbCacheParser,
@@ -101,6 +102,7 @@ def setup_extension(app: Sphinx, early: Preloader | None = None) -> dict[str, An
     # before the collector's handler, which must see instances as documents
     app.connect("env-get-outdated", on_env_get_outdated, priority=400)
     app.connect("env-get-updated", docs_to_rewrite)
+    app.connect("html-page-context", on_html_page_context)
     app.connect("env-updated", forget_kept)
     app.connect("doctree-resolved", on_doctree_resolved)
     app.connect("source-read", on_source_read, priority=100)

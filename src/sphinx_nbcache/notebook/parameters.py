@@ -43,8 +43,8 @@ def inject(notebook: nbformat.NotebookNode, parameters: dict[str, Any]) -> Injec
         translators write the other languages) is not installed or has no translator.
     """
     kernelspec = notebook.metadata.get("kernelspec", {})
-    language = str(
-        kernelspec.get("language") or notebook.metadata.get("language_info", {}).get("name") or ""
+    language = str(  # papermill's order
+        notebook.metadata.get("language_info", {}).get("name") or kernelspec.get("language") or ""
     )
     kernel = str(kernelspec.get("name", ""))
     source, defined = _translate(kernel, language, parameters, _defaults_cell(notebook))
@@ -85,15 +85,18 @@ def shift_lines(cell_lines: dict[int, int], injected: Injected) -> dict[int, int
 
 
 def _first_tagged(cells: list[Any], tag: str) -> int | None:
+    """The first cell with ``tag``, of any type, as papermill finds it."""
     for index, cell in enumerate(cells):
-        if cell.get("cell_type") == "code" and tag in cell.get("metadata", {}).get("tags", []):
+        if tag in cell.get("metadata", {}).get("tags", []):
             return index
     return None
 
 
 def _defaults_cell(notebook: nbformat.NotebookNode) -> str | None:
     index = _first_tagged(list(notebook.cells), PARAMETERS_TAG)
-    return None if index is None else str(notebook.cells[index].source)
+    if index is None or notebook.cells[index].cell_type != "code":
+        return None
+    return str(notebook.cells[index].source)
 
 
 def _translate(
@@ -101,14 +104,16 @@ def _translate(
 ) -> tuple[str, set[str] | None]:
     """The injected cell's source, and the names the defaults cell defines (None when it
     cannot be told: no such cell, or code that does not parse)."""
-    if language.lower() in ("", "python"):
+    unnamed_python = not language and (not kernel or kernel.startswith("python"))
+    if language.lower() == "python" or unnamed_python:
         lines = ["# Parameters", *(f"{name} = {value!r}" for name, value in parameters.items())]
         return "\n".join(lines) + "\n", _python_names(defaults)
     try:
         translators = importlib.import_module("papermill.translators")
     except ImportError:
         raise ParameterError(
-            f"parameters for a {language} kernel are written by papermill's translators: "
+            f"parameters for a {language or kernel} kernel are written by papermill's "
+            "translators: "
             "pip install papermill"
         ) from None
     try:
