@@ -121,6 +121,12 @@ def test_instances_are_pages_executed_and_cached_each_on_its_own(
     edited = project.build()
     assert len(edited.executed) == 4
     assert "default: 3 lines" in text_of(edited.html("explore/small"))
+    # the template's code cells, highlighted once for all pages, shown alike on each
+    pages = ("explore", "explore/small", "explore/big", "explore/named")
+    shown = {n: re.findall(r"<pre>.*?</pre>", edited.html(n), re.S) for n in pages}
+    [glue] = {block for blocks in shown.values() for block in blocks if "glue" in block}
+    assert '<span class="n">glue</span>' in glue
+    assert all(glue in shown[n] for n in pages)
     status = subprocess.run(
         ["git", "status", "--porcelain"], cwd=project.root, capture_output=True, text=True
     )

@@ -1,10 +1,15 @@
-"""Which lexers notebook pages register: the classes Pygments itself would pick."""
+"""Which lexers notebook pages register (the classes Pygments itself would pick), and
+the blocks instance pages share."""
 
 from __future__ import annotations
 
-from myst_nb.core.lexers import AnsiColorLexer
+from typing import Any
 
-from sphinx_nbcache.notebook.highlight import code_lexer, lexers_to_register
+from docutils import nodes
+from myst_nb.core.lexers import AnsiColorLexer
+from sphinx.highlighting import PygmentsBridge
+
+from sphinx_nbcache.notebook.highlight import SharedBlocks, code_lexer, lexers_to_register
 
 
 def test_plugin_lexers_are_registered_with_the_class_pygments_finds() -> None:
@@ -30,3 +35,26 @@ def test_the_code_lexer_is_the_one_myst_nb_chooses() -> None:
     assert code_lexer({**kernelspec, "language_info": {"name": "R"}}) == "R"
     assert code_lexer(kernelspec) == "python"
     assert code_lexer({}) is None
+
+
+def test_blocks_of_instance_templates_are_highlighted_once() -> None:
+    """The HTML Sphinx's own highlighter renders, computed once per block of a template
+    file however many pages show it; blocks of other files are highlighted every time."""
+    bridge = PygmentsBridge("html")
+    calls: list[str] = []
+
+    def counted(source: str, lang: str, *args: Any, **kwargs: Any) -> str:
+        calls.append(source)
+        return bridge.highlight_block(source, lang, *args, **kwargs)
+
+    shared = SharedBlocks(counted, {"/book/explore.ipynb"})
+    in_template, elsewhere = nodes.literal_block(), nodes.literal_block()
+    in_template.source, in_template.line = "/book/explore.ipynb", 3
+    elsewhere.source, elsewhere.line = "/book/other.md", 3
+    expected = bridge.highlight_block("x = 1", "python", location=in_template)
+    for _ in range(3):
+        assert shared("x = 1", "python", location=in_template) == expected
+        assert shared("x = 1", "python", location=elsewhere) == expected
+    assert shared("x = 1", "python", location=in_template, linenos=True) != expected
+    assert shared("x = 2", "python", location=in_template) != expected
+    assert calls == ["x = 1", "x = 1", "x = 1", "x = 1", "x = 1", "x = 2"]

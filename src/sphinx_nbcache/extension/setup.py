@@ -29,6 +29,7 @@ from sphinx_nbcache.extension.errors import fail_config, run_by_sphinx_build
 from sphinx_nbcache.extension.instances import (
     NbCacheInstances,
     fill_instance_tables,
+    instances_of,
     on_env_get_outdated,
     on_html_page_context,
 )
@@ -55,7 +56,7 @@ from sphinx_nbcache.migrate import (
     jupyter_cache_folder,
 )
 from sphinx_nbcache.notebook.decoding import escaping, replace_undecodable, undecodable
-from sphinx_nbcache.notebook.highlight import lexers_to_register
+from sphinx_nbcache.notebook.highlight import SharedBlocks, lexers_to_register
 from sphinx_nbcache.notebook.read import NotebookReadError
 from sphinx_nbcache.pipeline import Pipeline
 from sphinx_nbcache.plan import PlannedNotebook
@@ -273,6 +274,7 @@ def on_doctree_resolved(app: Sphinx, doctree: nodes.document, docname: str) -> N
     state = build_state(app)
     if not state.lexers_registered:
         register_lexers(app, records)
+        share_template_blocks(app)
         state.lexers_registered = True
     fill_report_tables(app, doctree, docname, records)
     fill_instance_tables(app, doctree, docname, records)
@@ -288,6 +290,16 @@ def register_lexers(app: Sphinx, records: dict[str, dict[str, Any]]) -> None:
         names += [config.render_text_lexer, config.render_error_lexer]
         for name, lexer in lexers_to_register(names).items():
             app.add_lexer(name, lexer)
+
+
+def share_template_blocks(app: Sphinx) -> None:
+    """Instance pages show their templates' code cells: each is highlighted once (see
+    :class:`SharedBlocks`), before parallel writers fork."""
+    highlighter = getattr(app.builder, "highlighter", None)
+    files = {str(app.env.doc2path(i.template)) for i in instances_of(app.env).values()}
+    if highlighter is not None and files:
+        # an attribute of this builder's highlighter, which every page's translator uses
+        highlighter.highlight_block = SharedBlocks(highlighter.highlight_block, files)
 
 
 def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:

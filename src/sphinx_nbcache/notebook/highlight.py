@@ -11,7 +11,7 @@ instead, and renders the same HTML.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from pygments.lexer import Lexer
@@ -42,3 +42,40 @@ def lexers_to_register(names: Iterable[str | None]) -> dict[str, type[Lexer]]:
         except ClassNotFound:
             continue
     return found
+
+
+class SharedBlocks:
+    """Sphinx's ``highlight_block``, highlighting once per build each code block shown at
+    the same place of the same file on many pages.
+
+    Instance pages are such pages: each shows its template's code cells, and writing
+    highlighted every one of them again (a Pygments formatter set up and run per block,
+    most of the time of writing a notebook page). Only blocks from ``files`` are kept, so
+    other pages cost no memory; a block's HTML depends on nothing but the arguments and
+    the builder, so a kept block is the one Sphinx would render, and a problem with it is
+    reported once, as its location is one.
+    """
+
+    def __init__(self, highlight: Callable[..., str], files: Collection[str]) -> None:
+        self.highlight = highlight
+        self.files = files
+        self.done: dict[tuple[Any, ...], str] = {}
+
+    def __call__(
+        self,
+        source: str,
+        lang: str,
+        opts: Mapping[str, Any] | None = None,
+        force: bool = False,
+        location: Any = None,
+        **kwargs: Any,
+    ) -> str:
+        where = (getattr(location, "source", None), getattr(location, "line", None))
+        if where[0] not in self.files:
+            return self.highlight(source, lang, opts, force, location, **kwargs)
+        options = repr(sorted((opts or {}).items())), repr(sorted(kwargs.items()))
+        key = (source, lang, force, *options, *where)
+        html = self.done.get(key)
+        if html is None:
+            html = self.done[key] = self.highlight(source, lang, opts, force, location, **kwargs)
+        return html
