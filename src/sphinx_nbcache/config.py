@@ -286,6 +286,16 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         field="artefact_max_size",
     ),
     ConfigValue(
+        "nbcache_snapshot_max_size",
+        default=2 * 1024**3,
+        types=(int,),
+        check=_check_size,
+        description="Bytes of kernel state snapshots (of the notebooks others inherit from) "
+        "kept on this machine between builds, least recently used removed first; 0 keeps "
+        "them for one build only.",
+        field="snapshot_max_size",
+    ),
+    ConfigValue(
         "nbcache_artefact_include",
         default=["*"],
         types=(list, tuple),
@@ -396,6 +406,7 @@ class Settings:
     """(notebook glob, file globs) pairs from ``nbcache_dependencies``."""
     env_vars: tuple[str, ...]
     artefact_max_size: int
+    snapshot_max_size: int
     artefact_include: tuple[str, ...]
     artefact_exclude: tuple[str, ...]
     kernel_preload: tuple[str, ...] | None

@@ -43,6 +43,10 @@ class Subtype(enum.Enum):
     instances = "instances"
     """An instances table names a glue key an instance did not glue, or a template with
     no instances."""
+    inherit = "inherit"
+    """A notebook was not executed because the one it inherits from failed, or its final
+    state could not be restored; or a notebook others inherit from leaves names out of
+    its final state (they cannot be pickled)."""
     preload = "preload"
     """Kernels could not be forked as ``nbcache_kernel_preload`` asks, or a module to
     preload could not be imported; kernels then start normally."""

@@ -49,6 +49,12 @@ class ExecutionJob:
     inputs: tuple[str, ...] = ()
     """Files declared as the notebook's dependencies (absolute paths), wherever they are:
     what an executor on another machine must send along."""
+    inherit: str | None = None
+    """The key of the notebook whose final kernel state this one starts from."""
+    inherit_source: str = ""
+    """That notebook's project-relative path, for messages."""
+    snapshot: bool = False
+    """Keep this notebook's final kernel state for the notebooks that inherit from it."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -67,6 +73,10 @@ NOTEBOOK_TIMEOUT = "NotebookTimeoutError"
 
 
 KERNEL_ERRORS = frozenset({"DeadKernelError", "NoSuchKernel"})
+
+
+INHERITANCE_ERROR = "InheritanceError"
+"""The name of the error of a notebook not executed because of the one it inherits from."""
 
 
 def cell_timeout(cell: Mapping[str, Any], default: int | None, key: str) -> int | None:
@@ -90,6 +100,8 @@ class Status(enum.StrEnum):
     timeout = "timeout"
     kernel_error = "kernel-error"
     read_error = "read-error"
+    not_executed = "not-executed"
+    """The notebook inherits from one that failed, or whose state could not be restored."""
     extension_error = "extension-error"
     """sphinx-nbcache itself failed while the notebook ran (a bug to report); never stored."""
 
@@ -104,6 +116,7 @@ STATUS_LABELS = {
     Status.timeout: "timed out",
     Status.kernel_error: "kernel lost",
     Status.read_error: "unreadable",
+    Status.not_executed: "not executed",
     Status.extension_error: "sphinx-nbcache error",
 }
 """How the report table says each status."""
@@ -112,6 +125,7 @@ FAILURE_TEXT = {
     Status.cell_error: "Executing notebook failed",
     Status.timeout: "Executing notebook failed (timed out)",
     Status.kernel_error: "Executing notebook failed (lost its kernel)",
+    Status.not_executed: "Notebook not executed",
 }
 """myst-nb's words for a failed execution, which CI scripts look for in the log."""
 
@@ -134,11 +148,14 @@ class CellError:
     @property
     def status(self) -> Status:
         """``timeout``, ``kernel-error`` (died, missing, never started), ``cell-error``, or
-        ``extension-error`` (an error of sphinx-nbcache's own)."""
+        ``not-executed`` (see :data:`INHERITANCE_ERROR`) or ``extension-error`` (an error
+        of sphinx-nbcache's own)."""
         if self.internal:
             return Status.extension_error
         if self.name in (CELL_TIMEOUT, NOTEBOOK_TIMEOUT):
             return Status.timeout
+        if self.name == INHERITANCE_ERROR:
+            return Status.not_executed
         if self.name in KERNEL_ERRORS or self.cell_index is None:
             return Status.kernel_error
         return Status.cell_error
@@ -167,11 +184,16 @@ class ExecutionResult:
     """Files the notebook wrote in its folder, by path relative to it: sha256 and base64."""
     worker: str = ""
     """The Dask worker that executed the notebook; empty for this machine's pool."""
+    left_out: list[str] = dataclasses.field(default_factory=list)
+    """Names of the final kernel state that could not be kept for the notebooks inheriting
+    from this one (they cannot be pickled)."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         if self.error is not None and not self.error.internal:
             del data["error"]["internal"]  # stored entries keep the format they always had
+        if not self.left_out:
+            del data["left_out"]
         return data
 
     @classmethod

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from sphinx_nbcache.cache.payload import DamagedEntryError
+from sphinx_nbcache.cache.signing import machine_secret
+from sphinx_nbcache.cache.snapshots import SnapshotStore
 from sphinx_nbcache.cache.store import Store, StoreWriteError, UnsignedEntryError
 from sphinx_nbcache.config import Settings
 from sphinx_nbcache.inputs import discover
@@ -20,17 +22,20 @@ from sphinx_nbcache.inputs.environment import (
     with_packages,
 )
 from sphinx_nbcache.model import (
+    INHERITANCE_ERROR,
     NOTEBOOK_TIMEOUT,
     ExecutionJob,
     ExecutionResult,
     Status,
     cell_timeout,
+    unrun_result,
 )
 from sphinx_nbcache.plan import CacheCheck, PlannedNotebook, Warn, make_job
 from sphinx_nbcache.run.driver import Running, Watcher
 from sphinx_nbcache.run.local import Executor, LocalExecutor
 from sphinx_nbcache.run.pool import make_pool
 from sphinx_nbcache.run.preload import Preloader
+from sphinx_nbcache.run.state import parent_failed
 
 Explain = Callable[[str, str], None]
 """``explain(message, source)``: why a stored result is not used."""
@@ -73,6 +78,8 @@ class Pipeline:
         self._taken: dict[str, ExecutionResult] = {}
         """Results another build executed while this one waited for it, which :meth:`check`
         would not reuse (``force`` mode, a failure to retry): this build's all the same."""
+        self.states = SnapshotStore(machine_secret(), settings.snapshot_max_size)
+        """Final kernel states of the notebooks others inherit from, on this machine."""
         self.early: Preloader | None = None
         """Fork servers started ahead (see :mod:`sphinx_nbcache.run.early`), for the next run of
         the local executor; :meth:`discard_early` stops them when nothing executes."""
@@ -198,18 +205,26 @@ class Pipeline:
         later :meth:`lookup` finds them.
         """
         planned = {p.key: p for p in notebooks}
+        decided = self._inherit(planned)
         settings = self.settings
         links = (
             discover.linked_folders(settings.srcdir, settings.project_root)
             if settings.srcdir is not None and settings.project_root is not None and planned
             else {}
         )
-        jobs = {key: make_job(p, settings, links) for key, p in planned.items()}
+        parents = {p.parent.key for p in planned.values() if p.parent is not None}
+        jobs = {
+            key: dataclasses.replace(make_job(p, settings, links), snapshot=key in parents)
+            for key, p in planned.items()
+        }
         discovering = [planned[key].kernel for key, job in jobs.items() if job.discover_root]
         self.environments.look_ahead(discovering)
         locks = _Locks(self, planned, watcher)
-        storing = _Storing(self, watcher, planned, locks)
+        undone = {key: child for key, (child, _) in decided.items()}
+        storing = _Storing(self, watcher, {**planned, **undone}, locks)
         executor = executor or self.executor()
+        for _, result in decided.values():
+            storing.finished(result)
         try:
             todo = locks.first()
             while todo or locks.waiting:
@@ -220,6 +235,62 @@ class Pipeline:
             locks.release_all()
             self.environments.wait(discovering)  # no thread may outlive the run: Sphinx forks
         return storing.results
+
+    def _inherit(
+        self, planned: dict[str, PlannedNotebook]
+    ) -> dict[str, tuple[PlannedNotebook, ExecutionResult]]:
+        """Make sure each notebook that inherits finds its parent's final state: a parent
+        that executes in this run leaves it; else it was kept by an earlier build (and
+        verifies), or the parent executes again now, once for all its children. The
+        notebooks that cannot execute (their parent's stored result is a failure, or the
+        executor cannot pass states on) leave ``planned``, with the result to show."""
+        decided: dict[str, tuple[PlannedNotebook, ExecutionResult]] = {}
+        kept: set[str] = set()
+        changed = True
+        while changed:
+            changed = False
+            for child in list(planned.values()):
+                parent = child.parent
+                if parent is None or parent.key in planned or child.key in kept:
+                    continue
+                result = self._without_parent(child, parent, decided)
+                if result is not None:
+                    decided[child.key] = (child, result)
+                    del planned[child.key]
+                elif self.states.get(parent.key) is None:
+                    self.explain(
+                        f"executing it again for its final state, which {child.source} inherits",
+                        parent.source,
+                    )
+                    planned[parent.key] = parent
+                else:
+                    kept.add(child.key)
+                    continue
+                changed = True
+        return decided
+
+    def _without_parent(
+        self,
+        child: PlannedNotebook,
+        parent: PlannedNotebook,
+        decided: dict[str, tuple[PlannedNotebook, ExecutionResult]],
+    ) -> ExecutionResult | None:
+        """The result of ``child``, whose parent does not execute in this run, if it cannot
+        execute at all; None if it can, from a kept state or once its parent executed."""
+        job = make_job(child, self.settings)
+        if self.settings.executor != "local":
+            message = (
+                f"inherits from {parent.source}, and only nbcache_executor = 'local' passes "
+                "kernel states on"
+            )
+            return unrun_result(job, INHERITANCE_ERROR, message)
+        if parent.key in decided:
+            _, failed = decided[parent.key]
+            return parent_failed(job, failed, parent.notebook.notebook.cells)
+        stored = self.lookup(parent)
+        if stored is not None and not stored.succeeded:
+            return parent_failed(job, stored, parent.notebook.notebook.cells)
+        return None
 
     def executor(self) -> Executor:
         """The executor ``nbcache_executor`` names. :raises ExecutorError: when it cannot
@@ -235,6 +306,7 @@ class Pipeline:
             lambda message: self.warn(message, "preload", ""),
             preloader=early,
             digests=self.digests,
+            states=self.states,
         )
 
     def discard_early(self) -> None:

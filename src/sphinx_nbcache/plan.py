@@ -36,6 +36,8 @@ class PlannedNotebook:
     parameters: dict[str, Any] | None = None
     """A notebook instance's parameters, injected into ``notebook`` (see
     :mod:`~sphinx_nbcache.notebook.parameters`)."""
+    parent: PlannedNotebook | None = None
+    """The notebook whose final kernel state this one starts from (``nbcache.inherit``)."""
 
     @property
     def kernel(self) -> str:
@@ -44,8 +46,21 @@ class PlannedNotebook:
     @property
     def material(self) -> dict[str, Any]:
         return key_material(
-            self.notebook.notebook, self.notebook.options, self.declared, self.parameters
+            self.notebook.notebook,
+            self.notebook.options,
+            self.declared,
+            self.parameters,
+            None if self.parent is None else self.parent.key,
         )
+
+    @property
+    def ancestors(self) -> list[PlannedNotebook]:
+        """The notebooks it inherits from, its parent first."""
+        found, parent = [], self.parent
+        while parent is not None:
+            found.append(parent)
+            parent = parent.parent
+        return found
 
 
 def plan(
@@ -54,10 +69,12 @@ def plan(
     declared: dict[str, Any] | None = None,
     declared_files: tuple[Path, ...] = (),
     parameters: dict[str, Any] | None = None,
+    parent: PlannedNotebook | None = None,
 ) -> PlannedNotebook:
     declared = declared or {}
-    key = notebook_key(notebook.notebook, notebook.options, declared, parameters)
-    return PlannedNotebook(source, notebook, key, declared, declared_files, parameters)
+    inherits = None if parent is None else parent.key
+    key = notebook_key(notebook.notebook, notebook.options, declared, parameters, inherits)
+    return PlannedNotebook(source, notebook, key, declared, declared_files, parameters, parent)
 
 
 def declared_inputs(
@@ -152,6 +169,8 @@ def make_job(
         discover_root=discover_root,
         links=dict(links or {}) if discover_root is not None else {},
         excluded=(str(settings.cache_path),) if discover_root is not None else (),
+        inherit=None if planned.parent is None else planned.parent.key,
+        inherit_source="" if planned.parent is None else planned.parent.source,
     )
 
 

@@ -59,6 +59,8 @@ def outcome(result: ExecutionResult, cells: Sequence[Any] = ()) -> str:
         return f"timed out {took}{where}: {error.value}"
     if error.status is Status.kernel_error:
         return f"failed {took}, kernel lost{where}: {error.name}: {error.value}"
+    if error.status is Status.not_executed:
+        return f"not executed: {error.value}"
     if error.status is Status.extension_error:
         return f"failed {took}, error of sphinx-nbcache (not stored): {error.name}: {error.value}"
     return f"failed {took}{where}: {error.name}: {error.value}"

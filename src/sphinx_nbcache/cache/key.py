@@ -42,6 +42,7 @@ def key_material(
     options: ExecOptions,
     declared: dict[str, Any] | None = None,
     parameters: dict[str, Any] | None = None,
+    parent: str | None = None,
 ) -> dict[str, Any]:
     """Everything the key depends on, as plain data (useful to explain a miss).
 
@@ -49,7 +50,8 @@ def key_material(
     project-relative path and environment variable values. Left out when empty, so keys
     of notebooks without declarations do not change. ``parameters``: a notebook
     instance's, which stand in for its injected cell (the key never depends on how the
-    values are written as code)."""
+    values are written as code). ``parent``: the key of the notebook whose final state
+    this one starts from, so that a change there is a change here."""
     kernelspec = notebook.metadata.get("kernelspec", {})
     cells = []
     for cell in notebook.cells:
@@ -71,6 +73,8 @@ def key_material(
         material["declared"] = declared
     if parameters is not None:
         material["parameters"] = parameters
+    if parent is not None:
+        material["inherits"] = parent
     return material
 
 
@@ -79,10 +83,13 @@ def notebook_key(
     options: ExecOptions,
     declared: dict[str, Any] | None = None,
     parameters: dict[str, Any] | None = None,
+    parent: str | None = None,
 ) -> str:
     """A hex digest of :func:`key_material`; never depends on where the project lives."""
     material = json.dumps(
-        key_material(notebook, options, declared, parameters), sort_keys=True, ensure_ascii=False
+        key_material(notebook, options, declared, parameters, parent),
+        sort_keys=True,
+        ensure_ascii=False,
     )
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
@@ -107,6 +114,8 @@ def explain_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     )
     if changed:
         reasons.append("parameter " + ", ".join(changed) + " changed")
+    if old.get("inherits") != new.get("inherits"):
+        reasons.append("the notebook it inherits from changed")
     settings = [f for f in ("allow_errors", "in_temp") if old.get(f) != new.get(f)]
     if settings:
         reasons.append("execution settings changed (" + ", ".join(settings) + ")")

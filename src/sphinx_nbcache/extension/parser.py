@@ -20,6 +20,12 @@ from sphinx.errors import SphinxError
 from sphinx_nbcache.cache.key import explain_difference
 from sphinx_nbcache.cache.parsed import ParsedStore
 from sphinx_nbcache.extension._compat import env_app, note_dependency, reading_document_with
+from sphinx_nbcache.extension.inherit import (
+    cycle_error,
+    declared_parent,
+    note_inherited,
+    parent_docname,
+)
 from sphinx_nbcache.extension.instances import (
     Instance,
     decorate_page,
@@ -86,9 +92,18 @@ def plan_document(
 ) -> PlannedNotebook:
     """The page's execution; an instance's under its own name (``<template>/<name>`` with
     the template's suffix), with the template's declared inputs and its parameters; an
-    ad-hoc instance's (``parameters``) under the template's name and its parameters."""
+    ad-hoc instance's (``parameters``) under the template's name and its parameters. A
+    notebook that inherits is planned after its parent, whose key is part of its own.
+
+    :raises NotebookReadError: if it inherits from no notebook that executes, or in a cycle.
+    """
     source = str(env.doc2path(docname, False))
     state = build_state(env_app(env))
+    state.planning.append(docname)
+    try:
+        parent = _planned_parent(env, docname, notebook)
+    finally:
+        state.planning.pop()
     declared, files = declared_inputs(
         state.settings,
         Path(env.srcdir),
@@ -100,20 +115,56 @@ def plan_document(
     instance = instances_of(env).get(docname)
     if parameters is not None:
         named = f"{source} ({described(parameters)})"
-        planned = plan(named, notebook, declared, files, parameters)
+        planned = plan(named, notebook, declared, files, parameters, parent)
     elif instance is not None:
         named = virtual_source(env, docname, instance)
-        planned = plan(named, notebook, declared, files, instance.spec.parameters)
+        planned = plan(named, notebook, declared, files, instance.spec.parameters, parent)
     else:
-        planned = plan(source, notebook, declared, files)
+        planned = plan(source, notebook, declared, files, parent=parent)
     note_declared(env, docname, planned)
+    if parameters is None:
+        state.planned[docname] = planned
     return planned
 
 
+def _planned_parent(
+    env: BuildEnvironment, docname: str, notebook: SourceNotebook
+) -> PlannedNotebook | None:
+    """The plan of the notebook ``docname`` inherits from (read and planned now if this
+    build has not yet), None if it inherits from none."""
+    declared = declared_parent(notebook)
+    if declared is None:
+        return None
+    state = build_state(env_app(env))
+    parent = parent_docname(env, docname, declared)
+    state.parents[docname] = parent
+    if parent in state.planning:
+        raise cycle_error(state.planning, parent)
+    if parent in state.planned:
+        return state.planned[parent]
+    path = Path(env.doc2path(parent))
+    try:
+        text = path.read_text(encoding=env.settings["input_encoding"])
+        found, _ = document_notebook(env, parent, path, text, state.parsed)
+    except (OSError, UnicodeDecodeError, NotebookReadError) as exc:
+        raise NotebookReadError(f"nbcache.inherit: {parent} cannot be read ({exc})") from None
+    if found is None or not found.needs_execution:
+        raise NotebookReadError(
+            f"nbcache.inherit: {parent} is not a notebook this build executes, so it "
+            "leaves no kernel state (it is not a notebook, has no code, or its outputs "
+            "are kept as they are)"
+        )
+    return plan_document(env, parent, found)
+
+
 def note_declared(env: BuildEnvironment, docname: str, planned: PlannedNotebook) -> None:
-    """Sphinx keeps a page's dependencies only when noted while the page is read."""
+    """Sphinx keeps a page's dependencies only when noted while the page is read. A page
+    depends on the files of the notebooks it inherits from, too: Sphinx reads it again when
+    one of them is edited, and its key says whether that edit changed any code."""
     for path in planned.declared.get("files", {}):
         note_dependency(env, Path(env.srcdir, path), docname)
+    for ancestor in planned.ancestors:
+        note_dependency(env, Path(ancestor.notebook.path), docname)
 
 
 def explain_new_key(
@@ -185,11 +236,19 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         elif not notebook.needs_execution:
             # an instance in off or inline mode shows its parameters, unexecuted
             self._render(notebook.notebook, notebook, document)
-        elif planned is None:
-            self._render_result(state, plan_document(env, env.docname, notebook), document)
         else:
-            note_declared(env, env.docname, planned)
+            if planned is None:
+                try:
+                    planned = plan_document(env, env.docname, notebook)
+                except NotebookReadError as exc:
+                    _record_unreadable(env, exc)
+                    _render_unreadable(self, document, Path(env.doc2path(env.docname)), exc)
+                    return
+            else:
+                note_declared(env, env.docname, planned)
             self._render_result(state, planned, document)
+            if env.docname in state.parents:
+                note_inherited(document, env.docname, state.parents[env.docname])
         if instance is not None and notebook is not None:
             executed = Path(env.mystnb_config.output_folder, f"{env.docname}.ipynb")
             decorate_page(env, document, instance, executed)
@@ -207,6 +266,14 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         for path, why in refused.items():
             LOGGER.info(
                 "nbcache: %s: did not restore %s from the cache: %s", planned.source, path, why
+            )
+        if result.left_out:
+            names = ", ".join(result.left_out)
+            warn(
+                f"the notebooks inheriting from this one do not get {names}: they cannot be "
+                "pickled (see 'What is carried' in the docs on inheriting kernel state)",
+                Subtype.inherit,
+                location=document.settings.env.docname,
             )
         merged = merge_outputs(planned.notebook.notebook, result)
         self._render(merged, planned.notebook, document)
@@ -355,6 +422,8 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             report_error(message, Subtype.internal, location=(docname, None))
             return
         message = f"{FAILURE_TEXT[error.status]}{where}: {plain_text(error.name)}: {value}"
+        if error.status is Status.not_executed:
+            message = f"{FAILURE_TEXT[error.status]}: {value}"
         if error.name == STDIN_ERROR:
             message += " (a notebook cannot read input() during a build)"
         if options.show_tb:
@@ -368,6 +437,7 @@ FAILURE_SUBTYPE = {
     Status.cell_error: Subtype.cell,
     Status.timeout: Subtype.timeout,
     Status.kernel_error: Subtype.kernel,
+    Status.not_executed: Subtype.inherit,
 }
 """The warning subtype of each failure, for ``suppress_warnings``."""
 
@@ -390,9 +460,6 @@ def say_reused_or_cached(
 
 def _when(finished: str) -> str:
     return datetime.fromisoformat(finished).strftime("%Y-%m-%d %H:%M UTC")
-
-
-"""Each begins with myst-nb's own words for a failure, which CI scripts look for."""
 
 
 STDIN_ERROR = "StdinNotImplementedError"

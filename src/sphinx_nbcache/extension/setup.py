@@ -192,7 +192,10 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
         if not notebook.needs_execution:
             state.read_ahead[docname] = (text, notebook, None, injected)
             continue
-        planned = plan_document(env, docname, notebook)
+        try:
+            planned = plan_document(env, docname, notebook)
+        except NotebookReadError:
+            continue  # reported with its location when the document is parsed
         state.read_ahead[docname] = (text, notebook, planned, injected)
         planned_docs.append((docname, planned))
     import_on_first_build(state, [planned for _, planned in planned_docs])
@@ -307,6 +310,7 @@ def on_build_finished(app: Sphinx, exception: BaseException | None) -> None:
     state = build_state(app)
     state.pipeline.discard_early()
     state.pipeline.store.close()
+    state.pipeline.states.prune()
     if exception is not None:
         return
     records = doc_records(app.env)

@@ -58,6 +58,13 @@ class BuildState:
     reading, by docname, so that parsing the same text neither reads nor plans the notebook
     a second time; each is dropped once its document is parsed."""
     read_docs: set[str] = dataclasses.field(default_factory=set)
+    planned: dict[str, PlannedNotebook] = dataclasses.field(default_factory=dict)
+    """This build's plan of each notebook page, by docname: a parent's, for the notebooks
+    inheriting from it, is made once."""
+    planning: list[str] = dataclasses.field(default_factory=list)
+    """The pages being planned, each waiting for its parent's plan: a cycle shows here."""
+    parents: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Docname -> the docname of the notebook it inherits from."""
     lexers_registered: bool = False
     source_suffixes: tuple[str, ...] = ()
     """Every suffix Sphinx reads as a document: artefacts never overwrite a source."""

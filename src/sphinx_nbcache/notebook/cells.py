@@ -151,6 +151,11 @@ def _check_notebook_metadata(metadata: Any, metadata_key: str) -> None:
             "metadata.nbcache.dependencies must be a list of file patterns (text), "
             f"not {describe(dependencies)}"
         )
+    inherit = metadata.get("nbcache", {}).get("inherit")
+    if inherit is not None and not (isinstance(inherit, str) and inherit):
+        raise NotebookProblem(
+            f"metadata.nbcache.inherit must be the path of a notebook, not {describe(inherit)}"
+        )
     _expect_json(metadata, "the notebook's metadata")
 
 

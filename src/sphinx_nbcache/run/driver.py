@@ -21,11 +21,13 @@ from jupyter_client.kernelspec import NoSuchKernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
+from sphinx_nbcache.cache.snapshots import SnapshotStore
 from sphinx_nbcache.inputs import discover
 from sphinx_nbcache.inputs.artefacts import capture_artefacts
 from sphinx_nbcache.inputs.environment import environment
 from sphinx_nbcache.model import (
     CELL_TIMEOUT,
+    INHERITANCE_ERROR,
     NOTEBOOK_METADATA_FROM_EXECUTION,
     NOTEBOOK_TIMEOUT,
     CellError,
@@ -39,6 +41,7 @@ from sphinx_nbcache.model import (
 from sphinx_nbcache.notebook.cells import code_cell_indices
 from sphinx_nbcache.run.kernels import KERNEL_START_ATTEMPTS, KernelStarter, shutdown
 from sphinx_nbcache.run.pool import Pool
+from sphinx_nbcache.run.state import left_out, reply_error, restore_request, snapshot_request
 
 
 class CellClock:
@@ -115,15 +118,18 @@ async def execute_job(
     watcher: Watcher,
     starter: KernelStarter,
     digests: discover.FileDigests | None = None,
+    states: SnapshotStore | None = None,
 ) -> ExecutionResult:
     """Execute one notebook in its own kernel, started by ``starter``; every
     failure becomes a failed result, an error of ours one of status ``extension-error``.
+    A notebook that inherits starts from the state ``states`` keeps for its parent; one
+    that others inherit from leaves its final state there (see :mod:`.state`).
 
     A kernel that dies before running a cell is started again: concurrent start-ups can race
     for a TCP port ("Address already in use"), which says nothing about the notebook.
     """
     try:
-        return await _execute_job(job, pool, watcher, starter, digests)
+        return await _execute_job(job, pool, watcher, starter, digests, states)
     except Exception as exc:  # not the notebook's: cells and kernels fail inside
         return internal_failure(job, exc)
 
@@ -134,13 +140,14 @@ async def _execute_job(
     watcher: Watcher,
     starter: KernelStarter,
     digests: discover.FileDigests | None,
+    states: SnapshotStore | None,
 ) -> ExecutionResult:
     notebook = nbformat.reads(job.notebook_json, as_version=4)
     code_indices = code_cell_indices(notebook.cells)
     clock = CellClock(job)
     for _ in range(KERNEL_START_ATTEMPTS):
-        error, runtime, collected = await _execute_once(
-            notebook, job, pool, clock, watcher, starter
+        error, runtime, collected, left = await _execute_once(
+            notebook, job, pool, clock, watcher, starter, states
         )
         raise_if_cancelled()
         if error is None or clock.current is not None or error.name == "NoSuchKernel":
@@ -174,6 +181,7 @@ async def _execute_job(
         ),
         environment=environment(collected) if collected is not None else {},
         artefacts=collected.get("artefacts", {}) if collected is not None else {},
+        left_out=left,
     )
 
 
@@ -184,15 +192,17 @@ async def _execute_once(
     clock: CellClock,
     watcher: Watcher,
     starter: KernelStarter,
-) -> tuple[CellError | None, float, dict[str, Any] | None]:
-    """One kernel's run of the notebook: the error if any, seconds spent, and what the
-    notebook read (None unless discovery ran)."""
+    states: SnapshotStore | None,
+) -> tuple[CellError | None, float, dict[str, Any] | None, list[str]]:
+    """One kernel's run of the notebook: the error if any, seconds spent, what the
+    notebook read (None unless discovery ran), and the names its snapshot left out."""
     kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
     manager = starter.manager(kernel_name)
     pool.kernels.add(manager)
     error: CellError | None = None
     runtime = 0.0
     collected: dict[str, Any] | None = None
+    left: list[str] = []
     discovering = released = ours = False
     # the kernel's log has no name, so that it goes with the last process holding it
     # even when this one is killed (a Dask worker lost mid-notebook, say)
@@ -233,7 +243,11 @@ async def _execute_once(
             )
             begin = time.perf_counter()
             try:
-                await client.async_execute()
+                error = await _inherit(client, job, states, Path(tmp))
+                if error is None:
+                    await client.async_execute()
+                    if job.snapshot and states is not None:
+                        left = await _snapshot(client, job, states, Path(tmp))
             finally:
                 pool.release(pid)
                 released = True
@@ -271,7 +285,45 @@ async def _execute_once(
                 )
         if error is not None and error.status is Status.kernel_error:
             error = dataclasses.replace(error, traceback=error.traceback + _tail(kernel_log))
-    return error, runtime, collected
+    return error, runtime, collected, left
+
+
+STATE_TIMEOUT = 600.0
+"""Seconds a snapshot may take to write or to load."""
+
+
+async def _inherit(
+    client: NotebookClient, job: ExecutionJob, states: SnapshotStore | None, tmp: Path
+) -> CellError | None:
+    """Put the parent's final state into the kernel; the error that stops the notebook
+    before its first cell if that cannot be done."""
+    if job.inherit is None:
+        return None
+    data = None if states is None else states.get(job.inherit)
+    if data is None:
+        problem = "its final state is not available (the notebook did not leave one)"
+    else:
+        path = tmp / "inherited.state"
+        path.write_bytes(data)
+        failed = reply_error(await _request(client, restore_request(path), STATE_TIMEOUT))
+        if failed is None:
+            return None
+        problem = f"restoring its final state failed: {failed}"
+    value = f"inherits from {job.inherit_source}: {problem}"
+    return CellError(INHERITANCE_ERROR, value, f"{INHERITANCE_ERROR}: {value}", None)
+
+
+async def _snapshot(
+    client: NotebookClient, job: ExecutionJob, states: SnapshotStore, tmp: Path
+) -> list[str]:
+    """Keep the kernel's final state for the notebooks inheriting from this one; the names
+    left out. Nothing is kept if the snapshot fails: they then say so."""
+    path = tmp / "final.state"
+    request = snapshot_request(path, job.cwd or str(tmp))
+    if reply_error(await _request(client, request, STATE_TIMEOUT)) is not None:
+        return []
+    states.put(job.key, path.read_bytes())
+    return left_out(path)
 
 
 READY_POLL = 1.0
@@ -344,7 +396,19 @@ DISCOVERY_TIMEOUT = 10.0
 async def _hidden_request(
     client: NotebookClient, code: str, expressions: dict[str, str] | None = None
 ) -> dict[str, Any] | None:
-    """A silent execute request (no output, count or history); its reply, or None."""
+    """A silent execute request (no output, count or history); its reply if it
+    succeeded, else None."""
+    reply = await _request(client, code, DISCOVERY_TIMEOUT, expressions)
+    return reply if reply is not None and reply_error(reply) is None else None
+
+
+async def _request(
+    client: NotebookClient,
+    code: str,
+    timeout: float,
+    expressions: dict[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """A silent execute request; its reply, or None if none came within ``timeout``."""
     kc: Any = client.kc  # an AsyncKernelClient: get_shell_msg is a coroutine
     if kc is None:
         return None
@@ -355,14 +419,14 @@ async def _hidden_request(
         user_expressions=expressions or {},
         allow_stdin=False,
     )
-    deadline = time.monotonic() + DISCOVERY_TIMEOUT
+    deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         try:
             reply: dict[str, Any] = await kc.get_shell_msg(timeout=left)
         except queue.Empty:
             return None
         if reply.get("parent_header", {}).get("msg_id") == msg_id:
-            return reply if reply.get("content", {}).get("status") == "ok" else None
+            return reply
     return None
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from sphinx_nbcache.cache.snapshots import SnapshotStore
 from sphinx_nbcache.inputs import discover
 from sphinx_nbcache.model import ExecutionJob, ExecutionResult
 from sphinx_nbcache.run.driver import TICK_EVERY, Watcher, execute_job, raise_if_cancelled
 from sphinx_nbcache.run.kernels import KernelStarter, _KernelLoop
 from sphinx_nbcache.run.pool import Pool, describe_pool, keep_adapting
 from sphinx_nbcache.run.preload import Preloader
+from sphinx_nbcache.run.state import parent_failed
 
 
 class ExecutorError(Exception):
@@ -36,7 +39,9 @@ class LocalExecutor:
     pre-imported servers when ``preload`` names the modules to import (an empty list:
     ipykernel alone), or from ``preloader``'s, already starting, which the run then owns.
     ``stop``, asked every :data:`TICK_EVERY` seconds, cancels the run as Ctrl-C does once
-    it says so."""
+    it says so. A notebook that inherits from another of the run starts once that one is
+    done (the children of one parent then run side by side), and not at all if it failed;
+    their states go through ``states``."""
 
     def __init__(
         self,
@@ -46,8 +51,10 @@ class LocalExecutor:
         stop: Callable[[], bool] = lambda: False,
         preloader: Preloader | None = None,
         digests: discover.FileDigests | None = None,
+        states: SnapshotStore | None = None,
     ) -> None:
         self.pool = pool
+        self.states = states
         self.preload = preload
         self.warn = warn
         self.stop = stop
@@ -86,10 +93,19 @@ class LocalExecutor:
         self, jobs: Sequence[ExecutionJob], watcher: Watcher, starter: KernelStarter
     ) -> list[ExecutionResult]:
         digests = self.digests
+        loop = asyncio.get_running_loop()
+        done = {job.key: loop.create_future() for job in jobs}
+        cells = {job.key: json.loads(job.notebook_json).get("cells", []) for job in jobs}
 
         async def run_one(job: ExecutionJob) -> ExecutionResult:
-            result = await execute_job(job, self.pool, watcher, starter, digests)
+            parent = None if job.inherit is None else done.get(job.inherit)
+            parent_result = None if parent is None else await asyncio.shield(parent)
+            if parent_result is not None and not parent_result.succeeded:
+                result = parent_failed(job, parent_result, cells[parent_result.key])
+            else:
+                result = await execute_job(job, self.pool, watcher, starter, digests, self.states)
             raise_if_cancelled()
+            done[job.key].set_result(result)
             watcher.finished(result)
             return result
 

@@ -1,0 +1,106 @@
+"""Kernel state snapshots: the final state of a notebook that others inherit from, kept on
+this machine between builds.
+
+A snapshot is a pickle, and loading a pickle runs whatever code it names. So snapshots
+never go into the cache folder, which may come from elsewhere (a CI cache a pull request
+wrote): they live in this user's local state folder, each signed with a secret that never
+leaves this machine (:func:`~sphinx_nbcache.cache.signing.machine_secret`). One that does
+not verify, whoever wrote it, is never handed to a kernel: it is a miss, and the notebook
+it came from executes again. Files are named by the notebook's key; the least recently
+used go first once the folder holds more than its size cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from collections.abc import Collection
+from pathlib import Path
+
+from sphinx_nbcache.cache.signing import sign, state_folder, verify
+
+SNAPSHOT_FOLDER = "snapshots"
+SUFFIX = ".state"
+HEADER = b"sphinx-nbcache snapshot 1\n"
+SIGNATURE_BYTES = 64
+"""A hex HMAC-SHA256, right after :data:`HEADER`, then a newline, then the pickle."""
+KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+def snapshot_folder() -> Path:
+    return state_folder() / SNAPSHOT_FOLDER
+
+
+class SnapshotStore:
+    """Signed snapshots by notebook key, at most ``max_size`` bytes in all."""
+
+    def __init__(self, secret: bytes, max_size: int, folder: Path | None = None) -> None:
+        self.secret = secret
+        self.max_size = max_size
+        self.folder = folder or snapshot_folder()
+        self.written: set[str] = set()
+        """Keys put by this process: its run may still need them, so a put never prunes
+        them; :meth:`prune` at the end of the run does."""
+
+    def path(self, key: str) -> Path:
+        if not KEY.match(key):
+            raise ValueError(f"not a notebook key: {key!r}")
+        return self.folder / f"{key}{SUFFIX}"
+
+    def put(self, key: str, data: bytes) -> None:
+        """Keep ``data`` for ``key``, then prune; best effort (a full disk keeps nothing)."""
+        path = self.path(key)
+        signature = self._signature(key, data).encode("ascii")
+        with contextlib.suppress(OSError):
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(HEADER + signature + b"\n" + data)
+            temporary.replace(path)
+            self.written.add(key)
+            self.prune(keep=self.written)
+
+    def get(self, key: str) -> bytes | None:
+        """The snapshot's pickle if one is kept and its signature is this machine's."""
+        path = self.path(key)
+        try:
+            content = path.read_bytes()
+        except OSError:
+            return None
+        start = len(HEADER) + SIGNATURE_BYTES + 1
+        if not content.startswith(HEADER) or content[start - 1 : start] != b"\n":
+            return None
+        signature = content[len(HEADER) : start - 1].decode("ascii", errors="replace")
+        data = content[start:]
+        if not verify(self.secret, signature, key, hashlib.sha256(data).hexdigest()):
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: pruned last
+        return data
+
+    def prune(self, keep: Collection[str] = ()) -> list[str]:
+        """Remove the least recently used snapshots (not those of ``keep``) until the
+        folder holds at most ``max_size`` bytes; the keys removed."""
+        try:
+            files = [(p.stat(), p) for p in self.folder.glob(f"*{SUFFIX}")]
+        except OSError:
+            return []
+        total = sum(stat.st_size for stat, _ in files)
+        removed = []
+        for stat, path in sorted(files, key=lambda found: found[0].st_mtime):
+            if total <= self.max_size:
+                break
+            key = path.name[: -len(SUFFIX)]
+            if key in keep:
+                continue
+            with contextlib.suppress(OSError):
+                path.unlink()
+                total -= stat.st_size
+                removed.append(key)
+        return removed
+
+    def _signature(self, key: str, data: bytes) -> str:
+        return sign(self.secret, key, hashlib.sha256(data).hexdigest())

@@ -1,0 +1,109 @@
+"""A notebook's final kernel state, taken as a snapshot for the notebooks that inherit
+from it, and put into theirs before their first cell.
+
+The state is the user namespace: variables, functions and classes defined in cells (by
+value), imported modules (by name: the child imports them again), and the working
+directory when the notebook changed it. It is pickled with dill in the kernel itself, one
+pickle for all names, so that objects shared between names stay shared. What cannot be
+pickled (open files, locks, generators, some C objects) is left out and named. IPython's
+own names (``In``, ``Out``, ``_``, ``_i1``...) are not state. Both requests run silently in
+a namespace of their own: no output, no execution count, nothing added to the user's.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sphinx_nbcache.model import (
+    INHERITANCE_ERROR,
+    ExecutionJob,
+    ExecutionResult,
+    unrun_result,
+)
+from sphinx_nbcache.notebook.cells import cell_label
+
+SNAPSHOT = """\
+import json, os, re
+import dill
+from IPython import get_ipython
+
+shell = get_ipython()
+hidden = set(shell.user_ns_hidden) | {"In", "Out", "exit", "quit", "get_ipython"}
+ipython_names = re.compile(r"_(i{1,3}|i?[0-9]+|oh|ih|dh)?$|_{2,3}$")
+state, left = {}, []
+for name, value in list(shell.user_ns.items()):
+    if name in hidden or ipython_names.match(name):
+        continue
+    try:
+        dill.dumps(value)
+    except Exception:
+        left.append(name)
+    else:
+        state[name] = value
+cwd = os.getcwd()
+with open(path, "wb") as file:
+    dill.dump({"names": state, "cwd": cwd if cwd != start else None}, file)
+with open(path + ".left", "w") as file:
+    json.dump(sorted(left), file)
+"""
+"""Run in the parent's kernel with ``path`` (where to write) and ``start`` (its working
+directory at start) defined."""
+
+RESTORE = """\
+import os
+import dill
+from IPython import get_ipython
+
+with open(path, "rb") as file:
+    state = dill.load(file)
+get_ipython().user_ns.update(state["names"])
+if state["cwd"] is not None and os.path.isdir(state["cwd"]):
+    os.chdir(state["cwd"])
+"""
+"""Run in the child's kernel with ``path`` (the snapshot) defined."""
+
+
+def snapshot_request(path: Path, start: str) -> str:
+    return f"exec({SNAPSHOT!r}, {{'path': {str(path)!r}, 'start': {start!r}}})"
+
+
+def restore_request(path: Path) -> str:
+    return f"exec({RESTORE!r}, {{'path': {str(path)!r}}})"
+
+
+def left_out(path: Path) -> list[str]:
+    """The names the snapshot at ``path`` could not carry."""
+    try:
+        names = json.loads(Path(f"{path}.left").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [str(name) for name in names] if isinstance(names, list) else []
+
+
+def reply_error(reply: dict[str, Any] | None) -> str | None:
+    """What went wrong in a request, from its reply; None if it succeeded."""
+    if reply is None:
+        return "the kernel did not answer"
+    content = reply.get("content", {})
+    if content.get("status") == "ok":
+        return None
+    return f"{content.get('ename', 'Error')}: {content.get('evalue', '')}"
+
+
+def parent_failed(
+    job: ExecutionJob, parent: ExecutionResult, cells: Sequence[Any]
+) -> ExecutionResult:
+    """The result of a notebook not executed because the one it inherits from failed
+    (``cells``: that one's); never stored, so it executes once its parent succeeds."""
+    error = parent.error
+    where = (
+        ""
+        if error is None or error.cell_index is None
+        else f" in {cell_label(cells, error.cell_index)}"
+    )
+    what = "" if error is None else f" ({error.name}: {error.value})"
+    value = f"inherits from {parent.source}, which failed{where}{what}"
+    return unrun_result(job, INHERITANCE_ERROR, value)

@@ -1,0 +1,211 @@
+"""Kernel state inheritance: a notebook starts from the final state of another, with real
+kernels and builds: what it sees, what executes when either is edited, failures, cycles,
+what cannot be carried, and snapshots that are not this machine's."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from helpers import Build, Project, ProjectFactory, code, ipynb, markdown
+
+PARENT = ipynb(
+    markdown("# Parent"),
+    code(
+        "import pandas as pd\n"
+        "import os\n"
+        "rows = 3\n"
+        "frame = pd.DataFrame({'x': range(rows)})\n"
+        "def double(v):\n"
+        "    return 2 * v\n"
+        "class Point:\n"
+        "    def __init__(self, x):\n"
+        "        self.x = x\n"
+        "print('parent pid', os.getpid())"
+    ),
+    code("print('parent sees rows =', rows)"),
+)
+
+
+def child(name: str, parent: str, *cells: dict[str, object]) -> str:
+    return ipynb(markdown(f"# {name.title()}"), *cells, metadata={"nbcache": {"inherit": parent}})
+
+
+CHILD = child(
+    "child",
+    "parent.ipynb",
+    code("print('child got', rows, double(rows), Point(5).x, frame['x'].sum())"),
+    code("rows = 100\nprint('child set rows =', rows)"),
+)
+
+
+def text_of(build: Build, docname: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", build.html(docname)))
+
+
+def build(project: Project, state: Path, *args: str) -> Build:
+    """A build whose snapshots go to ``state`` (the local state folder)."""
+    return project.build(*args, env={"XDG_STATE_HOME": str(state)})
+
+
+def test_a_child_starts_from_its_parents_final_state(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    project = make_project(
+        {
+            "parent.ipynb": PARENT,
+            "child.ipynb": CHILD,
+            "sub/grandchild.ipynb": child(
+                "grandchild", "../child.ipynb", code("print('grandchild got', rows)")
+            ),
+        }
+    )
+    first = build(project, state)
+    assert first.returncode == 0, first.stderr
+    assert first.executed == ["child.ipynb", "parent.ipynb", "sub/grandchild.ipynb"]
+    assert not first.warnings, first.warnings
+    shown = text_of(first, "child")
+    assert "child got 3 6 5 3" in shown and "child set rows = 100" in shown
+    assert "Starts from the final kernel state of Parent ." in shown
+    assert 'href="parent.html"' in first.html("child")
+    assert "parent sees rows = 3" in text_of(first, "parent")
+    # a chain: the grandchild gets what the child left
+    assert "grandchild got 100" in text_of(first, "sub/grandchild")
+    assert len(list((state / "sphinx-nbcache" / "snapshots").glob("*.state"))) == 2
+
+    assert build(project, state).executed == []
+    # a prose edit in the parent: pages read again, nothing executes
+    project.edit("parent.ipynb", "# Parent", "# The parent")
+    prose = build(project, state)
+    assert prose.executed == []
+    assert "child got 3 6 5 3" in text_of(prose, "child")
+    # a child's edit executes that child and what inherits from it, from kept states
+    project.edit("child.ipynb", "rows = 100", "rows = 200")
+    edited = build(project, state)
+    assert edited.executed == ["child.ipynb", "sub/grandchild.ipynb"]
+    assert "grandchild got 200" in text_of(edited, "sub/grandchild")
+    # the parent's code: all three
+    project.edit("parent.ipynb", "rows = 3", "rows = 4")
+    again = build(project, state)
+    assert again.executed == ["child.ipynb", "parent.ipynb", "sub/grandchild.ipynb"]
+    assert "child got 4 8 5 6" in text_of(again, "child")
+
+
+RENDEZVOUS = (
+    "import pathlib, time\n"
+    "pathlib.Path('{me}.ready').touch()\n"
+    "waited = 0\n"
+    "while not pathlib.Path('{other}.ready').exists() and waited < 60:\n"
+    "    time.sleep(0.1)\n"
+    "    waited += 0.1\n"
+    "print('{me} met {other}:', pathlib.Path('{other}.ready').exists())"
+)
+"""Each of two children waits for the other to start: both finish only side by side."""
+
+
+def test_children_run_side_by_side_each_with_its_own_copy(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    project = make_project(
+        {
+            "parent.ipynb": PARENT,
+            "one.ipynb": child(
+                "one",
+                "parent.ipynb",
+                code("rows = 100\nframe['x'] = 0"),
+                code(RENDEZVOUS.format(me="one", other="two")),
+            ),
+            "two.ipynb": child(
+                "two",
+                "parent.ipynb",
+                code(RENDEZVOUS.format(me="two", other="one")),
+                code("print('two got', rows, frame['x'].sum())"),
+            ),
+        },
+        "nbcache_workers = 2\n",
+    )
+    first = build(project, tmp_path / "state")
+    assert first.returncode == 0, first.stderr
+    assert first.executed == ["one.ipynb", "parent.ipynb", "two.ipynb"]
+    assert "one met two: True" in text_of(first, "one")
+    assert "two met one: True" in text_of(first, "two")
+    # what one changed is not what two got, nor what the parent's page shows
+    assert "two got 3 3" in text_of(first, "two")
+    assert "parent sees rows = 3" in text_of(first, "parent")
+
+
+def test_failures_cycles_and_what_cannot_be_carried(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    project = make_project(
+        {
+            "broken.ipynb": ipynb(markdown("# Broken"), code("x = 1"), code("1 / 0")),
+            "orphan.ipynb": child("orphan", "broken.ipynb", code("print(x)")),
+            "a.ipynb": child("a", "b.ipynb", code("print('a')")),
+            "b.ipynb": child("b", "a.ipynb", code("print('b')")),
+            "lost.ipynb": child("lost", "nowhere/nothing.ipynb", code("print('lost')")),
+            "odd.ipynb": ipynb(
+                markdown("# Odd"),
+                code("import threading\nlock = threading.Lock()\ngen = (i for i in range(3))"),
+                code("kept = 7"),
+            ),
+            "heir.ipynb": child("heir", "odd.ipynb", code("print('heir got', kept)")),
+        }
+    )
+    first = build(project, state)
+    assert first.returncode == 0, first.stderr
+    assert first.executed == ["broken.ipynb", "heir.ipynb", "odd.ipynb"]
+    assert "orphan.ipynb not executed: inherits from broken.ipynb" in first.stdout
+    warnings = first.warnings
+    [orphan] = [w for w in warnings if "orphan.ipynb" in w]
+    assert (
+        "WARNING: Notebook not executed: inherits from broken.ipynb, which failed in code "
+        "cell 2 (ZeroDivisionError: division by zero)"
+    ) in orphan
+    [cycle_a] = [w for w in warnings if "a.ipynb" in w and "cycle" in w]
+    assert "the notebooks inherit in a cycle: a -> b -> a" in cycle_a
+    [lost] = [w for w in warnings if "lost.ipynb" in w]
+    assert "'nowhere/nothing.ipynb' is not a notebook of the project" in lost
+    [odd] = [w for w in warnings if "do not get" in w]
+    assert "odd.ipynb: WARNING: the notebooks inheriting from this one do not get gen:" in odd
+    assert "heir got 7" in text_of(first, "heir")
+
+    # the parent's failure comes from the cache: the orphan is still not executed
+    project.edit("orphan.ipynb", "print(x)", "print(x + 1)")
+    second = build(project, state)
+    assert second.executed == []
+    assert any("orphan.ipynb" in w and "which failed in code cell 2" in w for w in second.warnings)
+    # fixed, the parent executes and the orphan with it
+    project.edit("broken.ipynb", "1 / 0", "1 / 1")
+    fixed = build(project, state)
+    assert fixed.executed == ["broken.ipynb", "orphan.ipynb"]
+    assert " 2 " in text_of(fixed, "orphan")
+
+
+def test_a_snapshot_from_elsewhere_is_never_loaded(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    """A snapshot signed with another machine's secret (copied in, or forged) is a miss:
+    the parent executes again for its state, once for all its children."""
+    state = tmp_path / "state"
+    project = make_project(
+        {
+            "parent.ipynb": PARENT,
+            "child.ipynb": CHILD,
+            "other.ipynb": child("other", "parent.ipynb", code("print('other got', rows)")),
+        }
+    )
+    assert build(project, state).returncode == 0
+    [snapshot] = (state / "sphinx-nbcache" / "snapshots").glob("*.state")
+    # this machine's secret is now another one: the kept snapshot is as good as one
+    # signed on another machine and copied in
+    (state / "sphinx-nbcache" / "secret").write_bytes(b"x" * 32)
+    project.edit("child.ipynb", "rows = 100", "rows = 101")
+    project.edit("other.ipynb", "other got", "other has")
+    forged = build(project, state)
+    assert forged.executed == ["child.ipynb", "other.ipynb", "parent.ipynb"]
+    assert "executing it again for its final state" in forged.stdout + forged.stderr
+    assert "other has 3" in text_of(forged, "other")
+    assert snapshot.exists()  # rewritten, signed with the secret now in force
