@@ -187,13 +187,16 @@ class ExecutionResult:
     left_out: list[str] = dataclasses.field(default_factory=list)
     """Names of the final kernel state that could not be kept for the notebooks inheriting
     from this one (they cannot be pickled)."""
+    snapshot_error: str = ""
+    """Why no final kernel state could be kept for the notebooks inheriting from this one."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         if self.error is not None and not self.error.internal:
             del data["error"]["internal"]  # stored entries keep the format they always had
-        if not self.left_out:
-            del data["left_out"]
+        for name in ("left_out", "snapshot_error"):
+            if not data[name]:
+                del data[name]  # fields of notebooks others inherit from
         return data
 
     @classmethod

@@ -114,13 +114,14 @@ ERROR_STATUSES = frozenset(
 
 def write_junit(report: Mapping[str, Any], path: Path) -> None:
     """One test case per notebook read this build; a cell error is a failure, a timeout, a
-    lost kernel or an error of sphinx-nbcache an error, each with the traceback as its text."""
+    lost kernel or an error of sphinx-nbcache an error, each with the traceback as its text;
+    a notebook not executed because its parent failed is skipped."""
     cases = [n for n in report["notebooks"] if n["this_build"]]
     counts = {
         "tests": str(len(cases)),
         "failures": str(sum(n["status"] == Status.cell_error for n in cases)),
         "errors": str(sum(n["status"] in ERROR_STATUSES for n in cases)),
-        "skipped": "0",
+        "skipped": str(sum(n["status"] == Status.not_executed for n in cases)),
         "time": f"{sum(n['runtime'] for n in cases if n['origin'] == 'executed'):.3f}",
     }
     root = ET.Element("testsuites", {"name": "sphinx-nbcache", **counts})
@@ -142,7 +143,9 @@ def write_junit(report: Mapping[str, Any], path: Path) -> None:
             },
         )
         error = notebook["error"]
-        if error is not None:
+        if notebook["status"] == Status.not_executed:
+            ET.SubElement(case, "skipped", {"message": plain_text(error["value"])})
+        elif error is not None:
             tag = "failure" if notebook["status"] == Status.cell_error else "error"
             where = "" if error["cell"] is None else f" (code cell {error['cell']})"
             problem = ET.SubElement(

@@ -39,6 +39,24 @@ CHILD = child(
 )
 
 
+GRANDCHILD = """\
+---
+file_format: mystnb
+kernelspec:
+  name: python3
+  display_name: Python 3
+nbcache:
+  inherit: ../child.ipynb
+---
+# Grandchild
+
+```{code-cell} ipython3
+print('grandchild got', rows)
+```
+"""
+"""Any format: a MyST notebook inherits through its front matter."""
+
+
 def text_of(build: Build, docname: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", build.html(docname)))
 
@@ -56,14 +74,12 @@ def test_a_child_starts_from_its_parents_final_state(
         {
             "parent.ipynb": PARENT,
             "child.ipynb": CHILD,
-            "sub/grandchild.ipynb": child(
-                "grandchild", "../child.ipynb", code("print('grandchild got', rows)")
-            ),
+            "sub/grandchild.md": GRANDCHILD,
         }
     )
     first = build(project, state)
     assert first.returncode == 0, first.stderr
-    assert first.executed == ["child.ipynb", "parent.ipynb", "sub/grandchild.ipynb"]
+    assert first.executed == ["child.ipynb", "parent.ipynb", "sub/grandchild.md"]
     assert not first.warnings, first.warnings
     shown = text_of(first, "child")
     assert "child got 3 6 5 3" in shown and "child set rows = 100" in shown
@@ -83,12 +99,12 @@ def test_a_child_starts_from_its_parents_final_state(
     # a child's edit executes that child and what inherits from it, from kept states
     project.edit("child.ipynb", "rows = 100", "rows = 200")
     edited = build(project, state)
-    assert edited.executed == ["child.ipynb", "sub/grandchild.ipynb"]
+    assert edited.executed == ["child.ipynb", "sub/grandchild.md"]
     assert "grandchild got 200" in text_of(edited, "sub/grandchild")
     # the parent's code: all three
     project.edit("parent.ipynb", "rows = 3", "rows = 4")
     again = build(project, state)
-    assert again.executed == ["child.ipynb", "parent.ipynb", "sub/grandchild.ipynb"]
+    assert again.executed == ["child.ipynb", "parent.ipynb", "sub/grandchild.md"]
     assert "child got 4 8 5 6" in text_of(again, "child")
 
 
@@ -154,9 +170,14 @@ def test_failures_cycles_and_what_cannot_be_carried(
             "heir.ipynb": child("heir", "odd.ipynb", code("print('heir got', kept)")),
         }
     )
-    first = build(project, state)
+    reports = ("-D", "nbcache_report=report.json", "-D", "nbcache_junit=junit.xml")
+    first = build(project, state, *reports)
     assert first.returncode == 0, first.stderr
     assert first.executed == ["broken.ipynb", "heir.ipynb", "odd.ipynb"]
+    report, suite = first.reports("report.json", "junit.xml")
+    statuses = {n["docname"]: n["status"] for n in report["notebooks"]}
+    assert statuses["orphan"] == "not-executed" and statuses["broken"] == "cell-error"
+    assert suite.get("skipped") == "1"
     assert "orphan.ipynb not executed: inherits from broken.ipynb" in first.stdout
     warnings = first.warnings
     [orphan] = [w for w in warnings if "orphan.ipynb" in w]

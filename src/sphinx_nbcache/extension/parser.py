@@ -267,6 +267,13 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             LOGGER.info(
                 "nbcache: %s: did not restore %s from the cache: %s", planned.source, path, why
             )
+        if result.snapshot_error:
+            warn(
+                "the notebooks inheriting from this one cannot start from its final state: "
+                f"it could not be kept ({result.snapshot_error})",
+                Subtype.inherit,
+                location=document.settings.env.docname,
+            )
         if result.left_out:
             names = ", ".join(result.left_out)
             warn(

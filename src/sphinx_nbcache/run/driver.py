@@ -146,7 +146,7 @@ async def _execute_job(
     code_indices = code_cell_indices(notebook.cells)
     clock = CellClock(job)
     for _ in range(KERNEL_START_ATTEMPTS):
-        error, runtime, collected, left = await _execute_once(
+        error, runtime, collected, snapshot = await _execute_once(
             notebook, job, pool, clock, watcher, starter, states
         )
         raise_if_cancelled()
@@ -181,7 +181,8 @@ async def _execute_job(
         ),
         environment=environment(collected) if collected is not None else {},
         artefacts=collected.get("artefacts", {}) if collected is not None else {},
-        left_out=left,
+        left_out=snapshot.left_out,
+        snapshot_error=snapshot.error,
     )
 
 
@@ -193,16 +194,16 @@ async def _execute_once(
     watcher: Watcher,
     starter: KernelStarter,
     states: SnapshotStore | None,
-) -> tuple[CellError | None, float, dict[str, Any] | None, list[str]]:
+) -> tuple[CellError | None, float, dict[str, Any] | None, Snapshot]:
     """One kernel's run of the notebook: the error if any, seconds spent, what the
-    notebook read (None unless discovery ran), and the names its snapshot left out."""
+    notebook read (None unless discovery ran), and how its snapshot went."""
     kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
     manager = starter.manager(kernel_name)
     pool.kernels.add(manager)
     error: CellError | None = None
     runtime = 0.0
     collected: dict[str, Any] | None = None
-    left: list[str] = []
+    snapshot = Snapshot()
     discovering = released = ours = False
     # the kernel's log has no name, so that it goes with the last process holding it
     # even when this one is killed (a Dask worker lost mid-notebook, say)
@@ -247,7 +248,7 @@ async def _execute_once(
                 if error is None:
                     await client.async_execute()
                     if job.snapshot and states is not None:
-                        left = await _snapshot(client, job, states, Path(tmp))
+                        snapshot = await _snapshot(client, job, states, Path(tmp))
             finally:
                 pool.release(pid)
                 released = True
@@ -285,7 +286,7 @@ async def _execute_once(
                 )
         if error is not None and error.status is Status.kernel_error:
             error = dataclasses.replace(error, traceback=error.traceback + _tail(kernel_log))
-    return error, runtime, collected, left
+    return error, runtime, collected, snapshot
 
 
 STATE_TIMEOUT = 600.0
@@ -313,17 +314,26 @@ async def _inherit(
     return CellError(INHERITANCE_ERROR, value, f"{INHERITANCE_ERROR}: {value}", None)
 
 
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """How keeping a notebook's final state went: the names left out, or why none was
+    kept (then the notebooks inheriting from it say its state is not available)."""
+
+    left_out: list[str] = dataclasses.field(default_factory=list)
+    error: str = ""
+
+
 async def _snapshot(
     client: NotebookClient, job: ExecutionJob, states: SnapshotStore, tmp: Path
-) -> list[str]:
-    """Keep the kernel's final state for the notebooks inheriting from this one; the names
-    left out. Nothing is kept if the snapshot fails: they then say so."""
+) -> Snapshot:
+    """Keep the kernel's final state for the notebooks inheriting from this one."""
     path = tmp / "final.state"
     request = snapshot_request(path, job.cwd or str(tmp))
-    if reply_error(await _request(client, request, STATE_TIMEOUT)) is not None:
-        return []
+    failed = reply_error(await _request(client, request, STATE_TIMEOUT))
+    if failed is not None:
+        return Snapshot(error=failed)
     states.put(job.key, path.read_bytes())
-    return left_out(path)
+    return Snapshot(left_out(path))
 
 
 READY_POLL = 1.0
