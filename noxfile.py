@@ -41,6 +41,8 @@ OLDEST_TESTS = [
     "tests/sphinx/test_reports.py",
     # instances add documents through Sphinx's project internals, which differ in 7.4
     "tests/sphinx/test_instances.py",
+    # inheritance resolves paths to documents and notes dependencies on other documents
+    "tests/sphinx/test_inherit.py",
     "tests/cli/test_cli.py::test_status_execute_then_build_executes_nothing",
     "tests/cli/test_cli.py::test_show_lists_the_files_variables_and_packages_the_entry_depends_on",
     "tests/reliability/test_malformed.py::test_unreadable_notebook_gets_one_readable_warning",

@@ -27,6 +27,10 @@ F. ``--instances`` notebook instances of one ``--work``-second template notebook
    sphinx-nbcache (a page per instance) against the recipe it replaces, papermill's
    ``execute_notebook`` in a ``multiprocessing.Pool(2)`` writing the executed notebooks;
    then sphinx-nbcache warm, which must execute nothing.
+G. Kernel state inheritance: a parent notebook with 10 s of CPU work and four chapters of
+   0.5 s that start from its final state, cold, against the same chapters each repeating
+   the parent's code (sphinx-nbcache, and myst-nb); then a chapter's prose and its code
+   edited, incremental builds.
 
 Every build's return code is checked and every page is checked for the outputs it must (or,
 with execution off, must not) show, so a silently failed notebook cannot pass for a fast one.
@@ -442,8 +446,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
         "--sections",
-        default="ABCDEF",
-        help="which sections to run, e.g. B (default: ABCDEF, all of them)",
+        default="ABCDEFG",
+        help="which sections to run, e.g. B (default: ABCDEFG, all of them)",
     )
     parser.add_argument(
         "--instructions",
@@ -470,8 +474,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.nbcache_workers is not None and args.nbcache_workers < 1:
         parser.error("--nbcache-workers must be at least 1")
     args.sections = args.sections.upper()
-    if not args.sections or set(args.sections) - set("ABCDEF"):
-        parser.error("--sections takes letters among A, B, C, D, E and F")
+    if not args.sections or set(args.sections) - set("ABCDEFG"):
+        parser.error("--sections takes letters among A, B, C, D, E, F and G")
     if args.instructions and shutil.which("valgrind") is None:
         parser.error("--instructions needs valgrind on PATH")
     return args
@@ -510,6 +514,10 @@ def run(args: argparse.Namespace) -> list[str]:
         "F": (
             f"F: {args.instances} instances of a {args.work:g}-s notebook, best of {args.repeat}",
             lambda: section_f(args, extra),
+        ),
+        "G": (
+            f"G: {CHILDREN} chapters inheriting a parent's state, best of {args.repeat}",
+            lambda: section_g(args, extra),
         ),
     }
     lines: list[str] = []
@@ -1217,3 +1225,135 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+INHERIT_TARGET = 3.0
+INHERIT_EDIT_OVERHEAD = 1.0
+"""Seconds a child-only edit may cost beyond the child's own work and a rebuild that
+executes nothing."""
+PARENT_WORK = 10.0
+CHILD_WORK = 0.5
+CHILDREN = 4
+PARENT_CELLS = 4
+
+
+def inherit_books(extra: list[str]) -> tuple[Book, Book, Book]:
+    """The same four chapters three ways: each starting from the parent's final state
+    (sphinx-nbcache), and each repeating the parent's code first (sphinx-nbcache, and
+    myst-nb, which has no other way). Every cell's loop is a fixed number of steps: CPU work
+    that takes as long however many kernels share the CPUs, as a parent's slow cells do."""
+    parent_steps = loop_steps(PARENT_WORK / PARENT_CELLS)
+    child_steps = loop_steps(CHILD_WORK)
+    parent = [
+        "import math\nBASE = 0\nx = 0.0",
+        *(f"for _ in range({parent_steps}):\n    x += math.sqrt(x + {c})" for c in range(4)),
+        "model = {'fitted': x > 0}",
+    ]
+
+    def chapter(i: int) -> list[str]:
+        return [
+            f"N{i} = {i}",
+            f"y = 0.0\nfor _ in range({child_steps}):\n    y += math.sqrt(y + {i})",
+            "assert model['fitted']",
+            f"{{'notebook': BASE + N{i}, 'squares': [k * k for k in range(5)]}}",
+        ]
+
+    books = []
+    for label, folder, extension, inherit in (
+        ("inherit", "g-inherit", "sphinx_nbcache", True),
+        ("repeat", "g-repeat", "sphinx_nbcache", False),
+        ("myst-nb repeat", "g-mystnb", "myst_nb", False),
+    ):
+        src = BOOKS / folder
+        shutil.rmtree(src, ignore_errors=True)
+        src.mkdir(parents=True)
+        write_ipynb(
+            src / "parent.ipynb",
+            100,
+            [*parent, "{'notebook': 100 + BASE, 'squares': [k * k for k in range(5)]}"],
+        )
+        for i in range(CHILDREN):
+            cells = chapter(i) if inherit else [*parent, *chapter(i)]
+            write_ipynb(src / f"chapter{i}.ipynb", i, cells)
+            if inherit:
+                path = src / f"chapter{i}.ipynb"
+                notebook = json.loads(path.read_text())
+                notebook["metadata"]["nbcache"] = {"inherit": "parent.ipynb"}
+                path.write_text(json.dumps(notebook, indent=1))
+        conf = [
+            "project = 'bench'",
+            f"extensions = [{extension!r}]",
+            "nb_execution_mode = 'cache'",
+            "nb_execution_timeout = 600",
+            f"nb_execution_cache_path = {str(src / '.jupyter_cache')!r}",
+            "exclude_patterns = ['_build', 'jupyter_execute', '.*']",
+            *(extra if extension == "sphinx_nbcache" else []),
+        ]
+        (src / "conf.py").write_text("\n".join(conf) + "\n", encoding="utf-8")
+        toc = "\n".join(["parent", *(f"chapter{i}" for i in range(CHILDREN))])
+        (src / "index.md").write_text(f"# Chapters\n\n```{{toctree}}\n{toc}\n```\n")
+        constants = {"parent": 100, **{f"chapter{i}": i for i in range(CHILDREN)}}
+        books.append(Book(label, src, constants, executes=True))
+    return books[0], books[1], books[2]
+
+
+def edit_chapter(book: Book, value: int, code: bool) -> None:
+    """Chapter 0 edited: its constant (code, so it executes) or its title (prose)."""
+    path = book.src / "chapter0.ipynb"
+    notebook = json.loads(path.read_text())
+    if code:
+        notebook["cells"][1]["source"] = f"N0 = {value}"
+        book.constants["chapter0"] = value
+    else:
+        notebook["cells"][0]["source"] = f"# Chapter 0, take {value}\n\nSome prose."
+    path.write_text(json.dumps(notebook, indent=1))
+
+
+def section_g(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """Chapters that start from a parent's final state, against chapters that repeat the
+    parent's code; then what a child-only edit costs."""
+    inherit, repeat, mystnb = inherit_books(extra)
+    cold_inherit, cold_repeat, cold_mystnb = interleaved(
+        args.repeat, cold_runs(inherit, repeat, mystnb)
+    )
+    prose, code = [], []
+    for rep in range(args.repeat):
+        edit_chapter(inherit, EDIT_BASE + rep, code=False)
+        prose.append(sphinx_build(inherit, "prose"))
+        edit_chapter(inherit, EDIT_BASE + rep, code=True)
+        code.append(sphinx_build(inherit, "edit"))
+    inherit.wipe_build()
+    edits = executions(inherit)  # a fresh _build, the cache and snapshots kept
+    speedup, against_mystnb = cold_repeat / cold_inherit, cold_mystnb / cold_inherit
+    extra_cost = min(code) - min(prose) - CHILD_WORK
+    rows = [
+        timed_row(
+            "myst-nb cache, each chapter repeats the parent's code",
+            cold_mystnb,
+            ratio(cold_mystnb, cold_inherit),
+        ),
+        timed_row(
+            "sphinx-nbcache, each chapter repeats the parent's code",
+            cold_repeat,
+            ratio(cold_repeat, cold_inherit),
+        ),
+        timed_row("sphinx-nbcache, each chapter inherits the parent's state", cold_inherit, "1.00"),
+        timed_row("inherit: a chapter's prose edited (executes nothing)", min(prose), ""),
+        timed_row("inherit: a chapter's code edited (executes it alone)", min(code), ""),
+    ]
+    return [
+        f"## G. A parent with {PARENT_WORK:g} s of CPU work and {CHILDREN} chapters of"
+        f" {CHILD_WORK:g} s each",
+        "",
+        *table(["cold build (or edit)", "seconds", "ratio to inheriting"], rows),
+        "",
+        f"Cold, inheriting against repeating the parent's code: {speedup:.2f}x with"
+        f" sphinx-nbcache (target >= {INHERIT_TARGET:g}: {verdict(speedup >= INHERIT_TARGET)}),"
+        f" {against_mystnb:.2f}x against myst-nb. sphinx-nbcache runs the repeating chapters"
+        f" side by side, so on {os.cpu_count()} CPUs their {CHILDREN + 1} copies of the parent's"
+        f" work take {(CHILDREN + 1) * PARENT_WORK / (os.cpu_count() or 1):g} s at best, against"
+        f" one copy when inheriting. A chapter's code edit cost {extra_cost:+.2f} s beyond"
+        f" its own {CHILD_WORK:g} s of work and a rebuild that executes nothing (target under"
+        f" {INHERIT_EDIT_OVERHEAD:g} s: {verdict(extra_cost < INHERIT_EDIT_OVERHEAD)}), from the"
+        f" kept snapshot. A warm build executed {edits} notebook(s).",
+    ]

@@ -4,10 +4,11 @@ what cannot be carried, and snapshots that are not this machine's."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
-from helpers import Build, Project, ProjectFactory, code, ipynb, markdown
+from helpers import Build, Project, ProjectFactory, code, ipynb, markdown, nbcache
 
 PARENT = ipynb(
     markdown("# Parent"),
@@ -230,3 +231,25 @@ def test_a_snapshot_from_elsewhere_is_never_loaded(
     assert "executing it again for its final state" in forged.stdout + forged.stderr
     assert "other has 3" in text_of(forged, "other")
     assert snapshot.exists()  # rewritten, signed with the secret now in force
+
+
+def test_the_command_line_lists_the_chain_and_executes_what_a_build_would(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    state = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    project = make_project({"parent.ipynb": PARENT, "child.ipynb": CHILD})
+    executed = nbcache(project, "execute", env=state)
+    assert executed.returncode == 0, executed.stderr
+    assert "nbcache: [2/2]" in executed.stdout
+    status = nbcache(project, "status", env=state)
+    assert status.returncode == 0, status.stdout
+    assert re.search(r"child\.ipynb\s+cached, up to date\s+[\d.]+\s+parent\.ipynb", status.stdout)
+    shown = json.loads(nbcache(project, "show", "child.ipynb", "--json", env=state).stdout)
+    assert shown["inherits"] == ["parent.ipynb"]
+    assert "inherits: parent.ipynb" in nbcache(project, "show", "child.ipynb", env=state).stdout
+    # a build after the command executes nothing, and the child starts from the kept state
+    assert project.build(env=state).executed == []
+    project.edit("child.ipynb", "rows = 100", "rows = 300")
+    assert "1 of 2 notebook(s) would execute" in nbcache(project, "status", env=state).stdout
+    again = nbcache(project, "execute", env=state)
+    assert "nbcache: [1/1] child.ipynb executed" in again.stdout

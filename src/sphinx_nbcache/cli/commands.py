@@ -69,16 +69,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([_status_json(n) for n in notebooks], indent=2))
     else:
-        rows = [
-            (
+        inherits = any(_inherits(n) for n in notebooks)  # a column only if any inherits
+        rows: list[list[str]] = [
+            [
                 n.source,
                 STATES[n.state],
                 f"{n.result.runtime:.2f}" if n.result else "",
+                *([_inherits(n)] if inherits else []),
                 _remark(n),
-            )
+            ]
             for n in notebooks
         ]
-        print(table(rows, ("notebook", "state", "runtime (s)", "error or change")))
+        header = ["notebook", "state", "runtime (s)", "inherits from", "error or change"]
+        if not inherits:
+            header.remove("inherits from")
+        print(table(rows, header))
         print(f"\n{len(would)} of {len(notebooks)} notebook(s) would execute")
     return 1 if would else 0
 
@@ -88,6 +93,12 @@ def _remark(notebook: Notebook) -> str:
     result = notebook.result
     error = result.error.name if result and result.error and notebook.state == "failed" else ""
     return "; ".join(part for part in (error, notebook.why) if part)
+
+
+def _inherits(notebook: Notebook) -> str:
+    """The notebooks it starts from, its parent first: ``parent.ipynb <- first.ipynb``."""
+    ancestors = [] if notebook.planned is None else notebook.planned.ancestors
+    return " <- ".join(a.source for a in ancestors)
 
 
 def _status_json(notebook: Notebook) -> dict[str, Any]:
@@ -102,6 +113,9 @@ def _status_json(notebook: Notebook) -> dict[str, Any]:
         "error": result.error.name if result and result.error else None,
         "why": notebook.why,
         "executes": notebook.executes,
+        "inherits": []
+        if notebook.planned is None
+        else [a.source for a in notebook.planned.ancestors],
     }
 
 
@@ -190,6 +204,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"state:    {STATES[notebook.state]}")
     if data["key"]:
         print(f"key:      {data['key']}")
+    if data["inherits"]:
+        print(f"inherits: {_inherits(notebook)} (parent first)")
     if result is not None:
         where = f" on {result.worker}" if result.worker else ""
         print(f"executed: {result.finished}, {result.runtime:.2f} s{where}")

@@ -184,7 +184,10 @@ class Project:
             return None
         if not notebook.needs_execution:
             return Notebook(docname, source, _not_executed(notebook), notebook, None, None)
-        planned = plan_document(env, docname, notebook, parameters)
+        try:
+            planned = plan_document(env, docname, notebook, parameters)
+        except NotebookReadError as exc:  # it inherits from no notebook, or in a cycle
+            return Notebook(docname, source, "unreadable", notebook, None, None, str(exc))
         checked = self.pipeline.check(planned)
         executes = checked.reusable is None
         if checked.damaged:

@@ -144,7 +144,8 @@ def _planned_parent(
         return state.planned[parent]
     path = Path(env.doc2path(parent))
     try:
-        text = path.read_text(encoding=env.settings["input_encoding"])
+        # the codec the build reads with (see decoding.py), set only once it reads
+        text = path.read_text(encoding=env.settings.get("input_encoding", "utf-8-sig"))
         found, _ = document_notebook(env, parent, path, text, state.parsed)
     except (OSError, UnicodeDecodeError, NotebookReadError) as exc:
         raise NotebookReadError(f"nbcache.inherit: {parent} cannot be read ({exc})") from None
