@@ -48,6 +48,11 @@ def build_report(
     for docname in sorted(records):
         record = records[docname]
         error = record["error"]
+        inherited, parent, seen = 0.0, record.get("inherits"), {docname}
+        while isinstance(parent, str) and parent in records and parent not in seen:
+            seen.add(parent)
+            inherited += records[parent]["runtime"]
+            parent = records[parent].get("inherits")
         notebooks.append(
             {
                 "docname": docname,
@@ -58,6 +63,8 @@ def build_report(
                 "runtime": record["runtime"],
                 "finished": record["finished"],
                 "worker": record.get("worker", ""),
+                "inherits": record.get("inherits"),
+                "inherited_seconds": round(inherited, 3),
                 "error": None
                 if error is None
                 else {**error, "traceback": plain_text(error["traceback"])},
@@ -76,7 +83,9 @@ def build_report(
 def summarise(notebooks: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts and seconds over the notebooks this build read. Time saved is that of the
     successful results taken from the cache: a failure's runtime is how long it took to
-    fail (a timeout's, its limit), not what a working run would cost."""
+    fail (a timeout's, its limit), not what a working run would cost. Time inherited is
+    that of the parents (and their parents) of the notebooks that executed from a parent's
+    final state, each counted once per such notebook."""
     executed = [n for n in notebooks if n["origin"] == "executed"]
     cached = [n for n in notebooks if n["origin"] == "cache"]
     reused = [n for n in cached if n["status"] == Status.succeeded]
@@ -88,6 +97,9 @@ def summarise(notebooks: list[dict[str, Any]]) -> dict[str, Any]:
         "timed_out": sum(n["status"] == Status.timeout for n in notebooks),
         "execution_seconds": round(sum(n["runtime"] for n in executed), 3),
         "saved_seconds": round(sum(n["runtime"] for n in reused), 3),
+        "inherited_seconds": round(
+            sum(n["inherited_seconds"] for n in executed if n["status"] == Status.succeeded), 3
+        ),
     }
 
 
@@ -97,7 +109,13 @@ def summary_line(summary: Mapping[str, Any], cache_path: Path) -> str:
         f"nbcache: {summary['notebooks']} notebook(s): {summary['executed']} executed, "
         f"{summary['from_cache']} from cache, {summary['failed']} failed{timed_out}; "
         f"{summary['execution_seconds']:.1f} s executing, "
-        f"{summary['saved_seconds']:.1f} s saved by the cache (cache: {cache_path})"
+        f"{summary['saved_seconds']:.1f} s saved by the cache"
+        + (
+            f", {summary['inherited_seconds']:.1f} s by inheriting kernel state"
+            if summary.get("inherited_seconds")
+            else ""
+        )
+        + f" (cache: {cache_path})"
     )
 
 

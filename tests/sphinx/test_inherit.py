@@ -78,7 +78,7 @@ def test_a_child_starts_from_its_parents_final_state(
             "sub/grandchild.md": GRANDCHILD,
         }
     )
-    first = build(project, state)
+    first = build(project, state, "-D", "nbcache_report=report.json")
     assert first.returncode == 0, first.stderr
     assert first.executed == ["child.ipynb", "parent.ipynb", "sub/grandchild.md"]
     assert not first.warnings, first.warnings
@@ -90,6 +90,14 @@ def test_a_child_starts_from_its_parents_final_state(
     # a chain: the grandchild gets what the child left
     assert "grandchild got 100" in text_of(first, "sub/grandchild")
     assert len(list((state / "sphinx-nbcache" / "snapshots").glob("*.state"))) == 2
+    # the summary says what inheriting saved: the parent's run for the child, both runs
+    # for the grandchild
+    report = json.loads((first.outdir / "report.json").read_text())
+    runtime = {n["docname"]: n["runtime"] for n in report["notebooks"]}
+    inherited = {n["docname"]: n["inherited_seconds"] for n in report["notebooks"]}
+    assert inherited["child"] == round(runtime["parent"], 3)
+    assert inherited["sub/grandchild"] == round(runtime["parent"] + runtime["child"], 3)
+    assert f"{report['summary']['inherited_seconds']:.1f} s by inheriting" in first.stdout
 
     assert build(project, state).executed == []
     # a prose edit in the parent: pages read again, nothing executes

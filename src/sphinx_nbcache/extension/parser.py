@@ -381,6 +381,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             "runtime": result.runtime,
             "finished": result.finished,
             "worker": result.worker,
+            "inherits": state.parents.get(docname),
             "lexer": lexer,
             "environment": state.pipeline.environments.mark(planned.kernel)
             if result.environment
