@@ -158,6 +158,13 @@ def test_children_run_side_by_side_each_with_its_own_copy(
     # what one changed is not what two got, nor what the parent's page shows
     assert "two got 3 3" in text_of(first, "two")
     assert "parent sees rows = 3" in text_of(first, "parent")
+    # one child edited: that child alone; the parent's code: all three
+    project.edit("two.ipynb", "two got", "two has")
+    assert build(project, tmp_path / "state").executed == ["two.ipynb"]
+    project.edit("parent.ipynb", "rows = 3", "rows = 5")
+    again = build(project, tmp_path / "state")
+    assert again.executed == ["one.ipynb", "parent.ipynb", "two.ipynb"]
+    assert "two has 5 10" in text_of(again, "two")
 
 
 def test_failures_cycles_and_what_cannot_be_carried(
@@ -261,3 +268,9 @@ def test_the_command_line_lists_the_chain_and_executes_what_a_build_would(
     assert "1 of 2 notebook(s) would execute" in nbcache(project, "status", env=state).stdout
     again = nbcache(project, "execute", env=state)
     assert "nbcache: [1/1] child.ipynb executed" in again.stdout
+    # pruning an entry removes the kernel state kept for it
+    snapshots = tmp_path / "state" / "sphinx-nbcache" / "snapshots"
+    assert len(list(snapshots.glob("*.state"))) == 1
+    pruned = nbcache(project, "prune", "--max-size", "1k", env=state)
+    assert "removed 1 kernel state snapshot(s)" in pruned.stdout
+    assert list(snapshots.glob("*.state")) == []

@@ -81,6 +81,15 @@ class SnapshotStore:
             os.utime(path)  # recently used: pruned last
         return data
 
+    def remove(self, keys: Collection[str]) -> int:
+        """Remove the snapshots of ``keys``; how many there were."""
+        removed = 0
+        for key in keys:
+            with contextlib.suppress(OSError, ValueError):
+                self.path(key).unlink()
+                removed += 1
+        return removed
+
     def prune(self, keep: Collection[str] = ()) -> list[str]:
         """Remove the least recently used snapshots (not those of ``keep``) until the
         folder holds at most ``max_size`` bytes; the keys removed."""

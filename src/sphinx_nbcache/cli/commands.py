@@ -320,7 +320,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
         removed = len(doomed) + store.remove_unsafe()
         store.compact()
         after = measured(store)
+        # the kernel states kept for removed entries, and any beyond the local folder's cap
+        states = project.pipeline.states
+        snapshots = states.remove(doomed) + len(states.prune())
     print(removed_line(removed, before, after))
+    if snapshots:
+        print(f"removed {snapshots} kernel state snapshot(s) from {states.folder}")
     if readings:
         print(f"removed the kept readings of {readings} notebook(s) no longer in the project")
     return 0
