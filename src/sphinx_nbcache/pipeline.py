@@ -251,7 +251,8 @@ class Pipeline:
             changed = False
             for child in list(planned.values()):
                 parent = child.parent
-                if parent is None or parent.key in planned or child.key in kept:
+                local = self.settings.executor == "local"
+                if parent is None or (local and parent.key in planned) or child.key in kept:
                     continue
                 result = self._without_parent(child, parent, decided)
                 if result is not None:
@@ -275,8 +276,8 @@ class Pipeline:
         parent: PlannedNotebook,
         decided: dict[str, tuple[PlannedNotebook, ExecutionResult]],
     ) -> ExecutionResult | None:
-        """The result of ``child``, whose parent does not execute in this run, if it cannot
-        execute at all; None if it can, from a kept state or once its parent executed."""
+        """The result of ``child`` if it cannot execute at all; None if it can, from a kept
+        state or once its parent executed (it does not execute in this run)."""
         job = make_job(child, self.settings)
         if self.settings.executor != "local":
             message = (

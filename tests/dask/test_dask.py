@@ -280,3 +280,20 @@ def test_a_cluster_without_workers_says_so_and_waits_for_one(
         _, stderr = process.communicate(timeout=120)
         assert process.returncode == 0, stderr
     assert "ran once a worker joined" in (project.root / "_build/html/good.html").read_text()
+
+
+def test_a_notebook_that_inherits_is_not_executed_on_dask_and_says_why(
+    make_project: ProjectFactory, cluster: LocalCluster
+) -> None:
+    parent = ipynb(code("rows = 3\nprint('parent ran')"))
+    child = ipynb(code("print(rows)"), metadata={"nbcache": {"inherit": "parent.ipynb"}})
+    project = make_project({"parent.ipynb": parent, "child.ipynb": child}, dask_conf(cluster))
+    build = project.build()
+    assert build.returncode == 0, build.stderr
+    assert build.executed == ["parent.ipynb"]
+    [warning] = [w for w in build.warnings if "child.ipynb" in w]
+    assert (
+        "Notebook not executed: inherits from parent.ipynb, and only nbcache_executor = "
+        "'local' passes kernel states on [nbcache.inherit]"
+    ) in warning
+    assert "parent ran" in build.html("parent")

@@ -431,13 +431,14 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             report_error(message, Subtype.internal, location=(docname, None))
             return
         message = f"{FAILURE_TEXT[error.status]}{where}: {plain_text(error.name)}: {value}"
-        if error.status is Status.not_executed:
+        if error.status is Status.not_executed:  # no traceback: nothing ran
             message = f"{FAILURE_TEXT[error.status]}: {value}"
-        if error.name == STDIN_ERROR:
-            message += " (a notebook cannot read input() during a build)"
-        if options.show_tb:
-            message += f"\n{plain_text(error.traceback)}"
-        message += f"\n(traceback saved in {report})"
+        else:
+            if error.name == STDIN_ERROR:
+                message += " (a notebook cannot read input() during a build)"
+            if options.show_tb:
+                message += f"\n{plain_text(error.traceback)}"
+            message += f"\n(traceback saved in {report})"
         log = report_error if options.raise_on_error else warn
         log(message, FAILURE_SUBTYPE[error.status], location=(docname, line))
 
