@@ -193,7 +193,8 @@ class Pipeline:
         watcher: BuildWatcher,
         executor: Executor | None = None,
     ) -> dict[str, ExecutionResult]:
-        """Execute each distinct key once, concurrently; results by key.
+        """Execute each distinct key once, concurrently, with the parents that must execute
+        again for their final state (:meth:`with_parents`); results by key.
 
         Every result is stored the moment its notebook finishes, before ``watcher`` hears of
         it, so an interrupted run keeps what finished. Returns only after every kernel has
@@ -204,8 +205,8 @@ class Pipeline:
         their results from the cache; they are not among the results returned, and a
         later :meth:`lookup` finds them.
         """
-        planned = {p.key: p for p in notebooks}
-        decided = self._inherit(planned)
+        planned = {p.key: p for p in self.with_parents(notebooks)}
+        undone = self._undone(planned)
         settings = self.settings
         links = (
             discover.linked_folders(settings.srcdir, settings.project_root)
@@ -220,10 +221,10 @@ class Pipeline:
         discovering = [planned[key].kernel for key, job in jobs.items() if job.discover_root]
         self.environments.look_ahead(discovering)
         locks = _Locks(self, planned, watcher)
-        undone = {key: child for key, (child, _) in decided.items()}
-        storing = _Storing(self, watcher, {**planned, **undone}, locks)
+        children = {key: child for key, (child, _) in undone.items()}
+        storing = _Storing(self, watcher, {**planned, **children}, locks)
         executor = executor or self.executor()
-        for _, result in decided.values():
+        for _, result in undone.values():
             storing.finished(result)
         try:
             todo = locks.first()
@@ -236,62 +237,62 @@ class Pipeline:
             self.environments.wait(discovering)  # no thread may outlive the run: Sphinx forks
         return storing.results
 
-    def _inherit(
+    def with_parents(self, notebooks: Iterable[PlannedNotebook]) -> list[PlannedNotebook]:
+        """``notebooks``, and the notebooks they inherit from that must execute again for
+        their final state: one with no kept state that verifies (pruned, or never on this
+        machine), once for all its children. What a run of :meth:`execute` executes, so
+        that a caller counts it first."""
+        planned = {p.key: p for p in notebooks}
+        if self.settings.executor != "local":
+            return list(planned.values())  # no states are passed on (see :meth:`_undone`)
+        todo = list(planned.values())
+        while todo:
+            parent = todo.pop().parent
+            if parent is None or parent.key in planned:
+                continue
+            stored = self.lookup(parent)
+            if stored is not None and (not stored.succeeded or self.states.has(parent.key)):
+                continue  # a failed parent's children are not executed, see _undone
+            self.explain(
+                "executing it again for its final state, which the notebooks inheriting "
+                "from it start from",
+                parent.source,
+            )
+            planned[parent.key] = parent
+            todo.append(parent)
+        return list(planned.values())
+
+    def _undone(
         self, planned: dict[str, PlannedNotebook]
     ) -> dict[str, tuple[PlannedNotebook, ExecutionResult]]:
-        """Make sure each notebook that inherits finds its parent's final state: a parent
-        that executes in this run leaves it; else it was kept by an earlier build (and
-        verifies), or the parent executes again now, once for all its children. The
-        notebooks that cannot execute (their parent's stored result is a failure, or the
-        executor cannot pass states on) leave ``planned``, with the result to show."""
-        decided: dict[str, tuple[PlannedNotebook, ExecutionResult]] = {}
-        kept: set[str] = set()
+        """The notebooks of ``planned`` that cannot execute, taken out of it, with the
+        result to show: their parent failed (in an earlier build, or is itself undone), or
+        the executor cannot pass kernel states on."""
+        undone: dict[str, tuple[PlannedNotebook, ExecutionResult]] = {}
+        local = self.settings.executor == "local"
         changed = True
         while changed:
             changed = False
             for child in list(planned.values()):
                 parent = child.parent
-                local = self.settings.executor == "local"
-                if parent is None or (local and parent.key in planned) or child.key in kept:
+                if parent is None or (local and parent.key in planned):
                     continue
-                result = self._without_parent(child, parent, decided)
-                if result is not None:
-                    decided[child.key] = (child, result)
-                    del planned[child.key]
-                elif self.states.get(parent.key) is None:
-                    self.explain(
-                        f"executing it again for its final state, which {child.source} inherits",
-                        parent.source,
+                job = make_job(child, self.settings)
+                stored = undone[parent.key][1] if parent.key in undone else self.lookup(parent)
+                if not local:
+                    message = (
+                        f"inherits from {parent.source}, and only nbcache_executor = 'local' "
+                        "passes kernel states on"
                     )
-                    planned[parent.key] = parent
+                    result = unrun_result(job, INHERITANCE_ERROR, message)
+                elif stored is not None and not stored.succeeded:
+                    result = parent_failed(job, stored, parent.notebook.notebook.cells)
                 else:
-                    kept.add(child.key)
-                    continue
+                    continue  # its parent's kept state
+                undone[child.key] = (child, result)
+                del planned[child.key]
                 changed = True
-        return decided
-
-    def _without_parent(
-        self,
-        child: PlannedNotebook,
-        parent: PlannedNotebook,
-        decided: dict[str, tuple[PlannedNotebook, ExecutionResult]],
-    ) -> ExecutionResult | None:
-        """The result of ``child`` if it cannot execute at all; None if it can, from a kept
-        state or once its parent executed (it does not execute in this run)."""
-        job = make_job(child, self.settings)
-        if self.settings.executor != "local":
-            message = (
-                f"inherits from {parent.source}, and only nbcache_executor = 'local' passes "
-                "kernel states on"
-            )
-            return unrun_result(job, INHERITANCE_ERROR, message)
-        if parent.key in decided:
-            _, failed = decided[parent.key]
-            return parent_failed(job, failed, parent.notebook.notebook.cells)
-        stored = self.lookup(parent)
-        if stored is not None and not stored.succeeded:
-            return parent_failed(job, stored, parent.notebook.notebook.cells)
-        return None
+        return undone
 
     def executor(self) -> Executor:
         """The executor ``nbcache_executor`` names. :raises ExecutorError: when it cannot

@@ -40,6 +40,8 @@ class SnapshotStore:
         self.secret = secret
         self.max_size = max_size
         self.folder = folder or snapshot_folder()
+        self.verified: set[str] = set()
+        """Keys whose snapshot verified in this process (:meth:`has`)."""
         self.written: set[str] = set()
         """Keys put by this process: its run may still need them, so a put never prunes
         them; :meth:`prune` at the end of the run does."""
@@ -61,6 +63,7 @@ class SnapshotStore:
                 file.write(HEADER + signature + b"\n" + data)
             temporary.replace(path)
             self.written.add(key)
+            self.verified.add(key)
             self.prune(keep=self.written)
 
     def get(self, key: str) -> bytes | None:
@@ -80,6 +83,13 @@ class SnapshotStore:
         with contextlib.suppress(OSError):
             os.utime(path)  # recently used: pruned last
         return data
+
+    def has(self, key: str) -> bool:
+        """Whether a snapshot that verifies is kept for ``key``; verified (read whole) once
+        per process, as :meth:`get` verifies again whatever it hands out."""
+        if key not in self.verified and self.get(key) is not None:
+            self.verified.add(key)
+        return key in self.verified and self.path(key).is_file()
 
     def remove(self, keys: Collection[str]) -> int:
         """Remove the snapshots of ``keys``; how many there were."""

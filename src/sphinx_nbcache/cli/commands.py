@@ -144,6 +144,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
         if not todo:
             print(f"nothing to execute: {len(notebooks)} notebook(s) up to date")
             return 0
+        todo = project.pipeline.with_parents(todo)
         progress = Progress(len(todo), live=on_terminal())
         try:
             executor = project.pipeline.executor()

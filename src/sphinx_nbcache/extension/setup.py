@@ -212,6 +212,7 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
             marker.touch()
         return
     marker.unlink(missing_ok=True)
+    misses = state.pipeline.with_parents(misses)
     progress = Progress(len(misses), live=on_terminal())
     state.executed.update(execute(state, misses, progress))
 
