@@ -80,6 +80,9 @@ class Pipeline:
         would not reuse (``force`` mode, a failure to retry): this build's all the same."""
         self.states = SnapshotStore(machine_secret(), settings.snapshot_max_size)
         """Final kernel states of the notebooks others inherit from, on this machine."""
+        self.for_state: set[str] = set()
+        """Keys executed again only for their final state: their stored result is kept (a
+        new one would make every notebook inheriting from them stale)."""
         self.early: Preloader | None = None
         """Fork servers started ahead (see :mod:`sphinx_nbcache.run.early`), for the next run of
         the local executor; :meth:`discard_early` stops them when nothing executes."""
@@ -127,8 +130,10 @@ class Pipeline:
             if loaded is None:
                 return CacheCheck(None)
             result = loaded
-        changed = self.changed_dependency(result) or self.environments.changed(
-            result.environment, planned.kernel
+        changed = (
+            self.changed_dependency(result)
+            or self.environments.changed(result.environment, planned.kernel)
+            or self._parent_newer(planned, result)
         )
         if changed is not None:
             self.explain(f"{changed} since it was executed; executing it again", planned.source)
@@ -170,6 +175,15 @@ class Pipeline:
             if now != digest:
                 return f"{path} changed"
         return None
+
+    def _parent_newer(self, planned: PlannedNotebook, result: ExecutionResult) -> str | None:
+        """A notebook that inherits is stale once its parent executed again after it (a file
+        the parent reads changed, say: same code, same key, another state)."""
+        parent = planned.parent
+        stored = None if parent is None else self.lookup(parent)
+        if stored is None or stored.finished <= result.finished:
+            return None
+        return "the notebook it inherits from executed again"
 
     def _more_time_now(self, planned: PlannedNotebook, result: ExecutionResult) -> bool:
         """A timed-out result is stale once its limit is raised: time limits are not in
@@ -258,6 +272,8 @@ class Pipeline:
                 "from it start from",
                 parent.source,
             )
+            if stored is not None:
+                self.for_state.add(parent.key)  # its stored result stays as it is
             planned[parent.key] = parent
             todo.append(parent)
         return list(planned.values())
@@ -495,7 +511,8 @@ class _Storing:
             result = dataclasses.replace(result, environment=environment)
         self.results[result.key] = result
         try:
-            self.pipeline.store_result(result, planned.material)
+            if result.key not in self.pipeline.for_state:
+                self.pipeline.store_result(result, planned.material)
         finally:
             self.locks.release(result.key)
         self.watcher.finished(result)

@@ -246,6 +246,30 @@ def test_a_snapshot_from_elsewhere_is_never_loaded(
     assert "executing it again for its final state" in forged.stdout + forged.stderr
     assert "other has 3" in text_of(forged, "other")
     assert snapshot.exists()  # rewritten, signed with the secret now in force
+    # the parent ran for its state only: its stored result stays, nothing is stale
+    assert build(project, state, "-E").executed == []
+
+
+def test_a_file_the_parent_reads_changes_what_its_children_start_from(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    """Same code, same keys, another state: the children execute again after the parent."""
+    state = tmp_path / "state"
+    project = make_project(
+        {
+            "parent.ipynb": ipynb(
+                markdown("# Parent"), code("size = len(open('data.txt').read())")
+            ),
+            "child.ipynb": child("child", "parent.ipynb", code("print('size', size)")),
+        }
+    )
+    project.write("data.txt", "abc")
+    assert build(project, state).executed == ["child.ipynb", "parent.ipynb"]
+    project.write("data.txt", "abcdef")
+    changed = build(project, state)
+    assert changed.executed == ["child.ipynb", "parent.ipynb"]
+    assert "size 6" in text_of(changed, "child")
+    assert build(project, state, "-E").executed == []
 
 
 def test_the_command_line_lists_the_chain_and_executes_what_a_build_would(

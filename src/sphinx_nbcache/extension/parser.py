@@ -19,6 +19,8 @@ from sphinx.errors import SphinxError
 
 from sphinx_nbcache.cache.key import explain_difference
 from sphinx_nbcache.cache.parsed import ParsedStore
+from sphinx_nbcache.cache.payload import DamagedEntryError
+from sphinx_nbcache.cache.store import UnsignedEntryError
 from sphinx_nbcache.extension._compat import env_app, note_dependency, reading_document_with
 from sphinx_nbcache.extension.inherit import (
     cycle_error,
@@ -351,7 +353,7 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
         state = build_state(env_app(env))
         root = state.settings.project_root
         if root is not None:
-            for path in result.dependencies:
+            for path in [*result.dependencies, *_inherited_dependencies(state, planned)]:
                 # Sphinx re-reads the page when a file it read changes (by mtime); the
                 # lookup then compares contents, so a touched file executes nothing
                 env.note_dependency(str(root / path))
@@ -441,6 +443,21 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             message += f"\n(traceback saved in {report})"
         log = report_error if options.raise_on_error else warn
         log(message, FAILURE_SUBTYPE[error.status], location=(docname, line))
+
+
+def _inherited_dependencies(state: BuildState, planned: PlannedNotebook) -> list[str]:
+    """The files the notebooks it inherits from read: when one changes, they execute again,
+    and their new state makes this one stale (see ``Pipeline._parent_newer``)."""
+    found = []
+    for ancestor in planned.ancestors:
+        result = state.executed.get(ancestor.key)
+        if result is None:
+            try:
+                result = state.pipeline.store.get(ancestor.key)
+            except (DamagedEntryError, UnsignedEntryError):
+                result = None  # its own page says so
+        found += [] if result is None else list(result.dependencies)
+    return found
 
 
 FAILURE_SUBTYPE = {

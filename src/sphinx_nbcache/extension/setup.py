@@ -204,6 +204,7 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
         if state.pipeline.must_execute(planned, keep=True):
             explain_new_key(state, env, docname, planned)
             misses.append(planned)
+    misses += children_of(misses, [planned for _, planned in planned_docs])
     marker = Path(app.doctreedir, NOTHING_EXECUTED)
     if not misses:
         state.pipeline.discard_early()
@@ -215,6 +216,21 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
     misses = state.pipeline.with_parents(misses)
     progress = Progress(len(misses), live=on_terminal())
     state.executed.update(execute(state, misses, progress))
+
+
+def children_of(
+    misses: list[PlannedNotebook], read: list[PlannedNotebook]
+) -> list[PlannedNotebook]:
+    """The notebooks among ``read`` that inherit, directly or not, from a miss: its new
+    state makes them stale, though their own entries still match (a file the parent reads
+    changed: same code, same keys). Executed in the same run, after it."""
+    missed = {p.key for p in misses}
+    found = []
+    for planned in read:
+        if planned.key not in missed and any(a.key in missed for a in planned.ancestors):
+            found.append(planned)
+            missed.add(planned.key)
+    return found
 
 
 def import_on_first_build(state: BuildState, notebooks: list[PlannedNotebook]) -> None:
