@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
 from sphinx_nbcache.cache.payload import DamagedEntryError
@@ -228,6 +228,7 @@ class Pipeline:
             else {}
         )
         parents = {p.parent.key for p in planned.values() if p.parent is not None}
+        self.states.in_use |= parents  # kept or about to be: not pruned during the run
         jobs = {
             key: dataclasses.replace(make_job(p, settings, links), snapshot=key in parents)
             for key, p in planned.items()
@@ -241,14 +242,24 @@ class Pipeline:
         for _, result in undone.values():
             storing.finished(result)
         try:
-            todo = locks.first()
-            while todo or locks.waiting:
+            todo, held_back = locks.first(), list[str]()
+            while todo or locks.waiting or held_back:
+                todo, held_back = _after_parents([*todo, *held_back], planned, locks.waiting)
                 if todo:
                     executor.run([jobs[key] for key in todo], storing)
                 todo = locks.next()
         finally:
             locks.release_all()
             self.environments.wait(discovering)  # no thread may outlive the run: Sphinx forks
+        # a notebook that executed again without leaving its state: what is kept under its
+        # key is an older run's, which its children must not start from
+        self.states.remove(
+            [
+                key
+                for key, result in storing.results.items()
+                if key not in parents or result.snapshot_error or not result.succeeded
+            ]
+        )
         return storing.results
 
     def with_parents(self, notebooks: Iterable[PlannedNotebook]) -> list[PlannedNotebook]:
@@ -355,6 +366,23 @@ class Pipeline:
         if problem not in self._said:
             self._said.add(problem)
             self.warn(message, subtype, source)
+
+
+def _after_parents(
+    keys: list[str], planned: dict[str, PlannedNotebook], waiting: Collection[str]
+) -> tuple[list[str], list[str]]:
+    """``keys`` to run now, and those held back: the notebooks inheriting, directly or not,
+    from one another build is executing (see :class:`_Locks`), which start once it is done."""
+    blocked: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for key in keys:
+            parent = planned[key].parent
+            if key not in blocked and parent is not None and {parent.key} & {*waiting, *blocked}:
+                blocked.add(key)
+                changed = True
+    return [k for k in keys if k not in blocked], [k for k in keys if k in blocked]
 
 
 LOCK_POLL = 0.25

@@ -149,7 +149,7 @@ def make_job(
     options = planned.notebook.options
     discover_root = (
         str(settings.project_root)
-        if settings.project_root is not None and _is_python(planned.notebook.notebook)
+        if settings.project_root is not None and is_python(planned.notebook.notebook)
         else None
     )
     return ExecutionJob(
@@ -187,10 +187,10 @@ def _copy_in(planned: PlannedNotebook) -> dict[str, str]:
     return found
 
 
-def _is_python(notebook: nbformat.NotebookNode) -> bool:
-    """Discovery talks Python to the kernel: kernels of another language are left alone (a
-    kernelspec without a language, as MyST front matter often has, is tried: a kernel that
-    is not Python answers the hidden request with an error and records nothing)."""
+def is_python(notebook: nbformat.NotebookNode) -> bool:
+    """Whether the notebook's kernel may speak Python: discovery and kernel state snapshots
+    send it Python. A kernelspec without a language, as MyST front matter often has, is
+    taken to be Python: a kernel that is not answers those requests with an error."""
     kernelspec = notebook.metadata.get("kernelspec", {})
     language = kernelspec.get("language") or notebook.metadata.get("language_info", {}).get("name")
     return not language or str(language).lower() == "python"

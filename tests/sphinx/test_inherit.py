@@ -5,7 +5,10 @@ what cannot be carried, and snapshots that are not this machine's."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from helpers import Build, Project, ProjectFactory, code, ipynb, markdown, nbcache
@@ -298,3 +301,64 @@ def test_the_command_line_lists_the_chain_and_executes_what_a_build_would(
     pruned = nbcache(project, "prune", "--max-size", "1k", env=state)
     assert "removed 1 kernel state snapshot(s)" in pruned.stdout
     assert list(snapshots.glob("*.state")) == []
+
+
+SAME_APP_TWICE = """\
+import sys
+from pathlib import Path
+
+from sphinx.application import Sphinx
+
+app = Sphinx(".", ".", "_build/html", "_build/doctrees", "html", status=None)
+app.build()
+parent = Path("parent.ipynb")
+parent.write_text(parent.read_text().replace("rows = 3", "rows = 8"))
+app.build()
+"""
+
+
+def test_two_builds_of_one_application_plan_from_the_parent_as_it_is_now(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    """An editor's preview builds again in the same process: the second build must not
+    plan the child from the first build's reading of its parent."""
+    project = make_project({"parent.ipynb": PARENT, "child.ipynb": CHILD})
+    script = tmp_path / "twice.py"
+    script.write_text(SAME_APP_TWICE)
+    subprocess.run(
+        [sys.executable, str(script)],
+        cwd=project.root,
+        check=True,
+        env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")},
+        timeout=300,
+    )
+    html = (project.root / "_build" / "html" / "child.html").read_text()
+    assert "child got 8 16 5 28" in re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+FILES_AND_TEMP = ipynb(
+    markdown("# Parent"),
+    code("log = open('log.txt', 'w')\nlog.write('the parent wrote this')\nlog.flush()\nkept = 1"),
+)
+
+
+def test_open_files_stay_behind_and_states_never_reach_the_working_folder(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    """A file open for writing is not reopened (and emptied) by each child; with a temporary
+    working folder, whose files come back from the cache, no state file is among them."""
+    project = make_project(
+        {
+            "parent.ipynb": FILES_AND_TEMP,
+            "child.ipynb": child("child", "parent.ipynb", code("print('kept', kept)")),
+        },
+        "nb_execution_in_temp = True\n",
+    )
+    first = build(project, tmp_path / "state")
+    assert first.returncode == 0, first.stderr
+    assert "kept 1" in text_of(first, "child")
+    [left] = [w for w in first.warnings if "do not get" in w]
+    assert "do not get log:" in left
+    assert (project.root / "log.txt").read_text() == "the parent wrote this"
+    assert ".state" not in first.stdout  # "restored final.state from the cache" would be
+    assert sorted(p.name for p in project.root.iterdir() if "state" in p.name) == []

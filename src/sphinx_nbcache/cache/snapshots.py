@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import os
 import re
 from collections.abc import Collection
 from pathlib import Path
 
-from sphinx_nbcache.cache.signing import sign, state_folder, verify
+from sphinx_nbcache.cache.signing import sign, state_folder
 
 SNAPSHOT_FOLDER = "snapshots"
 SUFFIX = ".state"
@@ -42,9 +43,9 @@ class SnapshotStore:
         self.folder = folder or snapshot_folder()
         self.verified: set[str] = set()
         """Keys whose snapshot verified in this process (:meth:`has`)."""
-        self.written: set[str] = set()
-        """Keys put by this process: its run may still need them, so a put never prunes
-        them; :meth:`prune` at the end of the run does."""
+        self.in_use: set[str] = set()
+        """Keys this process's runs put or will load: a put never prunes them;
+        :meth:`prune` at the end of a build does."""
 
     def path(self, key: str) -> Path:
         if not KEY.match(key):
@@ -52,19 +53,24 @@ class SnapshotStore:
         return self.folder / f"{key}{SUFFIX}"
 
     def put(self, key: str, data: bytes) -> None:
-        """Keep ``data`` for ``key``, then prune; best effort (a full disk keeps nothing)."""
+        """Keep ``data`` for ``key``, then prune.
+
+        :raises OSError: if it cannot be written (nothing is then kept for ``key``).
+        """
         path = self.path(key)
         signature = self._signature(key, data).encode("ascii")
-        with contextlib.suppress(OSError):
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(descriptor, "wb") as file:
                 file.write(HEADER + signature + b"\n" + data)
             temporary.replace(path)
-            self.written.add(key)
-            self.verified.add(key)
-            self.prune(keep=self.written)
+        finally:
+            temporary.unlink(missing_ok=True)
+        self.in_use.add(key)
+        self.verified.add(key)
+        self.prune(keep=self.in_use)
 
     def get(self, key: str) -> bytes | None:
         """The snapshot's pickle if one is kept and its signature is this machine's."""
@@ -78,7 +84,7 @@ class SnapshotStore:
             return None
         signature = content[len(HEADER) : start - 1].decode("ascii", errors="replace")
         data = content[start:]
-        if not verify(self.secret, signature, key, hashlib.sha256(data).hexdigest()):
+        if not hmac.compare_digest(signature, self._signature(key, data)):
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # recently used: pruned last
@@ -122,4 +128,5 @@ class SnapshotStore:
         return removed
 
     def _signature(self, key: str, data: bytes) -> str:
-        return sign(self.secret, key, hashlib.sha256(data).hexdigest())
+        # labelled: no other signature made with the machine's secret can pass for one
+        return sign(self.secret, "kernel state snapshot", key, hashlib.sha256(data).hexdigest())

@@ -52,7 +52,7 @@ from sphinx_nbcache.notebook.parameters import (
     shift_lines,
 )
 from sphinx_nbcache.notebook.read import NotebookReadError, SourceNotebook, cell_line
-from sphinx_nbcache.plan import PlannedNotebook, declared_inputs, plan
+from sphinx_nbcache.plan import PlannedNotebook, declared_inputs, is_python, plan
 from sphinx_nbcache.progress import Progress
 from sphinx_nbcache.report import plain_text
 from sphinx_nbcache.run.local import ExecutorError
@@ -156,6 +156,11 @@ def _planned_parent(
             f"nbcache.inherit: {parent} is not a notebook this build executes, so it "
             "leaves no kernel state (it is not a notebook, has no code, or its outputs "
             "are kept as they are)"
+        )
+    if not (is_python(found.notebook) and is_python(notebook.notebook)):
+        raise NotebookReadError(
+            f"nbcache.inherit: only Python kernels pass their state on ({parent} and this "
+            "notebook must both run one)"
         )
     return plan_document(env, parent, found)
 

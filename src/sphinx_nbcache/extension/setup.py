@@ -174,6 +174,8 @@ def on_env_before_read_docs(app: Sphinx, env: BuildEnvironment, docnames: list[s
     state = build_state(app)
     state.read_docs = set(docnames)
     state.read_ahead.clear()
+    state.planned.clear()  # a process may build again (sphinx-autobuild, an editor)
+    state.parents.clear()
     # complete only now: extensions' suffixes join source_suffix after config-inited
     state.source_suffixes = (*app.config.source_suffix, *env.mystnb_config.custom_formats)  # type: ignore[attr-defined]
     # Sphinx decodes sources strictly before any event: an undecodable byte would stop

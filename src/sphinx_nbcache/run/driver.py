@@ -207,8 +207,11 @@ async def _execute_once(
     discovering = released = ours = False
     # the kernel's log has no name, so that it goes with the last process holding it
     # even when this one is killed (a Dask worker lost mid-notebook, say)
+    # kernel states go through a private folder of their own, never the kernel's working
+    # folder, whose files may be kept as artefacts in the (shareable) cache
     with (
         tempfile.TemporaryDirectory(prefix="nbcache-") as tmp,
+        tempfile.TemporaryDirectory(prefix="nbcache-state-") as private,
         tempfile.TemporaryFile(prefix="nbcache-kernel-", suffix=".log") as kernel_log,
     ):
         client = NotebookClient(
@@ -244,11 +247,14 @@ async def _execute_once(
             )
             begin = time.perf_counter()
             try:
-                error = await _inherit(client, job, states, Path(tmp))
+                error = await _inherit(client, job, states, Path(private))
                 if error is None:
                     await client.async_execute()
                     if job.snapshot and states is not None:
-                        snapshot = await _snapshot(client, job, states, Path(tmp))
+                        if discovering:  # before the snapshot, whose reads are not the notebook's
+                            collected, discovering = await _collect(client), False
+                        start = job.cwd or tmp
+                        snapshot = await _snapshot(client, job, states, Path(private), start)
             finally:
                 pool.release(pid)
                 released = True
@@ -294,7 +300,7 @@ STATE_TIMEOUT = 600.0
 
 
 async def _inherit(
-    client: NotebookClient, job: ExecutionJob, states: SnapshotStore | None, tmp: Path
+    client: NotebookClient, job: ExecutionJob, states: SnapshotStore | None, folder: Path
 ) -> CellError | None:
     """Put the parent's final state into the kernel; the error that stops the notebook
     before its first cell if that cannot be done."""
@@ -304,7 +310,7 @@ async def _inherit(
     if data is None:
         problem = "its final state is not available (the notebook did not leave one)"
     else:
-        path = tmp / "inherited.state"
+        path = folder / "inherited.state"
         path.write_bytes(data)
         failed = reply_error(await _request(client, restore_request(path), STATE_TIMEOUT))
         if failed is None:
@@ -324,15 +330,18 @@ class Snapshot:
 
 
 async def _snapshot(
-    client: NotebookClient, job: ExecutionJob, states: SnapshotStore, tmp: Path
+    client: NotebookClient, job: ExecutionJob, states: SnapshotStore, folder: Path, start: str
 ) -> Snapshot:
-    """Keep the kernel's final state for the notebooks inheriting from this one."""
-    path = tmp / "final.state"
-    request = snapshot_request(path, job.cwd or str(tmp))
-    failed = reply_error(await _request(client, request, STATE_TIMEOUT))
+    """Keep the kernel's final state for the notebooks inheriting from this one (``start``:
+    the kernel's working folder when it started, which the state's is compared with)."""
+    path = folder / "final.state"
+    failed = reply_error(await _request(client, snapshot_request(path, start), STATE_TIMEOUT))
     if failed is not None:
         return Snapshot(error=failed)
-    states.put(job.key, path.read_bytes())
+    try:
+        states.put(job.key, path.read_bytes())
+    except OSError as exc:
+        return Snapshot(error=f"cannot write to {states.folder}: {exc}")
     return Snapshot(left_out(path))
 
 
@@ -418,7 +427,10 @@ async def _request(
     timeout: float,
     expressions: dict[str, str] | None = None,
 ) -> dict[str, Any] | None:
-    """A silent execute request; its reply, or None if none came within ``timeout``."""
+    """A silent execute request; its reply, or None if none came within ``timeout``.
+
+    :raises DeadKernelError: if the kernel dies meanwhile (out of memory loading a state).
+    """
     kc: Any = client.kc  # an AsyncKernelClient: get_shell_msg is a coroutine
     if kc is None:
         return None
@@ -432,9 +444,12 @@ async def _request(
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         try:
-            reply: dict[str, Any] = await kc.get_shell_msg(timeout=left)
+            reply: dict[str, Any] = await kc.get_shell_msg(timeout=min(left, READY_POLL))
         except queue.Empty:
-            return None
+            km: Any = client.km  # an AsyncKernelManager: is_alive is a coroutine
+            if km is not None and not await km.is_alive():
+                raise DeadKernelError("Kernel died while answering a request") from None
+            continue
         if reply.get("parent_header", {}).get("msg_id") == msg_id:
             return reply
     return None

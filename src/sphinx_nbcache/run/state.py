@@ -5,7 +5,8 @@ The state is the user namespace: variables, functions and classes defined in cel
 value), imported modules (by name: the child imports them again), and the working
 directory when the notebook changed it. It is pickled with dill in the kernel itself, one
 pickle for all names, so that objects shared between names stay shared. What cannot be
-pickled (open files, locks, generators, some C objects) is left out and named. IPython's
+pickled (generators, sockets, connections, some C objects) is left out and named, and so
+are open files, which dill would open again (truncating a file open for writing). IPython's
 own names (``In``, ``Out``, ``_``, ``_i1``...) are not state. Both requests run silently in
 a namespace of their own: no output, no execution count, nothing added to the user's.
 """
@@ -26,7 +27,7 @@ from sphinx_nbcache.model import (
 from sphinx_nbcache.notebook.cells import cell_label
 
 SNAPSHOT = """\
-import json, os, re
+import io, json, os, re
 import dill
 from IPython import get_ipython
 
@@ -36,6 +37,9 @@ ipython_names = re.compile(r"_(i{1,3}|i?[0-9]+|oh|ih|dh)?$|_{2,3}$")
 state, left = {}, []
 for name, value in list(shell.user_ns.items()):
     if name in hidden or ipython_names.match(name):
+        continue
+    if isinstance(value, io.IOBase):  # dill would open it again, truncating what is written
+        left.append(name)
         continue
     try:
         dill.dumps(value)
