@@ -1246,7 +1246,10 @@ def inherit_books(extra: list[str]) -> tuple[Book, Book, Book]:
     child_steps = loop_steps(CHILD_WORK)
     parent = [
         "import math\nBASE = 0\nx = 0.0",
-        *(f"for _ in range({parent_steps}):\n    x += math.sqrt(x + {c})" for c in range(4)),
+        *(
+            f"for _ in range({parent_steps}):\n    x += math.sqrt(x + {c})"
+            for c in range(PARENT_CELLS)
+        ),
         "model = {'fitted': x > 0}",
     ]
 

@@ -102,7 +102,8 @@ def test_a_terminal_gets_a_live_status_line(make_project: ProjectFactory) -> Non
         # a second at least, so that the estimate from it outlasts a slow notebook's start
         "fast.ipynb": ipynb(code("import time\ntime.sleep(1)\nprint('fast')")),
         "slow1.ipynb": ipynb(code("import time\ntime.sleep(2.5)")),
-        "slow2.ipynb": ipynb(code("import time\ntime.sleep(2.5)")),
+        # other code than slow1's: the same code is the same key, executed once
+        "slow2.ipynb": ipynb(code("import time\ntime.sleep(2.5)\nslow = 2")),
     }
     project = make_project(files, "nbcache_workers = 1\n")
     leader, follower = pty.openpty()
