@@ -1209,24 +1209,6 @@ def discovery_overhead(kind: str, work: float, repeat: int) -> tuple[Executed, E
     return best(runs[False]), best(runs[True])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        report = run(args)
-    except BenchError as exc:
-        print(f"\nbenchmark FAILED: {exc}", file=sys.stderr)
-        return 1
-    text = "\n".join(report) + "\n"
-    print("\n" + text, end="")
-    RESULTS.write_text(text, encoding="utf-8")
-    print(f"(also written to {RESULTS})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 INHERIT_TARGET = 3.0
 INHERIT_EDIT_OVERHEAD = 1.0
 """Seconds a child-only edit may cost beyond the child's own work and a rebuild that
@@ -1360,3 +1342,21 @@ def section_g(args: argparse.Namespace, extra: list[str]) -> list[str]:
         f" {INHERIT_EDIT_OVERHEAD:g} s: {verdict(extra_cost < INHERIT_EDIT_OVERHEAD)}), from the"
         f" kept snapshot. A warm build executed {edits} notebook(s).",
     ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = run(args)
+    except BenchError as exc:
+        print(f"\nbenchmark FAILED: {exc}", file=sys.stderr)
+        return 1
+    text = "\n".join(report) + "\n"
+    print("\n" + text, end="")
+    RESULTS.write_text(text, encoding="utf-8")
+    print(f"(also written to {RESULTS})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -78,7 +78,9 @@ class Pipeline:
         self._taken: dict[str, ExecutionResult] = {}
         """Results another build executed while this one waited for it, which :meth:`check`
         would not reuse (``force`` mode, a failure to retry): this build's all the same."""
-        self.states = SnapshotStore(machine_secret(), settings.snapshot_max_size)
+        self.states = SnapshotStore(
+            machine_secret(), settings.snapshot_max_size, settings.cache_path
+        )
         """Final kernel states of the notebooks others inherit from, on this machine."""
         self.for_state: set[str] = set()
         """Keys executed again only for their final state: their stored result is kept (a

@@ -6,8 +6,10 @@ never go into the cache folder, which may come from elsewhere (a CI cache a pull
 wrote): they live in this user's local state folder, each signed with a secret that never
 leaves this machine (:func:`~sphinx_nbcache.cache.signing.machine_secret`). One that does
 not verify, whoever wrote it, is never handed to a kernel: it is a miss, and the notebook
-it came from executes again. Files are named by the notebook's key; the least recently
-used go first once the folder holds more than its size cap.
+it came from executes again. The folder is shared by every project of the user, so a
+file is named by the notebook's key within its project's cache (the same notebook in two
+projects, one with children and one without, must not replace each other's); the least
+recently used go first once the folder holds more than its size cap.
 """
 
 from __future__ import annotations
@@ -35,11 +37,15 @@ def snapshot_folder() -> Path:
 
 
 class SnapshotStore:
-    """Signed snapshots by notebook key, at most ``max_size`` bytes in all."""
+    """Signed snapshots by notebook key, for the cache at ``scope``, at most ``max_size``
+    bytes in all in the folder."""
 
-    def __init__(self, secret: bytes, max_size: int, folder: Path | None = None) -> None:
+    def __init__(
+        self, secret: bytes, max_size: int, scope: Path, folder: Path | None = None
+    ) -> None:
         self.secret = secret
         self.max_size = max_size
+        self.scope = str(scope.resolve())
         self.folder = folder or snapshot_folder()
         self.verified: set[str] = set()
         """Keys whose snapshot verified in this process (:meth:`has`)."""
@@ -50,7 +56,10 @@ class SnapshotStore:
     def path(self, key: str) -> Path:
         if not KEY.match(key):
             raise ValueError(f"not a notebook key: {key!r}")
-        return self.folder / f"{key}{SUFFIX}"
+        return self.folder / f"{self._name(key)}{SUFFIX}"
+
+    def _name(self, key: str) -> str:
+        return hashlib.sha256(f"{self.scope}\0{key}".encode()).hexdigest()
 
     def put(self, key: str, data: bytes) -> None:
         """Keep ``data`` for ``key``, then prune.
@@ -107,26 +116,29 @@ class SnapshotStore:
         return removed
 
     def prune(self, keep: Collection[str] = ()) -> list[str]:
-        """Remove the least recently used snapshots (not those of ``keep``) until the
-        folder holds at most ``max_size`` bytes; the keys removed."""
+        """Remove the least recently used snapshots of any project (not those of ``keep``,
+        keys of this one) until the folder holds at most ``max_size`` bytes; the names of
+        the files removed."""
         try:
             files = [(p.stat(), p) for p in self.folder.glob(f"*{SUFFIX}")]
         except OSError:
             return []
         total = sum(stat.st_size for stat, _ in files)
         removed = []
+        kept = {self._name(key) for key in keep}
         for stat, path in sorted(files, key=lambda found: found[0].st_mtime):
             if total <= self.max_size:
                 break
-            key = path.name[: -len(SUFFIX)]
-            if key in keep:
+            name = path.name[: -len(SUFFIX)]
+            if name in kept:
                 continue
             with contextlib.suppress(OSError):
                 path.unlink()
                 total -= stat.st_size
-                removed.append(key)
+                removed.append(name)
         return removed
 
     def _signature(self, key: str, data: bytes) -> str:
         # labelled: no other signature made with the machine's secret can pass for one
-        return sign(self.secret, "kernel state snapshot", key, hashlib.sha256(data).hexdigest())
+        digest = hashlib.sha256(data).hexdigest()
+        return sign(self.secret, "kernel state snapshot", self._name(key), digest)
