@@ -82,6 +82,9 @@ class Pipeline:
             machine_secret(), settings.snapshot_max_size, settings.cache_path
         )
         """Final kernel states of the notebooks others inherit from, on this machine."""
+        self._parents: dict[str, ExecutionResult | None] = {}
+        """Parents' reusable results, looked up once for all their children
+        (:meth:`parent_result`), until a new one is stored."""
         self.for_state: set[str] = set()
         """Keys executed again only for their final state: their stored result is kept (a
         new one would make every notebook inheriting from them stale)."""
@@ -182,10 +185,17 @@ class Pipeline:
         """A notebook that inherits is stale once its parent executed again after it (a file
         the parent reads changed, say: same code, same key, another state)."""
         parent = planned.parent
-        stored = None if parent is None else self.lookup(parent)
+        stored = None if parent is None else self.parent_result(parent)
         if stored is None or stored.finished <= result.finished:
             return None
         return "the notebook it inherits from executed again"
+
+    def parent_result(self, parent: PlannedNotebook) -> ExecutionResult | None:
+        """:meth:`lookup` of a notebook others inherit from, done once however many
+        children ask (a book may have a hundred chapters starting from one notebook)."""
+        if parent.key not in self._parents:
+            self._parents[parent.key] = self.lookup(parent, keep=True)
+        return self._parents[parent.key]
 
     def _more_time_now(self, planned: PlannedNotebook, result: ExecutionResult) -> bool:
         """A timed-out result is stale once its limit is raised: time limits are not in
@@ -277,7 +287,7 @@ class Pipeline:
             parent = todo.pop().parent
             if parent is None or parent.key in planned:
                 continue
-            stored = self.lookup(parent)
+            stored = self.parent_result(parent)
             if stored is not None and (not stored.succeeded or self.states.has(parent.key)):
                 continue  # a failed parent's children are not executed, see _undone
             self.explain(
@@ -307,7 +317,9 @@ class Pipeline:
                 if parent is None or (local and parent.key in planned):
                     continue
                 job = make_job(child, self.settings)
-                stored = undone[parent.key][1] if parent.key in undone else self.lookup(parent)
+                stored = (
+                    undone[parent.key][1] if parent.key in undone else self.parent_result(parent)
+                )
                 if not local:
                     message = (
                         f"inherits from {parent.source}, and only nbcache_executor = 'local' "
@@ -350,6 +362,7 @@ class Pipeline:
             return  # no cell ran (missing kernel, start-up failure): not the notebook's fault
         if result.error is not None and result.error.status is Status.extension_error:
             return  # an error of ours: the next build executes the notebook again
+        self._parents.pop(result.key, None)
         try:
             self.store.put(result, material)
         except StoreWriteError as exc:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import os
 import re
 from collections.abc import Collection
 from pathlib import Path
 
-from sphinx_nbcache.cache.signing import sign, state_folder
+from sphinx_nbcache.cache.signing import sign, state_folder, verify
 
 SNAPSHOT_FOLDER = "snapshots"
 SUFFIX = ".state"
@@ -67,7 +66,7 @@ class SnapshotStore:
         :raises OSError: if it cannot be written (nothing is then kept for ``key``).
         """
         path = self.path(key)
-        signature = self._signature(key, data).encode("ascii")
+        signature = sign(self.secret, *self._signed(key, data)).encode("ascii")
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         try:
@@ -93,7 +92,7 @@ class SnapshotStore:
             return None
         signature = content[len(HEADER) : start - 1].decode("ascii", errors="replace")
         data = content[start:]
-        if not hmac.compare_digest(signature, self._signature(key, data)):
+        if not verify(self.secret, signature, *self._signed(key, data)):
             return None
         with contextlib.suppress(OSError):
             os.utime(path)  # recently used: pruned last
@@ -138,7 +137,7 @@ class SnapshotStore:
                 removed.append(name)
         return removed
 
-    def _signature(self, key: str, data: bytes) -> str:
-        # labelled: no other signature made with the machine's secret can pass for one
-        digest = hashlib.sha256(data).hexdigest()
-        return sign(self.secret, "kernel state snapshot", self._name(key), digest)
+    def _signed(self, key: str, data: bytes) -> tuple[str, str, str]:
+        """What a snapshot's signature covers; labelled, so that nothing else signed with
+        the machine's secret can pass for one."""
+        return "kernel state snapshot", self._name(key), hashlib.sha256(data).hexdigest()

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from docutils import nodes
-from sphinx.addnodes import pending_xref
 
+from sphinx_nbcache.extension.instances import doc_link, insert_under_title
 from sphinx_nbcache.notebook.read import NotebookReadError, SourceNotebook
 
 if TYPE_CHECKING:
@@ -51,21 +51,6 @@ def note_inherited(document: nodes.document, docname: str, parent: str) -> None:
     """Say under the page's title which notebook's final state it starts from."""
     about = nodes.paragraph(classes=["nbcache-inherits"])
     about += nodes.Text("Starts from the final kernel state of ")
-    link = pending_xref(
-        "",
-        refdomain="std",
-        reftype="doc",
-        reftarget=f"/{parent}",
-        refdoc=docname,
-        refexplicit=False,
-        refwarn=True,
-    )
-    link += nodes.inline("", parent)
-    about += link
+    about += doc_link(parent, docname)
     about += nodes.Text(".")
-    section = next(document.findall(nodes.section), None)
-    title = None if section is None else next(iter(section.findall(nodes.title)), None)
-    if title is None:
-        document.insert(0, about)
-    else:
-        title.parent.insert(title.parent.index(title) + 1, about)
+    insert_under_title(document, about)

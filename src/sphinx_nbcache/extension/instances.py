@@ -229,17 +229,7 @@ def decorate_page(
             reference["refdoc"] = instance.template
     about = nodes.paragraph(classes=["nbcache-instance"])
     about += nodes.Text(f"Instance {instance.spec.name} of ")
-    template = pending_xref(
-        "",
-        refdomain="std",
-        reftype="doc",
-        reftarget=f"/{instance.template}",
-        refdoc=instance.docname,
-        refexplicit=False,
-        refwarn=True,
-    )
-    template += nodes.inline("", instance.template)
-    about += template
+    about += doc_link(instance.template, instance.docname)
     parameters = described(instance.spec.parameters)
     about += nodes.Text(f" with {parameters}. " if parameters else " with its defaults. ")
     try:
@@ -258,16 +248,43 @@ def decorate_page(
             reftype="download",
         )
         about += nodes.Text(" is the executed notebook.")
-    section = next(document.findall(nodes.section), None)
-    title = None if section is None else next(iter(section.findall(nodes.title)), None)
+    title = page_title(document)
     if title is None:  # a notebook without a heading: the title Sphinx then takes
         document["title"] = instance.spec.title or f"{instance.template} ({instance.spec.name})"
-        document.insert(0, about)
-        return
-    text = instance.spec.title or f"{title.astext()} ({instance.spec.name})"
-    title.children = []
-    title += nodes.Text(text)
-    title.parent.insert(title.parent.index(title) + 1, about)
+    else:
+        text = instance.spec.title or f"{title.astext()} ({instance.spec.name})"
+        title.children = []
+        title += nodes.Text(text)
+    insert_under_title(document, about)
+
+
+def doc_link(docname: str, refdoc: str) -> pending_xref:
+    """A link to the page ``docname``, shown with its title, as ``{doc}`` makes one."""
+    link = pending_xref(
+        "",
+        refdomain="std",
+        reftype="doc",
+        reftarget=f"/{docname}",
+        refdoc=refdoc,
+        refexplicit=False,
+        refwarn=True,
+    )
+    link += nodes.inline("", docname)
+    return link
+
+
+def page_title(document: nodes.document) -> nodes.title | None:
+    section = next(document.findall(nodes.section), None)
+    return None if section is None else next(iter(section.findall(nodes.title)), None)
+
+
+def insert_under_title(document: nodes.document, node: nodes.Node) -> None:
+    """Right under the page's title, or first on a page without one."""
+    title = page_title(document)
+    if title is None:
+        document.insert(0, node)
+    else:
+        title.parent.insert(title.parent.index(title) + 1, node)
 
 
 def glued(notebook: nbformat.NotebookNode) -> dict[str, str]:

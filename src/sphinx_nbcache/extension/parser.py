@@ -19,8 +19,6 @@ from sphinx.errors import SphinxError
 
 from sphinx_nbcache.cache.key import explain_difference
 from sphinx_nbcache.cache.parsed import ParsedStore
-from sphinx_nbcache.cache.payload import DamagedEntryError
-from sphinx_nbcache.cache.store import UnsignedEntryError
 from sphinx_nbcache.extension._compat import env_app, note_dependency, reading_document_with
 from sphinx_nbcache.extension.inherit import (
     cycle_error,
@@ -455,12 +453,7 @@ def _inherited_dependencies(state: BuildState, planned: PlannedNotebook) -> list
     and their new state makes this one stale (see ``Pipeline._parent_newer``)."""
     found = []
     for ancestor in planned.ancestors:
-        result = state.executed.get(ancestor.key)
-        if result is None:
-            try:
-                result = state.pipeline.store.get(ancestor.key)
-            except (DamagedEntryError, UnsignedEntryError):
-                result = None  # its own page says so
+        result = state.executed.get(ancestor.key) or state.pipeline.parent_result(ancestor)
         found += [] if result is None else list(result.dependencies)
     return found
 

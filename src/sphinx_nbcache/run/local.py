@@ -95,13 +95,14 @@ class LocalExecutor:
         digests = self.digests
         loop = asyncio.get_running_loop()
         done = {job.key: loop.create_future() for job in jobs}
-        cells = {job.key: json.loads(job.notebook_json).get("cells", []) for job in jobs}
+        by_key = {job.key: job for job in jobs}
 
         async def run_one(job: ExecutionJob) -> ExecutionResult:
             parent = None if job.inherit is None else done.get(job.inherit)
             parent_result = None if parent is None else await asyncio.shield(parent)
             if parent_result is not None and not parent_result.succeeded:
-                result = parent_failed(job, parent_result, cells[parent_result.key])
+                cells = json.loads(by_key[parent_result.key].notebook_json).get("cells", [])
+                result = parent_failed(job, parent_result, cells)
             else:
                 result = await execute_job(job, self.pool, watcher, starter, digests, self.states)
             raise_if_cancelled()

@@ -40,16 +40,26 @@ for name, value in list(shell.user_ns.items()):
         continue
     if isinstance(value, io.IOBase):  # dill would open it again, truncating what is written
         left.append(name)
-        continue
-    try:
-        dill.dumps(value)
-    except Exception:
-        left.append(name)
     else:
         state[name] = value
 cwd = os.getcwd()
-with open(path, "wb") as file:
-    dill.dump({"names": state, "cwd": cwd if cwd != start else None}, file)
+
+
+def dump():
+    with open(path, "wb") as file:
+        dill.dump({"names": state, "cwd": cwd if cwd != start else None}, file)
+
+
+try:  # all at once; one name at a time only to find what cannot be pickled
+    dump()
+except Exception:
+    for name, value in list(state.items()):
+        try:
+            dill.dumps(value)
+        except Exception:
+            left.append(name)
+            del state[name]
+    dump()
 with open(path + ".left", "w") as file:
     json.dump(sorted(left), file)
 """
