@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -131,6 +132,12 @@ def _check_seconds(value: Any) -> str | None:
     return None
 
 
+def _check_positive_seconds(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        return f"must be a number of seconds greater than 0, not {value!r}"
+    return None
+
+
 def _check_bool(value: Any) -> str | None:
     if isinstance(value, bool):
         return None
@@ -144,6 +151,14 @@ DASK_FILES = ("shared", "ship")
 def _int_from_text(value: Any) -> Any:
     """``-D nbcache_workers=4`` gives the string ``'4'``."""
     return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+
+def _number_from_text(value: Any) -> Any:
+    """``-D nbcache_checkpoint_after=2.5`` gives the string ``'2.5'``."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+    return value
 
 
 def _names_from_text(value: Any) -> Any:
@@ -290,10 +305,30 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
         default=2 * 1024**3,
         types=(int,),
         check=_check_size,
-        description="Bytes of kernel state snapshots (of the notebooks others inherit from) "
-        "kept on this machine between builds, least recently used removed first; 0 keeps "
-        "them for one build only.",
+        description="Bytes of kernel state snapshots (of the notebooks others inherit from, "
+        "and checkpoints to resume from) kept on this machine between builds, least recently "
+        "used removed first; 0 keeps them for one build only.",
         field="snapshot_max_size",
+    ),
+    ConfigValue(
+        "nbcache_resume",
+        default=True,
+        types=(bool,),
+        check=_check_bool,
+        description="Keep the kernel state after slow cells (checkpoints), and execute a "
+        "changed notebook from the checkpoint before its first changed cell instead of from "
+        "its first cell.",
+        field="resume",
+    ),
+    ConfigValue(
+        "nbcache_checkpoint_after",
+        default=5,
+        types=(int, float),
+        check=_check_positive_seconds,
+        description="Seconds of cells since the last checkpoint after which the kernel "
+        "state is kept (cells tagged 'checkpoint' keep it whatever they took).",
+        field="checkpoint_after",
+        from_text=_number_from_text,
     ),
     ConfigValue(
         "nbcache_artefact_include",
@@ -407,6 +442,8 @@ class Settings:
     env_vars: tuple[str, ...]
     artefact_max_size: int
     snapshot_max_size: int
+    resume: bool
+    checkpoint_after: float
     artefact_include: tuple[str, ...]
     artefact_exclude: tuple[str, ...]
     kernel_preload: tuple[str, ...] | None

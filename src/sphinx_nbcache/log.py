@@ -47,6 +47,9 @@ class Subtype(enum.Enum):
     """A notebook was not executed because the one it inherits from failed, or its final
     state could not be restored; or a notebook others inherit from leaves names out of
     its final state (they cannot be pickled)."""
+    resume = "resume"
+    """A notebook planned to resume from a checkpoint could not (the kept state is gone,
+    damaged or signed elsewhere, or did not load) and executed from its first cell."""
     preload = "preload"
     """Kernels could not be forked as ``nbcache_kernel_preload`` asks, or a module to
     preload could not be imported; kernels then start normally."""

@@ -55,15 +55,43 @@ class ExecutionJob:
     """That notebook's project-relative path, for messages."""
     snapshot: bool = False
     """Keep this notebook's final kernel state for the notebooks that inherit from it."""
+    prefix_keys: tuple[str, ...] = ()
+    """Per code cell, the key of the cells up to it (:func:`~.cache.key.prefix_keys`):
+    what a checkpoint after that cell is kept under."""
+    checkpoint_after: float | None = None
+    """Keep the kernel state after a cell once cells took this many seconds since the last
+    checkpoint, and after cells tagged ``checkpoint``; None: never."""
+    resume: Resume | None = None
+    """Start from a checkpoint instead of the first cell."""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExecutionJob:
-        tuples = ("artefact_include", "artefact_exclude", "inputs", "excluded")
+        tuples = ("artefact_include", "artefact_exclude", "inputs", "excluded", "prefix_keys")
         fields: dict[str, Any] = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+        if fields.get("resume") is not None:
+            fields["resume"] = Resume(**fields["resume"])
         return cls(**fields)
+
+
+CHECKPOINT_TAG = "checkpoint"
+"""A cell tag: keep the kernel state after this cell, however long it took."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """Where a notebook resumes: after code cell ``cell`` (counted among code cells from
+    0), from the kernel state kept there, with the earlier cells' outputs from an entry
+    that ran the same code up to there."""
+
+    cell: int
+    executed: int
+    """Code cells the kernel had executed by then: execution counts go on from it."""
+    outputs: list[list[dict[str, Any]]]
+    execution_counts: list[int | None]
+    cell_times: list[float | None]
 
 
 CELL_TIMEOUT = "CellTimeoutError"
@@ -189,14 +217,27 @@ class ExecutionResult:
     from this one (they cannot be pickled)."""
     snapshot_error: str = ""
     """Why no final kernel state could be kept for the notebooks inheriting from this one."""
+    prefix_keys: list[str] = dataclasses.field(default_factory=list)
+    """Per code cell, the key of the cells up to it: how far a changed notebook ran the
+    same code as this one."""
+    checkpoints: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    """Kernel states kept after cells: ``cell`` (code cell, from 0), ``executed`` (code
+    cells the kernel had run), and what keeping it cost, ``seconds`` and ``bytes``."""
+    resumed_from: int | None = None
+    """The code cell (from 0) after which this run started from a checkpoint; None: from
+    the first cell."""
+    checkpoint_error: str = ""
+    """Why no more checkpoints were kept (a name that cannot be pickled, say)."""
+    resume_error: str = ""
+    """Why a planned resume did not happen (the notebook then ran from its first cell)."""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         if self.error is not None and not self.error.internal:
             del data["error"]["internal"]  # stored entries keep the format they always had
-        for name in ("left_out", "snapshot_error"):
-            if not data[name]:
-                del data[name]  # fields of notebooks others inherit from
+        for name in OPTIONAL_RESULT_FIELDS:
+            if not data[name] and data[name] != 0:
+                del data[name]  # inheritance and resume fields, when they do not apply
         return data
 
     @classmethod
@@ -217,6 +258,17 @@ class ExecutionResult:
         if not (len(result.outputs) == len(result.execution_counts) == len(result.cell_times)):
             raise TypeError("per-cell lists differ in length")
         return result
+
+
+OPTIONAL_RESULT_FIELDS = (
+    "left_out",
+    "snapshot_error",
+    "prefix_keys",
+    "checkpoints",
+    "resumed_from",
+    "checkpoint_error",
+    "resume_error",
+)
 
 
 def now_utc() -> str:

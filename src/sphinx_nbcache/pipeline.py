@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 from sphinx_nbcache.cache.payload import DamagedEntryError
@@ -26,6 +26,7 @@ from sphinx_nbcache.model import (
     NOTEBOOK_TIMEOUT,
     ExecutionJob,
     ExecutionResult,
+    Resume,
     Status,
     cell_timeout,
     unrun_result,
@@ -88,6 +89,8 @@ class Pipeline:
         self.for_state: set[str] = set()
         """Keys executed again only for their final state: their stored result is kept (a
         new one would make every notebook inheriting from them stale)."""
+        self._resumed: dict[str, ExecutionResult] = {}
+        """The entries that notebooks of the run resume from, by the notebooks' keys."""
         self.early: Preloader | None = None
         """Fork servers started ahead (see :mod:`sphinx_nbcache.run.early`), for the next run of
         the local executor; :meth:`discard_early` stops them when nothing executes."""
@@ -241,10 +244,15 @@ class Pipeline:
         )
         parents = {p.parent.key for p in planned.values() if p.parent is not None}
         self.states.in_use |= parents  # kept or about to be: not pruned during the run
-        jobs = {
-            key: dataclasses.replace(make_job(p, settings, links), snapshot=key in parents)
-            for key, p in planned.items()
-        }
+        jobs = {}
+        for key, p in planned.items():
+            job = dataclasses.replace(make_job(p, settings, links), snapshot=key in parents)
+            found = self.resume_point(p, job.prefix_keys)
+            if found is not None:
+                resume, self._resumed[key] = found
+                self.states.in_use.add(job.prefix_keys[resume.cell])
+                job = dataclasses.replace(job, resume=resume)
+            jobs[key] = job
         discovering = [planned[key].kernel for key, job in jobs.items() if job.discover_root]
         self.environments.look_ahead(discovering)
         locks = _Locks(self, planned, watcher)
@@ -273,6 +281,54 @@ class Pipeline:
             ]
         )
         return storing.results
+
+    def resume_point(
+        self, planned: PlannedNotebook, prefix: Sequence[str]
+    ) -> tuple[Resume, ExecutionResult] | None:
+        """Where a notebook that must execute can start instead of its first cell, and the
+        entry whose outputs the cells before come from: the latest checkpoint kept before
+        its first changed code cell, among the stored results of the same document whose
+        files and packages have not changed since (``prefix``: its prefix keys; none when
+        it does not resume)."""
+        if not prefix or planned.notebook.options.mode == "force":
+            return None
+        best: tuple[Resume, ExecutionResult] | None = None
+        for key in self.store.keys_of(planned.source):
+            try:
+                old = self.store.get(key)
+            except DamagedEntryError:
+                continue
+            if old is None or old.source != planned.source or not old.checkpoints:
+                continue
+            if planned.notebook.options.in_temp and old.artefacts:
+                continue  # files its earlier cells wrote are not in a new temporary folder
+            same = 0
+            while same < min(len(prefix), len(old.prefix_keys)):
+                if old.prefix_keys[same] != prefix[same]:
+                    break
+                same += 1
+            usable = [
+                c for c in old.checkpoints if c["cell"] < same and c["cell"] < len(old.outputs)
+            ]
+            if not usable or (best is not None and usable[-1]["cell"] <= best[0].cell):
+                continue
+            if self.changed_dependency(old) or self.environments.changed(
+                old.environment, planned.kernel
+            ):
+                continue
+            for checkpoint in reversed(usable):
+                if self.states.has(prefix[checkpoint["cell"]]):
+                    cell = checkpoint["cell"]
+                    resume = Resume(
+                        cell=cell,
+                        executed=checkpoint["executed"],
+                        outputs=old.outputs[: cell + 1],
+                        execution_counts=old.execution_counts[: cell + 1],
+                        cell_times=old.cell_times[: cell + 1],
+                    )
+                    best = (resume, old)
+                    break
+        return best
 
     def with_parents(self, notebooks: Iterable[PlannedNotebook]) -> list[PlannedNotebook]:
         """``notebooks``, and the notebooks they inherit from that must execute again for
@@ -381,6 +437,24 @@ class Pipeline:
         if problem not in self._said:
             self._said.add(problem)
             self.warn(message, subtype, source)
+
+
+def resumed(result: ExecutionResult, old: ExecutionResult) -> ExecutionResult:
+    """The result of a run resumed from ``old``'s checkpoint, completed with what ``old``'s
+    earlier cells read, imported, wrote and kept: unchanged, as the resume required."""
+    upto = result.resumed_from
+    assert upto is not None
+    environment = result.environment
+    if old.environment.get("packages") and "packages" in environment:
+        packages = {**old.environment["packages"], **environment["packages"]}
+        environment = {**environment, "packages": dict(sorted(packages.items()))}
+    return dataclasses.replace(
+        result,
+        dependencies=dict(sorted({**old.dependencies, **result.dependencies}.items())),
+        environment=environment or old.environment,
+        artefacts={**old.artefacts, **result.artefacts},
+        checkpoints=[c for c in old.checkpoints if c["cell"] <= upto] + result.checkpoints,
+    )
 
 
 def _after_parents(
@@ -552,6 +626,9 @@ class _Storing:
             installed = self.pipeline.environments.installed(planned.kernel)
             environment = with_packages(result.environment, installed)
             result = dataclasses.replace(result, environment=environment)
+        old = self.pipeline._resumed.pop(result.key, None)
+        if old is not None and result.resumed_from is not None:
+            result = resumed(result, old)
         self.results[result.key] = result
         try:
             if result.key not in self.pipeline.for_state:

@@ -12,7 +12,7 @@ from typing import Any
 
 import nbformat
 
-from sphinx_nbcache.cache.key import env_digests, key_material, notebook_key
+from sphinx_nbcache.cache.key import env_digests, key_material, notebook_key, prefix_keys
 from sphinx_nbcache.config import Settings
 from sphinx_nbcache.inputs.discover import file_digest
 from sphinx_nbcache.model import ExecutionJob, ExecutionResult
@@ -152,6 +152,7 @@ def make_job(
         if settings.project_root is not None and is_python(planned.notebook.notebook)
         else None
     )
+    resumable = may_resume(planned, settings)
     return ExecutionJob(
         key=planned.key,
         source=planned.source,
@@ -171,6 +172,24 @@ def make_job(
         excluded=(str(settings.cache_path),) if discover_root is not None else (),
         inherit=None if planned.parent is None else planned.parent.key,
         inherit_source="" if planned.parent is None else planned.parent.source,
+        prefix_keys=tuple(prefix_keys(planned.notebook.notebook, planned.material))
+        if resumable
+        else (),
+        checkpoint_after=settings.checkpoint_after if resumable else None,
+    )
+
+
+def may_resume(planned: PlannedNotebook, settings: Settings) -> bool:
+    """Whether the notebook keeps checkpoints and resumes from them: ``nbcache_resume`` is
+    on, its own ``nbcache: {resume: false}`` does not say otherwise, and a local Python
+    kernel runs it (checkpoints are states that kernel pickles, kept on this machine)."""
+    notebook = planned.notebook.notebook
+    own = notebook.metadata.get("nbcache", {})
+    return (
+        settings.resume
+        and settings.executor == "local"
+        and is_python(notebook)
+        and own.get("resume", True) is not False
     )
 
 

@@ -94,6 +94,33 @@ def notebook_key(
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
+PREFIX_LABEL = b"sphinx-nbcache: code cells up to here\0"
+
+
+def prefix_keys(notebook: nbformat.NotebookNode, material: dict[str, Any]) -> list[str]:
+    """For each code cell of ``notebook``, a key of everything before and including it:
+    ``material`` (:func:`key_material`) but for the cells after. Two notebooks with the
+    same key up to cell k ran the same code in the same setting up to there, so the kernel
+    state after it and the outputs before are the same. An instance's injected cell counts
+    as its parameters, which ``material`` holds."""
+    head = {name: value for name, value in material.items() if name != "cells"}
+    digest = hashlib.sha256(PREFIX_LABEL)
+    digest.update(json.dumps(head, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    injected = "parameters" in material
+    keys = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = cell.metadata.get("tags", [])
+        if injected and INJECTED_TAG in tags:
+            part: dict[str, Any] = {"injected": True}
+        else:
+            part = {"source": cell.source, "tags": sorted(EXECUTION_TAGS.intersection(tags))}
+        digest.update(b"\0" + json.dumps(part, sort_keys=True, ensure_ascii=False).encode())
+        keys.append(digest.copy().hexdigest())
+    return keys
+
+
 def explain_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     """Why two key materials differ, in words: what ``nbcache status`` says of a stale entry."""
     if old.get("schema") != new.get("schema"):

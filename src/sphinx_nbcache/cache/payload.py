@@ -46,6 +46,17 @@ def check_payload(payload: Any) -> None:
     for path, artefact in artefacts.items():
         need(_relative(path) and isinstance(artefact, dict), "artefacts")
         need(all(isinstance(artefact.get(f), str) for f in ("sha256", "base64")), "artefacts")
+    prefix = payload.get("prefix_keys", [])
+    need(isinstance(prefix, list) and all(isinstance(key, str) for key in prefix), "prefix_keys")
+    checkpoints = payload.get("checkpoints", [])
+    need(_list_of_dicts(checkpoints), "checkpoints")
+    for checkpoint in checkpoints:
+        need(all(_index(checkpoint.get(f)) for f in ("cell", "executed", "bytes")), "checkpoints")
+        need(_number(checkpoint.get("seconds")), "checkpoints")
+    resumed = payload.get("resumed_from")
+    need(resumed is None or _index(resumed), "resumed_from")
+    for field in ("checkpoint_error", "resume_error"):
+        need(isinstance(payload.get(field, ""), str), field)
 
 
 def _number(value: Any) -> bool:
@@ -54,6 +65,10 @@ def _number(value: Any) -> bool:
 
 def _count(value: Any) -> bool:
     return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _list_of_dicts(value: Any) -> bool:

@@ -288,6 +288,8 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
                 Subtype.inherit,
                 location=document.settings.env.docname,
             )
+        if origin == "executed":
+            _say_resume(planned, result, document.settings.env.docname)
         merged = merge_outputs(planned.notebook.notebook, result)
         self._render(merged, planned.notebook, document)
         env = document.settings.env
@@ -477,10 +479,30 @@ def say_reused_or_cached(
     if origin == "cache":
         message = f"Using cached notebook (executed {_when(result.finished)})"
     elif planned.key in state.pipeline.store:
-        message = f"Cached executed notebook (executed in {result.runtime:.2f} s)"
+        resumed = (
+            "" if result.resumed_from is None else f"from code cell {result.resumed_from + 2} on, "
+        )
+        message = f"Cached executed notebook (executed {resumed}in {result.runtime:.2f} s)"
     else:
         return  # not stored: a warning said why
     LOGGER.info("nbcache: %s: %s", planned.source, message)
+
+
+def _say_resume(planned: PlannedNotebook, result: ExecutionResult, docname: str) -> None:
+    """Once, by the build that executed the notebook: why it did not resume as planned
+    (a warning: a kept state was damaged or foreign), or why it keeps no checkpoints."""
+    if result.resume_error:
+        warn(
+            f"{result.resume_error}; executed the notebook from its first cell",
+            Subtype.resume,
+            location=docname,
+        )
+    if result.checkpoint_error:
+        LOGGER.info(
+            "nbcache: %s: %s; it will execute from its first cell when changed",
+            planned.source,
+            result.checkpoint_error,
+        )
 
 
 def _when(finished: str) -> str:

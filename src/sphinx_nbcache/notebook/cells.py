@@ -156,6 +156,11 @@ def _check_notebook_metadata(metadata: Any, metadata_key: str) -> None:
         raise NotebookProblem(
             f"metadata.nbcache.inherit must be the path of a notebook, not {describe(inherit)}"
         )
+    resume = metadata.get("nbcache", {}).get("resume", True)
+    if not isinstance(resume, bool):
+        raise NotebookProblem(
+            f"metadata.nbcache.resume must be true or false, not {describe(resume)}"
+        )
     _expect_json(metadata, "the notebook's metadata")
 
 

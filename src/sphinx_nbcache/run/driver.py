@@ -27,6 +27,7 @@ from sphinx_nbcache.inputs.artefacts import capture_artefacts
 from sphinx_nbcache.inputs.environment import environment
 from sphinx_nbcache.model import (
     CELL_TIMEOUT,
+    CHECKPOINT_TAG,
     INHERITANCE_ERROR,
     NOTEBOOK_METADATA_FROM_EXECUTION,
     NOTEBOOK_TIMEOUT,
@@ -142,17 +143,27 @@ async def _execute_job(
     digests: discover.FileDigests | None,
     states: SnapshotStore | None,
 ) -> ExecutionResult:
-    notebook = nbformat.reads(job.notebook_json, as_version=4)
-    code_indices = code_cell_indices(notebook.cells)
-    clock = CellClock(job)
-    for _ in range(KERNEL_START_ATTEMPTS):
-        error, runtime, collected, snapshot = await _execute_once(
-            notebook, job, pool, clock, watcher, starter, states
-        )
+    resume_error = ""
+    attempts = 0
+    while attempts < KERNEL_START_ATTEMPTS:
+        attempts += 1
+        notebook = nbformat.reads(job.notebook_json, as_version=4)
+        clock = CellClock(job)
+        run = await _execute_once(notebook, job, pool, clock, watcher, starter, states)
         raise_if_cancelled()
+        if run.resume_error:  # from the first cell, in a new kernel
+            resume_error, job, attempts = run.resume_error, dataclasses.replace(job, resume=None), 0
+            continue
+        error = run.error
         if error is None or clock.current is not None or error.name == "NoSuchKernel":
             break
+    code_indices = code_cell_indices(notebook.cells)
     cells = [notebook.cells[i] for i in code_indices]
+    collected = run.collected
+    resume = job.resume
+    times = [clock.times.get(i) for i in code_indices]
+    if resume is not None:
+        times[: resume.cell + 1] = resume.cell_times[: resume.cell + 1]
     return ExecutionResult(
         key=job.key,
         source=job.source,
@@ -165,8 +176,8 @@ async def _execute_job(
             for name in NOTEBOOK_METADATA_FROM_EXECUTION
             if name in notebook.metadata
         },
-        runtime=runtime,
-        cell_times=[clock.times.get(i) for i in code_indices],
+        runtime=run.runtime,
+        cell_times=times,
         finished=now_utc(),
         dependencies=(
             discover.dependencies(
@@ -181,9 +192,28 @@ async def _execute_job(
         ),
         environment=environment(collected) if collected is not None else {},
         artefacts=collected.get("artefacts", {}) if collected is not None else {},
-        left_out=snapshot.left_out,
-        snapshot_error=snapshot.error,
+        left_out=run.snapshot.left_out,
+        snapshot_error=run.snapshot.error,
+        prefix_keys=list(job.prefix_keys),
+        checkpoints=run.checkpoints.kept,
+        checkpoint_error=run.checkpoints.error,
+        resumed_from=None if resume is None else resume.cell,
+        resume_error=resume_error,
     )
+
+
+@dataclasses.dataclass
+class _Run:
+    """One kernel's run of a notebook: the error if any, seconds spent, what the notebook
+    read (None unless discovery ran), how its final snapshot and checkpoints went, and why
+    it could not resume as planned (then it must run again from the first cell)."""
+
+    error: CellError | None = None
+    runtime: float = 0.0
+    collected: dict[str, Any] | None = None
+    snapshot: Snapshot = dataclasses.field(default_factory=lambda: Snapshot())
+    checkpoints: Checkpoints = dataclasses.field(default_factory=lambda: Checkpoints())
+    resume_error: str = ""
 
 
 async def _execute_once(
@@ -194,16 +224,11 @@ async def _execute_once(
     watcher: Watcher,
     starter: KernelStarter,
     states: SnapshotStore | None,
-) -> tuple[CellError | None, float, dict[str, Any] | None, Snapshot]:
-    """One kernel's run of the notebook: the error if any, seconds spent, what the
-    notebook read (None unless discovery ran), and how its snapshot went."""
+) -> _Run:
     kernel_name = notebook.metadata.get("kernelspec", {}).get("name")
     manager = starter.manager(kernel_name)
     pool.kernels.add(manager)
-    error: CellError | None = None
-    runtime = 0.0
-    collected: dict[str, Any] | None = None
-    snapshot = Snapshot()
+    run = _Run()
     discovering = released = ours = False
     # the kernel's log has no name, so that it goes with the last process holding it
     # even when this one is killed (a Dask worker lost mid-notebook, say)
@@ -238,7 +263,7 @@ async def _execute_once(
                     cwd=job.cwd or tmp, stdout=kernel_log, stderr=kernel_log
                 )
                 await _start_client(client, starter.context)
-                runtime = time.perf_counter() - begin
+                run.runtime = time.perf_counter() - begin
                 pid = getattr(manager.provisioner, "pid", None)
                 await pool.acquire(pid)
             watcher.started(job, clock)
@@ -246,53 +271,61 @@ async def _execute_once(
                 await _hidden_request(client, discover.SETUP_REQUEST) is not None
             )
             begin = time.perf_counter()
+            start = job.cwd or tmp
             try:
-                error = await _inherit(client, job, states, Path(private))
-                if error is None:
-                    await client.async_execute()
+                if job.resume is not None:
+                    run.resume_error = await _resume(client, job, states, Path(private))
+                else:
+                    run.error = await _inherit(client, job, states, Path(private))
+                if run.error is None and not run.resume_error:
+                    keeping = Checkpoints(job, states, Path(private), start)
+                    run.checkpoints = keeping
+                    await _run_cells(client, job, clock, keeping)
                     if job.snapshot and states is not None:
                         if discovering:  # before the snapshot, whose reads are not the notebook's
-                            collected, discovering = await _collect(client), False
-                        start = job.cwd or tmp
-                        snapshot = await _snapshot(client, job, states, Path(private), start)
+                            run.collected, discovering = await _collect(client), False
+                        run.snapshot = await _snapshot(client, job, states, Path(private), start)
             finally:
                 pool.release(pid)
                 released = True
-                runtime += time.perf_counter() - begin
+                run.runtime += time.perf_counter() - begin
         except CellTimeoutError as exc:
-            error = _timeout_error(clock, str(exc))
+            run.error = _timeout_error(clock, str(exc))
         except CellExecutionError as exc:
-            error = _cell_error(exc, clock.current, str(exc))
+            run.error = _cell_error(exc, clock.current, str(exc))
         except Exception as exc:
             if not _kernels_failure(exc):
                 ours = True
                 raise
-            error = CellError(type(exc).__name__, str(exc), _explain(exc), clock.current)
+            run.error = CellError(type(exc).__name__, str(exc), _explain(exc), clock.current)
         finally:
             task = asyncio.current_task()
             cancelled = task is not None and task.cancelling() > 0
+            error = run.error
             if (
                 discovering
                 and not cancelled
                 and not ours
+                and not run.resume_error
                 and (error is None or error.status is Status.cell_error)
             ):
-                collected = await _collect(client)
+                run.collected = await _collect(client)
             await shutdown(manager, client)
             pool.kernels.discard(manager)
             if released:
                 pool.stopped()
-            if collected is not None and job.artefact_max_size > 0:
-                collected["artefacts"] = capture_artefacts(
-                    collected.get("written", []),
+            if run.collected is not None and job.artefact_max_size > 0:
+                run.collected["artefacts"] = capture_artefacts(
+                    run.collected.get("written", []),
                     Path(job.cwd or tmp),
                     job.artefact_max_size,
                     job.artefact_include,
                     job.artefact_exclude,
                 )
+        error = run.error
         if error is not None and error.status is Status.kernel_error:
-            error = dataclasses.replace(error, traceback=error.traceback + _tail(kernel_log))
-    return error, runtime, collected, snapshot
+            run.error = dataclasses.replace(error, traceback=error.traceback + _tail(kernel_log))
+    return run
 
 
 STATE_TIMEOUT = 600.0
@@ -318,6 +351,106 @@ async def _inherit(
         problem = f"restoring its final state failed: {failed}"
     value = f"inherits from {job.inherit_source}: {problem}"
     return CellError(INHERITANCE_ERROR, value, f"{INHERITANCE_ERROR}: {value}", None)
+
+
+async def _resume(
+    client: NotebookClient, job: ExecutionJob, states: SnapshotStore | None, folder: Path
+) -> str:
+    """Put the checkpoint ``job.resume`` names into the kernel, and the earlier cells'
+    outputs into the notebook; why that could not be done, or "" if it was."""
+    resume = job.resume
+    assert resume is not None
+    data = None if states is None else states.get(job.prefix_keys[resume.cell])
+    if data is None:
+        return f"the kernel state kept after code cell {resume.cell + 1} is gone or damaged"
+    path = folder / "checkpoint.state"
+    path.write_bytes(data)
+    request = restore_request(path, resume.executed)
+    failed = reply_error(await _request(client, request, STATE_TIMEOUT))
+    if failed is not None:
+        return f"restoring the kernel state kept after code cell {resume.cell + 1} failed: {failed}"
+    cells = [client.nb.cells[i] for i in code_cell_indices(client.nb.cells)]
+    for position, cell in enumerate(cells[: resume.cell + 1]):
+        cell.outputs = [nbformat.from_dict(output) for output in resume.outputs[position]]
+        cell.execution_count = resume.execution_counts[position]
+    return ""
+
+
+async def _run_cells(
+    client: NotebookClient, job: ExecutionJob, clock: CellClock, checkpoints: Checkpoints
+) -> None:
+    """nbclient's ``async_execute`` for a kernel already started, from the first cell or
+    after the one ``job.resume`` names, keeping checkpoints as cells finish."""
+    client.reset_execution_trackers()
+    resume = job.resume
+    client.code_cells_executed = 0 if resume is None else resume.executed
+    position = -1
+    for index, cell in enumerate(client.nb.cells):
+        if cell.cell_type == "code":
+            position += 1
+        if resume is not None and position <= resume.cell:
+            continue
+        await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+        if cell.cell_type == "code":
+            await checkpoints.after(client, cell, position, clock.times.get(index, 0.0))
+    client.set_widgets_metadata()
+
+
+class Checkpoints:
+    """Keeps the kernel state after the cells ``job.checkpoint_after`` selects, under the
+    cells' prefix keys; what each cost, or why none could be kept (then no more are tried:
+    a state that cannot be carried whole is no state to resume from)."""
+
+    def __init__(
+        self,
+        job: ExecutionJob | None = None,
+        states: SnapshotStore | None = None,
+        folder: Path | None = None,
+        start: str = "",
+    ) -> None:
+        self.job = job
+        self.states = states
+        self.folder = folder
+        self.start = start
+        self.kept: list[dict[str, Any]] = []
+        self.error = ""
+        self.since = 0.0
+        """Seconds the cells took since the last checkpoint."""
+
+    async def after(
+        self, client: NotebookClient, cell: nbformat.NotebookNode, position: int, seconds: float
+    ) -> None:
+        job, states, folder = self.job, self.states, self.folder
+        if job is None or job.checkpoint_after is None or states is None or folder is None:
+            return
+        if self.error or position >= len(job.prefix_keys):
+            return
+        self.since += seconds
+        tagged = CHECKPOINT_TAG in cell.metadata.get("tags", [])
+        if not tagged and self.since < job.checkpoint_after:
+            return
+        self.since = 0.0
+        begin = time.perf_counter()
+        path = folder / "checkpoint.state"
+        request = snapshot_request(path, self.start)
+        failed = reply_error(await _request(client, request, STATE_TIMEOUT))
+        names = [] if failed is not None else left_out(path)
+        if failed is None and names:
+            failed = f"{', '.join(names)} cannot be pickled"
+        if failed is None:
+            data = path.read_bytes()
+            try:
+                states.put(job.prefix_keys[position], data)
+            except OSError as exc:
+                failed = f"cannot write to {states.folder}: {exc}"
+        if failed is not None:
+            self.error = f"no kernel state kept after code cell {position + 1}: {failed}"
+            return
+        seconds = round(time.perf_counter() - begin, 3)
+        executed = client.code_cells_executed
+        self.kept.append(
+            {"cell": position, "executed": executed, "seconds": seconds, "bytes": len(data)}
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -401,6 +534,9 @@ async def _start_client(client: NotebookClient, context: zmq.asyncio.Context) ->
             if reply["msg_type"] == "kernel_info_reply":
                 await kc.get_iopub_msg(timeout=IOPUB_CHECK)
                 kc._handle_kernel_info_reply(reply)  # the protocol version it speaks
+                language_info = reply["content"].get("language_info")
+                if language_info is not None:  # as nbclient's own execute records it
+                    client.nb.metadata["language_info"] = language_info
                 break
         if not await kc.is_alive():
             raise KernelStartError("Kernel died before replying to kernel_info")

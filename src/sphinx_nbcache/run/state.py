@@ -1,14 +1,17 @@
-"""A notebook's final kernel state, taken as a snapshot for the notebooks that inherit
-from it, and put into theirs before their first cell.
+"""A kernel's state, taken as a snapshot: a notebook's final state for the notebooks that
+inherit from it, put into theirs before their first cell; and checkpoints after its slow
+cells, which a later run of the notebook resumes from.
 
 The state is the user namespace: variables, functions and classes defined in cells (by
-value), imported modules (by name: the child imports them again), and the working
-directory when the notebook changed it. It is pickled with dill in the kernel itself, one
-pickle for all names, so that objects shared between names stay shared. What cannot be
-pickled (generators, sockets, connections, some C objects) is left out and named, and so
-are open files, which dill would open again (truncating a file open for writing). IPython's
-own names (``In``, ``Out``, ``_``, ``_i1``...) are not state. Both requests run silently in
-a namespace of their own: no output, no execution count, nothing added to the user's.
+value), imported modules (by name: the child imports them again); and, outside it, the
+working directory when the notebook changed it, ``sys.path``, the global random
+generators of ``random`` and NumPy, and matplotlib's ``rcParams``. It is pickled with
+dill in the kernel itself, one pickle for all names, so that objects shared between names
+stay shared. What cannot be pickled (generators, sockets, connections, some C objects) is
+left out and named, and so are open files, which dill would open again (truncating a file
+open for writing). IPython's own names (``In``, ``Out``, ``_``, ``_i1``...) are not state.
+Both requests run silently in a namespace of their own: no output, no execution count,
+nothing added to the user's.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from sphinx_nbcache.model import (
 from sphinx_nbcache.notebook.cells import cell_label
 
 SNAPSHOT = """\
-import io, json, os, re
+import io, json, os, re, sys
 import dill
 from IPython import get_ipython
 
@@ -39,15 +42,26 @@ for name, value in list(shell.user_ns.items()):
     if name in hidden or ipython_names.match(name):
         continue
     if isinstance(value, io.IOBase):  # dill would open it again, truncating what is written
-        left.append(name)
+        if not getattr(value, "closed", False):  # a closed one is no loss
+            left.append(name)
     else:
         state[name] = value
 cwd = os.getcwd()
+# state outside the namespace that cells commonly depend on
+carried = {"sys.path": list(sys.path), "cwd": cwd if cwd != start else None}
+if "random" in sys.modules:
+    carried["random"] = sys.modules["random"].getstate()
+if "numpy.random" in sys.modules:
+    carried["numpy.random"] = sys.modules["numpy.random"].get_state()
+if "matplotlib" in sys.modules:
+    params = sys.modules["matplotlib"].rcParams
+    carried["rcParams"] = {k: v for k, v in params.items() if not k.startswith("backend")}
 
 
 def dump():
     with open(path, "wb") as file:
-        dill.dump({"names": state, "cwd": cwd if cwd != start else None}, file)
+        dill.dump(carried, file)
+        dill.dump(state, file)
 
 
 try:  # all at once; one name at a time only to find what cannot be pickled
@@ -63,29 +77,45 @@ except Exception:
 with open(path + ".left", "w") as file:
     json.dump(sorted(left), file)
 """
-"""Run in the parent's kernel with ``path`` (where to write) and ``start`` (its working
-directory at start) defined."""
+"""Run in the kernel with ``path`` (where to write) and ``start`` (its working directory
+at start) defined. The carried state comes first, so that what the names need to load
+(a module found through ``sys.path``) is there when they do."""
 
 RESTORE = """\
-import os
+import os, sys
 import dill
 from IPython import get_ipython
 
 with open(path, "rb") as file:
-    state = dill.load(file)
-get_ipython().user_ns.update(state["names"])
-if state["cwd"] is not None and os.path.isdir(state["cwd"]):
-    os.chdir(state["cwd"])
+    carried = dill.load(file)
+    sys.path[:] = carried["sys.path"]
+    if carried["cwd"] is not None and os.path.isdir(carried["cwd"]):
+        os.chdir(carried["cwd"])
+    names = dill.load(file)
+shell = get_ipython()
+shell.user_ns.update(names)
+if "random" in carried:
+    import random
+    random.setstate(carried["random"])
+if "numpy.random" in carried:
+    import numpy.random
+    numpy.random.set_state(carried["numpy.random"])
+if "rcParams" in carried:
+    import matplotlib
+    matplotlib.rcParams.update(carried["rcParams"])
+if executed is not None:
+    shell.execution_count = executed + 1
 """
-"""Run in the child's kernel with ``path`` (the snapshot) defined."""
+"""Run in the kernel with ``path`` (the snapshot) and ``executed`` (the code cells run
+before it was taken, for execution counts to go on from; None to leave them) defined."""
 
 
 def snapshot_request(path: Path, start: str) -> str:
     return f"exec({SNAPSHOT!r}, {{'path': {str(path)!r}, 'start': {start!r}}})"
 
 
-def restore_request(path: Path) -> str:
-    return f"exec({RESTORE!r}, {{'path': {str(path)!r}}})"
+def restore_request(path: Path, executed: int | None = None) -> str:
+    return f"exec({RESTORE!r}, {{'path': {str(path)!r}, 'executed': {executed!r}}})"
 
 
 def left_out(path: Path) -> list[str]:
