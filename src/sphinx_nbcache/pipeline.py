@@ -248,10 +248,12 @@ class Pipeline:
         for key, p in planned.items():
             job = dataclasses.replace(make_job(p, settings, links), snapshot=key in parents)
             found = self.resume_point(p, job.prefix_keys)
-            if found is not None:
-                resume, self._resumed[key] = found
-                self.states.in_use.add(job.prefix_keys[resume.cell])
-                job = dataclasses.replace(job, resume=resume)
+            if found.problem:
+                self.warn(f"{found.problem}; executing from {found.start}", "resume", p.source)
+            if found.resume is not None and found.entry is not None:
+                self._resumed[key] = found.entry
+                self.states.in_use.add(job.prefix_keys[found.resume.cell])
+                job = dataclasses.replace(job, resume=found.resume)
             jobs[key] = job
         discovering = [planned[key].kernel for key, job in jobs.items() if job.discover_root]
         self.environments.look_ahead(discovering)
@@ -282,17 +284,15 @@ class Pipeline:
         )
         return storing.results
 
-    def resume_point(
-        self, planned: PlannedNotebook, prefix: Sequence[str]
-    ) -> tuple[Resume, ExecutionResult] | None:
+    def resume_point(self, planned: PlannedNotebook, prefix: Sequence[str]) -> ResumePoint:
         """Where a notebook that must execute can start instead of its first cell, and the
         entry whose outputs the cells before come from: the latest checkpoint kept before
         its first changed code cell, among the stored results of the same document whose
         files and packages have not changed since (``prefix``: its prefix keys; none when
         it does not resume)."""
+        found = ResumePoint()
         if not prefix or planned.notebook.options.mode == "force":
-            return None
-        best: tuple[Resume, ExecutionResult] | None = None
+            return found
         for key in self.store.keys_of(planned.source):
             try:
                 old = self.store.get(key)
@@ -303,22 +303,22 @@ class Pipeline:
             if planned.notebook.options.in_temp and old.artefacts:
                 continue  # files its earlier cells wrote are not in a new temporary folder
             same = 0
-            while same < min(len(prefix), len(old.prefix_keys)):
+            while same < min(len(prefix), len(old.prefix_keys), len(old.outputs)):
                 if old.prefix_keys[same] != prefix[same]:
                     break
                 same += 1
-            usable = [
-                c for c in old.checkpoints if c["cell"] < same and c["cell"] < len(old.outputs)
-            ]
-            if not usable or (best is not None and usable[-1]["cell"] <= best[0].cell):
+            usable = [c for c in old.checkpoints if c["cell"] < same]
+            if not usable or usable[-1]["cell"] <= found.cell:
                 continue
             if self.changed_dependency(old) or self.environments.changed(
                 old.environment, planned.kernel
             ):
                 continue
             for checkpoint in reversed(usable):
-                if self.states.has(prefix[checkpoint["cell"]]):
-                    cell = checkpoint["cell"]
+                cell = checkpoint["cell"]
+                if cell <= found.cell:
+                    break
+                if self.states.has(prefix[cell]):
                     resume = Resume(
                         cell=cell,
                         executed=checkpoint["executed"],
@@ -326,9 +326,18 @@ class Pipeline:
                         execution_counts=old.execution_counts[: cell + 1],
                         cell_times=old.cell_times[: cell + 1],
                     )
-                    best = (resume, old)
+                    found = dataclasses.replace(found, resume=resume, entry=old)
                     break
-        return best
+                if not found.problem:
+                    found = dataclasses.replace(found, problem=self._missing(prefix[cell], cell))
+        return found
+
+    def _missing(self, key: str, cell: int) -> str:
+        """Why the checkpoint after code ``cell`` kept under ``key`` cannot be used."""
+        where = f"the kernel state kept after code cell {cell + 1}"
+        if self.states.path(key).is_file():
+            return f"{where} does not verify (damaged, or not written on this machine)"
+        return f"{where} is no longer kept (nbcache_snapshot_max_size)"
 
     def with_parents(self, notebooks: Iterable[PlannedNotebook]) -> list[PlannedNotebook]:
         """``notebooks``, and the notebooks they inherit from that must execute again for
@@ -437,6 +446,27 @@ class Pipeline:
         if problem not in self._said:
             self._said.add(problem)
             self.warn(message, subtype, source)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """Where a changed notebook can resume (:meth:`Pipeline.resume_point`): the resume
+    and the entry it takes the earlier outputs from, or None; and why a later checkpoint
+    that matched could not be used."""
+
+    resume: Resume | None = None
+    entry: ExecutionResult | None = None
+    problem: str = ""
+
+    @property
+    def cell(self) -> int:
+        """The code cell (from 0) it resumes after; -1 when it does not."""
+        return -1 if self.resume is None else self.resume.cell
+
+    @property
+    def start(self) -> str:
+        """Where execution starts, in words."""
+        return "its first cell" if self.resume is None else f"code cell {self.cell + 2}"
 
 
 def resumed(result: ExecutionResult, old: ExecutionResult) -> ExecutionResult:

@@ -172,11 +172,16 @@ def make_job(
         excluded=(str(settings.cache_path),) if discover_root is not None else (),
         inherit=None if planned.parent is None else planned.parent.key,
         inherit_source="" if planned.parent is None else planned.parent.source,
-        prefix_keys=tuple(prefix_keys(planned.notebook.notebook, planned.material))
-        if resumable
-        else (),
+        prefix_keys=resume_keys(planned, settings),
         checkpoint_after=settings.checkpoint_after if resumable else None,
     )
+
+
+def resume_keys(planned: PlannedNotebook, settings: Settings) -> tuple[str, ...]:
+    """The notebook's prefix keys (:func:`prefix_keys`) if it may resume; none if not."""
+    if not may_resume(planned, settings):
+        return ()
+    return tuple(prefix_keys(planned.notebook.notebook, planned.material))
 
 
 def may_resume(planned: PlannedNotebook, settings: Settings) -> bool:

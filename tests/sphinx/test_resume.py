@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from helpers import Build, Project, ProjectFactory, code, ipynb, markdown
+from helpers import Build, Project, ProjectFactory, code, ipynb, markdown, nbcache
 from sphinx_nbcache.cache.store import Store
 
 
@@ -116,3 +116,157 @@ def test_an_edit_executes_from_the_first_changed_cell(
     project.edit("analysis.ipynb", "Some prose", "Other prose")
     assert build(project, state).executed == []
     assert runs(log) == []
+
+
+FIGURES = ipynb(
+    markdown("# Figures"),
+    code(
+        "import random\nimport numpy as np\nimport pandas as pd\nimport matplotlib\n"
+        "import matplotlib.pyplot as plt\n"
+        "random.seed(3)\nnp.random.seed(4)\n"
+        "plt.rcParams['lines.linewidth'] = 4\n"
+        "frame = pd.DataFrame({'x': np.arange(8), 'y': np.random.rand(8)})",
+        ("checkpoint",),
+    ),
+    code(
+        "frame['z'] = frame['y'].cumsum() + np.random.rand(8)\n"
+        "fig, ax = plt.subplots(figsize=(3, 2), dpi=50)\nax.plot(frame['x'], frame['z'])\n"
+        "frame.describe()",
+        ("checkpoint",),
+    ),
+    code("print(random.random(), np.random.rand())\nplt.plot(frame['y'])\nplt.show()"),
+)
+
+
+def test_resumed_outputs_equal_a_full_run(make_project: ProjectFactory, tmp_path: Path) -> None:
+    """Random numbers (Python's and NumPy's global generators), a data frame, matplotlib
+    figures and a setting made in an earlier cell: what resuming gives is what a run from
+    the first cell gives."""
+    state = tmp_path / "state"
+    resuming = make_project({"figures.ipynb": FIGURES}, name="resuming")
+    full = make_project(
+        {"figures.ipynb": FIGURES}, conf_extra="nbcache_resume = False\n", name="full"
+    )
+    for project in (resuming, full):
+        assert build(project, state).returncode == 0
+        project.edit("figures.ipynb", "print(random.random()", "print('after', random.random()")
+        again = build(project, state)
+        assert again.executed == ["figures.ipynb"], again.stderr
+    resumed, complete = stored(resuming, "figures.ipynb"), stored(full, "figures.ipynb")
+    assert resumed.resumed_from == 1 and complete.resumed_from is None
+    assert complete.checkpoints == []
+    assert resumed.execution_counts == complete.execution_counts == [1, 2, 3]
+    assert resumed.outputs == complete.outputs
+    assert any("image/png" in o.get("data", {}) for o in resumed.outputs[2])
+
+
+def test_a_kept_state_that_cannot_be_used_falls_back_to_a_full_run(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    state, log = tmp_path / "state", tmp_path / "runs.log"
+    project = make_project({"analysis.ipynb": analysis(log)})
+    assert build(project, state).returncode == 0
+    runs(log)
+    # checkpoints damaged on disk (or written by another machine: the signature fails)
+    for kept in (state / "sphinx-nbcache" / "snapshots").glob("*.state"):
+        kept.write_bytes(kept.read_bytes()[:-10] + b"0123456789")
+    project.edit("analysis.ipynb", "print('report',", "print('the report',")
+    fallback = build(project, state)
+    assert fallback.executed == ["analysis.ipynb"]
+    assert runs(log) == ["load", "model", "report"]
+    assert "the report" in fallback.html("analysis")
+    assert stored(project, "analysis.ipynb").resumed_from is None
+    assert len(fallback.warnings) == 1, fallback.warnings
+    assert (
+        "analysis.ipynb: WARNING: the kernel state kept after code cell 2 does not verify "
+        "(damaged, or not written on this machine); executing from its first cell "
+        "[nbcache.resume]"
+    ) in fallback.warnings[0]
+    # the run kept new states: the next edit resumes again
+    project.edit("analysis.ipynb", "print('the report',", "print('a report',")
+    assert build(project, state).executed == ["analysis.ipynb"]
+    assert runs(log) == ["report"]
+
+
+def test_a_state_that_does_not_load_falls_back_to_a_full_run(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    """A kept state that verifies but cannot be loaded: it holds an object of a class
+    that its module (outside the project, so not a dependency) no longer defines."""
+    state, log, lib = tmp_path / "state", tmp_path / "runs.log", tmp_path / "lib"
+    lib.mkdir()
+    (lib / "shapes.py").write_text("class Square:\n    side = 2\n")
+    notebook = ipynb(
+        logged(
+            log,
+            "load",
+            f"import sys\nsys.path.insert(0, {str(lib)!r})\nimport shapes\n"
+            "shape = shapes.Square() if hasattr(shapes, 'Square') else None",
+            ("checkpoint",),
+        ),
+        logged(log, "show", "print('shape', shape)"),
+    )
+    project = make_project({"shapes.ipynb": notebook})
+    assert build(project, state).returncode == 0
+    runs(log)
+    (lib / "shapes.py").write_text("class Circle:\n    radius = 1\n")
+    project.edit("shapes.ipynb", "print('shape',", "print('the shape',")
+    fallback = build(project, state)
+    assert fallback.executed == ["shapes.ipynb"]
+    assert runs(log) == ["load", "show"]
+    assert "the shape None" in fallback.html("shapes")
+    assert len(fallback.warnings) == 1, fallback.warnings
+    assert re.search(
+        r"shapes.ipynb: WARNING: restoring the kernel state kept after code cell 1 failed: "
+        r"AttributeError: .*Square.*; executed the notebook from its first cell \[nbcache.resume\]",
+        fallback.warnings[0],
+    ), fallback.warnings[0]
+    entry = stored(project, "shapes.ipynb")
+    assert entry.resumed_from is None and entry.execution_counts == [1, 2]
+
+
+def test_what_cannot_be_pickled_and_opting_out_mean_no_resume(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    state, log = tmp_path / "state", tmp_path / "runs.log"
+    unpicklable = ipynb(
+        logged(log, "one", "numbers = (n for n in range(3))", ("checkpoint",)),
+        logged(log, "two", "print('two')"),
+    )
+    opted_out = ipynb(
+        logged(log, "three", "x = 1", ("checkpoint",)),
+        logged(log, "four", "print('four')"),
+        metadata={"nbcache": {"resume": False}},
+    )
+    project = make_project({"gen.ipynb": unpicklable, "out.ipynb": opted_out})
+    first = build(project, state)
+    assert first.returncode == 0 and not first.warnings, first.warnings
+    assert "gen.ipynb: no kernel state kept after code cell 1: numbers cannot be pickled" in (
+        first.stdout
+    )
+    assert stored(project, "out.ipynb").checkpoints == []
+    runs(log)
+    project.edit("gen.ipynb", "print('two')", "print('2')")
+    project.edit("out.ipynb", "print('four')", "print('4')")
+    assert build(project, state).executed == ["gen.ipynb", "out.ipynb"]
+    assert sorted(runs(log)) == ["four", "one", "three", "two"]
+
+
+def test_slow_cells_keep_checkpoints(make_project: ProjectFactory, tmp_path: Path) -> None:
+    """Without tags: after cells that took ``nbcache_checkpoint_after`` seconds since the
+    last checkpoint."""
+    state = tmp_path / "state"
+    slow = ipynb(
+        code("import time\ntime.sleep(0.3)"),
+        code("time.sleep(0.1)"),
+        code("time.sleep(0.25)"),
+        code("print('done')"),
+    )
+    project = make_project({"slow.ipynb": slow}, conf_extra="nbcache_checkpoint_after = 0.3\n")
+    assert build(project, state).returncode == 0
+    assert [c["cell"] for c in stored(project, "slow.ipynb").checkpoints] == [0, 2]
+    status = nbcache(project, "status", env={"XDG_STATE_HOME": str(state)})
+    assert status.returncode == 0, status.stderr
+    project.edit("slow.ipynb", "print('done')", "print('finished')")
+    status = nbcache(project, "status", env={"XDG_STATE_HOME": str(state)})
+    assert "would resume from code cell 4" in status.stdout, status.stdout

@@ -23,7 +23,7 @@ from sphinx_nbcache.model import EXECUTING_MODES, ExecutionResult
 from sphinx_nbcache.notebook.cells import code_cell_indices, code_cell_number
 from sphinx_nbcache.notebook.read import NotebookReadError, SourceNotebook
 from sphinx_nbcache.pipeline import Pipeline
-from sphinx_nbcache.plan import PlannedNotebook
+from sphinx_nbcache.plan import PlannedNotebook, resume_keys
 
 if TYPE_CHECKING:
     from sphinx.application import Sphinx
@@ -209,6 +209,9 @@ class Project:
         old = self.store.material(key)
         new = planned.material
         why = "unknown" if old is None else explain_difference(old, new)
+        point = self.pipeline.resume_point(planned, resume_keys(planned, self.pipeline.settings))
+        if point.resume is not None:
+            why += f"; would resume from {point.start}"
         return Notebook(docname, source, "stale", notebook, planned, None, why, executes)
 
 
