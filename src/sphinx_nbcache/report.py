@@ -65,6 +65,9 @@ def build_report(
                 "worker": record.get("worker", ""),
                 "inherits": record.get("inherits"),
                 "inherited_seconds": round(inherited, 3),
+                "resumed_from": record.get("resumed_from"),
+                "resumed_seconds": record.get("resumed_seconds", 0.0),
+                "checkpoints": record.get("checkpoints", []),
                 "error": None
                 if error is None
                 else {**error, "traceback": plain_text(error["traceback"])},
@@ -85,7 +88,9 @@ def summarise(notebooks: list[dict[str, Any]]) -> dict[str, Any]:
     successful results taken from the cache: a failure's runtime is how long it took to
     fail (a timeout's, its limit), not what a working run would cost. Time inherited is
     that of the parents (and their parents) of the notebooks that executed from a parent's
-    final state, each counted once per such notebook."""
+    final state, each counted once per such notebook; time resumed, that of the cells a
+    notebook resumed after (their outputs came from its previous run); checkpoints, what
+    keeping the kernel states of the executed notebooks cost."""
     executed = [n for n in notebooks if n["origin"] == "executed"]
     cached = [n for n in notebooks if n["origin"] == "cache"]
     reused = [n for n in cached if n["status"] == Status.succeeded]
@@ -100,6 +105,12 @@ def summarise(notebooks: list[dict[str, Any]]) -> dict[str, Any]:
         "inherited_seconds": round(
             sum(n["inherited_seconds"] for n in executed if n["status"] == Status.succeeded), 3
         ),
+        "resumed": sum(n["resumed_from"] is not None for n in executed),
+        "resumed_seconds": round(sum(n["resumed_seconds"] for n in executed), 3),
+        "checkpoint_seconds": round(
+            sum(c["seconds"] for n in executed for c in n["checkpoints"]), 3
+        ),
+        "checkpoint_bytes": sum(c["bytes"] for n in executed for c in n["checkpoints"]),
     }
 
 
@@ -113,6 +124,12 @@ def summary_line(summary: Mapping[str, Any], cache_path: Path) -> str:
         + (
             f", {summary['inherited_seconds']:.1f} s by inheriting kernel state"
             if summary.get("inherited_seconds")
+            else ""
+        )
+        + (
+            f", {summary['resumed_seconds']:.1f} s by resuming {summary['resumed']} from "
+            "checkpoints"
+            if summary.get("resumed")
             else ""
         )
         + f" (cache: {cache_path})"

@@ -88,9 +88,16 @@ def test_an_edit_executes_from_the_first_changed_cell(
 
     # the last cell: only it executes, from the state after the second, counts go on
     project.edit("analysis.ipynb", "print('report',", "print('the report',")
-    last = build(project, state)
+    last = build(project, state, "-D", "nbcache_report=r.json", "-D", "nbcache_junit=j.xml")
     assert last.executed == ["analysis.ipynb"]
     assert runs(log) == ["report"]
+    report, _ = last.reports("r.json", "j.xml")
+    (page,) = report["notebooks"]
+    assert page["resumed_from"] == 3
+    assert page["resumed_seconds"] == round(sum(entry.cell_times[:2]), 3)
+    assert [c["cell"] for c in page["checkpoints"]] == [1, 2]
+    assert report["summary"]["resumed"] == 1
+    assert "s by resuming 1 from checkpoints" in last.stdout
     assert "Cached executed notebook (executed from code cell 3 on" in last.stdout
     resumed = stored(project, "analysis.ipynb")
     assert resumed.resumed_from == 1

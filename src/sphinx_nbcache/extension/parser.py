@@ -389,6 +389,14 @@ class NbCacheParser(MystNbParser):  # type: ignore[misc]
             "finished": result.finished,
             "worker": result.worker,
             "inherits": state.parents.get(docname),
+            "resumed_from": None if result.resumed_from is None else result.resumed_from + 2,
+            "resumed_seconds": round(
+                sum(t or 0.0 for t in result.cell_times[: _resumed_cells(result)]), 3
+            ),
+            "checkpoints": [
+                {"cell": c["cell"] + 1, "seconds": c["seconds"], "bytes": c["bytes"]}
+                for c in result.checkpoints
+            ],
             "lexer": lexer,
             "environment": state.pipeline.environments.mark(planned.kernel)
             if result.environment
@@ -486,6 +494,11 @@ def say_reused_or_cached(
     else:
         return  # not stored: a warning said why
     LOGGER.info("nbcache: %s: %s", planned.source, message)
+
+
+def _resumed_cells(result: ExecutionResult) -> int:
+    """How many code cells a resumed run took from the previous one."""
+    return 0 if result.resumed_from is None else result.resumed_from + 1
 
 
 def _say_resume(planned: PlannedNotebook, result: ExecutionResult, docname: str) -> None:
