@@ -31,6 +31,10 @@ G. Kernel state inheritance: a parent notebook with 10 s of CPU work and four ch
    0.5 s that start from its final state, cold, against the same chapters each repeating
    the parent's code (sphinx-nbcache, and myst-nb); then a chapter's prose and its code
    edited, incremental builds.
+H. Resume from the first changed cell: one notebook of 10 cells of 2 s of CPU work each,
+   cold with ``nbcache_resume`` on (checkpoints of the kernel state kept as it runs) and
+   off, then its last cell edited, incremental builds: what the checkpoints cost cold,
+   and what resuming from the last one saves.
 
 Every build's return code is checked and every page is checked for the outputs it must (or,
 with execution off, must not) show, so a silently failed notebook cannot pass for a fast one.
@@ -49,8 +53,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -211,18 +216,39 @@ def outputs_book(executed: Book, src: Path) -> Book:
     return Book("big floor", src, dict(executed.constants), executes=True)
 
 
-def sphinx_arguments(book: Book) -> list[str]:
-    return ["-q", "-b", "html", *book.build_args, str(book.src), str(book.html_dir)]
+def sphinx_arguments(book: Book, quiet: bool = True) -> list[str]:
+    return [
+        *(["-q"] if quiet else []),
+        "-b",
+        "html",
+        *book.build_args,
+        str(book.src),
+        str(book.html_dir),
+    ]
 
 
 def sphinx_build(book: Book, what: str) -> float:
     """Seconds of one checked ``sphinx-build -q -b html`` run; raises on any failure."""
-    command = [sys.executable, "-c", PEAK_WRAPPER, *sphinx_arguments(book)]
+    return sphinx_run(book, what)[0]
+
+
+def sphinx_run(
+    book: Book, what: str, *, env: Mapping[str, str] | None = None, quiet: bool = True
+) -> tuple[float, str]:
+    """Seconds of one checked ``sphinx-build -b html`` run (``-q`` unless not ``quiet``),
+    with ``env`` as its environment (None: this process's), and its standard output:
+    Sphinx's log, empty when quiet. Raises on any failure."""
+    command = [sys.executable, "-c", PEAK_WRAPPER, *sphinx_arguments(book, quiet)]
     print(f"  {book.label:<14} {what:<6} ...", end=" ", flush=True)
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            command, capture_output=True, text=True, check=False, timeout=BUILD_TIMEOUT
+            command,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=BUILD_TIMEOUT,
+            env=None if env is None else dict(env),
         )
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"{' '.join(command)} still running after {exc.timeout} s") from exc
@@ -241,7 +267,7 @@ def sphinx_build(book: Book, what: str) -> float:
     warnings = sphinx_warnings(proc.stderr)
     note = f"  ({len(warnings)} Sphinx warning(s), first: {warnings[0]})" if warnings else ""
     print(f"{seconds:7.2f} s{note}", flush=True)
-    return seconds
+    return seconds, proc.stdout
 
 
 COLLECTED = re.compile(r"^==\d+== Collected : (\d+)$", re.M)
@@ -446,8 +472,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument(
         "--sections",
-        default="ABCDEFG",
-        help="which sections to run, e.g. B (default: ABCDEFG, all of them)",
+        default="ABCDEFGH",
+        help="which sections to run, e.g. B (default: ABCDEFGH, all of them)",
     )
     parser.add_argument(
         "--instructions",
@@ -474,8 +500,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.nbcache_workers is not None and args.nbcache_workers < 1:
         parser.error("--nbcache-workers must be at least 1")
     args.sections = args.sections.upper()
-    if not args.sections or set(args.sections) - set("ABCDEFG"):
-        parser.error("--sections takes letters among A, B, C, D, E, F and G")
+    if not args.sections or set(args.sections) - set("ABCDEFGH"):
+        parser.error("--sections takes letters among A, B, C, D, E, F, G and H")
     if args.instructions and shutil.which("valgrind") is None:
         parser.error("--instructions needs valgrind on PATH")
     return args
@@ -518,6 +544,11 @@ def run(args: argparse.Namespace) -> list[str]:
         "G": (
             f"G: {CHILDREN} chapters inheriting a parent's state, best of {args.repeat}",
             lambda: section_g(args, extra),
+        ),
+        "H": (
+            f"H: a notebook of {RESUME_CELLS} cells x {RESUME_WORK:g} s, its last cell edited,"
+            f" best of {args.repeat}",
+            lambda: section_h(args, extra),
         ),
     }
     lines: list[str] = []
@@ -1341,6 +1372,161 @@ def section_g(args: argparse.Namespace, extra: list[str]) -> list[str]:
         f" its own {CHILD_WORK:g} s of work and a rebuild that executes nothing (target under"
         f" {INHERIT_EDIT_OVERHEAD:g} s: {verdict(extra_cost < INHERIT_EDIT_OVERHEAD)}), from the"
         f" kept snapshot. A warm build executed {edits} notebook(s).",
+    ]
+
+
+RESUME_CELLS = 10
+RESUME_WORK = 2.0
+"""Seconds of CPU work of each of H's cells (a loop of a fixed number of steps)."""
+RESUME_OVERHEAD_TARGET = 0.10
+"""What keeping checkpoints may add to H's cold build, as a fraction of it."""
+RESUME_EDIT_TARGET = 2.0
+"""Seconds an edit of H's last cell may take beyond that cell's own time."""
+LAST_CELL_TIME = re.compile(rf"cell {RESUME_CELLS} took ([0-9.]+) s")
+RESUMED = re.compile(r"nbcache: nb0\.ipynb: Cached executed notebook \(executed (.*?)in ")
+RESUMED_FROM = re.compile(r"from code cell (\d+) on, ")
+
+
+def resume_books(extra: list[str]) -> tuple[Book, Book]:
+    """The same notebook, ``nb0``, in a book with ``nbcache_resume`` on and one with it off:
+    ten cells of CPU work, each adding to a list and to the rows of a numpy array (state
+    that a checkpoint carries), the last printing its own time and the constant ``N0``
+    that an edit changes."""
+    steps = loop_steps(RESUME_WORK)
+
+    def cell(c: int) -> str:
+        return (
+            "t = time.perf_counter()\nx = 0.0\n"
+            f"for _ in range({steps}):\n    x += math.sqrt(x + {c})\n"
+            "state.append(x)\nrows = np.vstack([rows, np.full(8, x)])\n"
+            f"assert len(state) == {c + 1} and rows.shape == ({c + 1}, 8)\n"
+            f"print(f'cell {c + 1} took {{time.perf_counter() - t:.3f}} s')"
+        )
+
+    cells = [cell(c) for c in range(RESUME_CELLS)]
+    cells[0] = (
+        f"import math, time\nimport numpy as np\nstate = []\nrows = np.zeros((0, 8))\n{cells[0]}"
+    )
+    cells[-1] += "\nN0 = 0\n{'notebook': N0, 'squares': [k * k for k in range(5)]}"
+    books = []
+    for label, folder, resume in (("resume", "h-resume", True), ("no resume", "h-plain", False)):
+        src = BOOKS / folder
+        shutil.rmtree(src, ignore_errors=True)
+        src.mkdir(parents=True)
+        write_ipynb(src / "nb0.ipynb", 0, cells)
+        conf = [
+            "project = 'bench'",
+            "extensions = ['sphinx_nbcache']",
+            "nb_execution_mode = 'cache'",
+            "nb_execution_timeout = 600",
+            "exclude_patterns = ['_build', 'jupyter_execute', '.*']",
+            f"nbcache_resume = {resume}",
+            *extra,
+        ]
+        (src / "conf.py").write_text("\n".join(conf) + "\n", encoding="utf-8")
+        (src / "index.md").write_text("# Resume\n\n```{toctree}\nnb0\n```\n")
+        books.append(Book(label, src, {"nb0": 0}, executes=True))
+    return books[0], books[1]
+
+
+@dataclasses.dataclass
+class ResumeRuns:
+    """One book's builds in H: cold and after the last cell's edit, with what the log and
+    the page say about them."""
+
+    cold: list[float] = dataclasses.field(default_factory=list)
+    edit: list[float] = dataclasses.field(default_factory=list)
+    last_cell: list[float] = dataclasses.field(default_factory=list)
+    """The edited last cell's own time, as it printed it, per edit."""
+    checkpoints: list[int] = dataclasses.field(default_factory=list)
+    """Checkpoints kept by each cold build (files in its fresh state folder)."""
+    resumed_from: list[int] = dataclasses.field(default_factory=list)
+    """The code cell each edit executed from (1: the whole notebook)."""
+
+
+def resume_round(book: Book, runs: ResumeRuns, state: Path, value: int) -> None:
+    """A cold build of ``book`` (empty caches and a fresh ``XDG_STATE_HOME``, so that no
+    checkpoint comes from elsewhere and none stays in the user's), then its last cell
+    edited and an incremental build. The builds log (no ``-q``), to show where each edit
+    executed from."""
+    book.wipe_caches()
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    env = {**os.environ, "XDG_STATE_HOME": str(state)}
+    seconds, log = sphinx_run(book, "cold", env=env, quiet=False)
+    if RESUMED.search(log) is None:
+        raise BenchError(f"{book.label}: the cold build did not execute nb0\n{_tail(log)}")
+    runs.cold.append(seconds)
+    runs.checkpoints.append(len(list(state.glob("sphinx-nbcache/snapshots/*.state"))))
+    edit_constant(book, "nb0", value)
+    seconds, log = sphinx_run(book, "edit", env=env, quiet=False)
+    found = RESUMED.search(log)
+    if found is None:
+        raise BenchError(f"{book.label}: the edit did not execute nb0\n{_tail(log)}")
+    start = RESUMED_FROM.search(found.group(1))
+    runs.edit.append(seconds)
+    runs.resumed_from.append(1 if start is None else int(start.group(1)))
+    shown = LAST_CELL_TIME.search((book.html_dir / "nb0.html").read_text(encoding="utf-8"))
+    if shown is None:
+        raise BenchError(f"{book.label}: nb0.html does not show the last cell's time")
+    runs.last_cell.append(float(shown.group(1)))
+
+
+def section_h(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """A notebook's last cell edited: executed from the last checkpoint against from its
+    first cell; and what keeping the checkpoints costs the cold build."""
+    resume, plain = resume_books(extra)
+    runs = {resume.label: ResumeRuns(), plain.label: ResumeRuns()}
+    with tempfile.TemporaryDirectory(prefix="nbcache-bench-state-") as states:
+        for rep in range(args.repeat):
+            for book in (resume, plain) if rep % 2 == 0 else (plain, resume):
+                state = Path(states) / book.src.name
+                resume_round(book, runs[book.label], state, EDIT_BASE + rep)
+    ours, theirs = runs[resume.label], runs[plain.label]
+    if any(start == 1 for start in ours.resumed_from):
+        raise BenchError(f"resume: an edit of the last cell did not resume: {ours.resumed_from}")
+    if any(start != 1 for start in theirs.resumed_from):
+        raise BenchError(f"no resume: an edit resumed: {theirs.resumed_from}")
+    cold_ours, cold_theirs = min(ours.cold), min(theirs.cold)
+    best = ours.edit.index(min(ours.edit))
+    edit_ours, edit_theirs = ours.edit[best], min(theirs.edit)
+    last_cell, started = ours.last_cell[best], ours.resumed_from[best]
+    overhead = (cold_ours - cold_theirs) / cold_theirs
+    beyond = edit_ours - last_cell
+    kept = "/".join(str(n) for n in sorted(set(ours.checkpoints)))
+    rows = [
+        timed_row("cold, nbcache_resume = False", cold_theirs, "1.00"),
+        timed_row(
+            f"cold, nbcache_resume = True ({kept} checkpoints kept)",
+            cold_ours,
+            ratio(cold_ours, cold_theirs),
+        ),
+        timed_row(
+            f"last cell edited, nbcache_resume = False (executes all {RESUME_CELLS} cells)",
+            edit_theirs,
+            "1.00",
+        ),
+        timed_row(
+            f"last cell edited, nbcache_resume = True (executes from code cell {started} on)",
+            edit_ours,
+            ratio(edit_ours, edit_theirs),
+        ),
+    ]
+    return [
+        f"## H. A notebook of {RESUME_CELLS} cells of {RESUME_WORK:g} s of CPU work each,"
+        " its last cell edited",
+        "",
+        *table(["build", "seconds", "ratio to no resume"], rows),
+        "",
+        f"Checkpoint overhead on the cold build: {overhead:+.1%} (target under"
+        f" {RESUME_OVERHEAD_TARGET:.0%}: {verdict(overhead < RESUME_OVERHEAD_TARGET)})."
+        f" Edit rebuild {edit_ours:.2f} s; target: within {RESUME_EDIT_TARGET:g} s plus that"
+        f" cell's time ({last_cell:.2f} s), i.e. {beyond:.2f} s beyond it:"
+        f" {verdict(beyond <= RESUME_EDIT_TARGET)}; {edit_theirs / edit_ours:.2f}x faster than"
+        f" executing the whole notebook again ({edit_theirs:.2f} s). The resumed edits"
+        f" executed from code cell {', '.join(map(str, ours.resumed_from))} on (the last"
+        f" checkpoint before the edited cell: {RESUME_CELLS} when the checkpoints fall after"
+        " cells 3, 6 and 9).",
     ]
 
 

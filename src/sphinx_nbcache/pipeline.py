@@ -89,6 +89,8 @@ class Pipeline:
         self.for_state: set[str] = set()
         """Keys executed again only for their final state: their stored result is kept (a
         new one would make every notebook inheriting from them stale)."""
+        self.from_start = False
+        """Execute every notebook from its first cell (``nbcache execute --force``)."""
         self._resumed: dict[str, ExecutionResult] = {}
         """The entries that notebooks of the run resume from, by the notebooks' keys."""
         self.early: Preloader | None = None
@@ -291,7 +293,7 @@ class Pipeline:
         files and packages have not changed since (``prefix``: its prefix keys; none when
         it does not resume)."""
         found = ResumePoint()
-        if not prefix or planned.notebook.options.mode == "force":
+        if not prefix or self.from_start or planned.notebook.options.mode == "force":
             return found
         for key in self.store.keys_of(planned.source):
             try:

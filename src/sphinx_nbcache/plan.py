@@ -177,6 +177,12 @@ def make_job(
     )
 
 
+def full_run(job: ExecutionJob) -> ExecutionJob:
+    """``job`` from its first cell, keeping no checkpoints: what a resumed run is checked
+    against."""
+    return dataclasses.replace(job, prefix_keys=(), checkpoint_after=None, resume=None)
+
+
 def resume_keys(planned: PlannedNotebook, settings: Settings) -> tuple[str, ...]:
     """The notebook's prefix keys (:func:`prefix_keys`) if it may resume; none if not."""
     if not may_resume(planned, settings):

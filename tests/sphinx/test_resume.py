@@ -277,3 +277,42 @@ def test_slow_cells_keep_checkpoints(make_project: ProjectFactory, tmp_path: Pat
     project.edit("slow.ipynb", "print('done')", "print('finished')")
     status = nbcache(project, "status", env={"XDG_STATE_HOME": str(state)})
     assert "would resume from code cell 4" in status.stdout, status.stdout
+
+
+def test_verify_finds_a_notebook_that_resuming_changes(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    """A module attribute set in an earlier cell is state a checkpoint does not carry
+    (modules travel by name): resuming gives other outputs than a full run, and ``nbcache
+    verify`` says so; a notebook whose state travels whole verifies."""
+    state = tmp_path / "state"
+    env = {"XDG_STATE_HOME": str(state)}
+    divergent = ipynb(
+        code("import string\nstring.magic = 5", ("checkpoint",)),
+        code("print('magic', getattr(string, 'magic', 0))"),
+    )
+    faithful = ipynb(
+        code("magic = 5", ("checkpoint",)),
+        code("print('magic', magic)"),
+    )
+    project = make_project({"divergent.ipynb": divergent, "faithful.ipynb": faithful})
+    assert build(project, state).returncode == 0
+    nothing = nbcache(project, "verify", env=env)
+    assert nothing.returncode == 0 and "nothing to verify" in nothing.stdout
+    for name in ("divergent.ipynb", "faithful.ipynb"):
+        project.edit(name, "print('magic',", "print('the magic',")
+    edited = build(project, state)
+    assert "the magic 0" in edited.html("divergent")  # resumed: the attribute is gone
+    assert "the magic 5" in edited.html("faithful")
+    verify = nbcache(project, "verify", env=env)
+    assert verify.returncode == 1, verify.stdout + verify.stderr
+    rows = {line.split()[0]: line for line in verify.stdout.splitlines() if ".ipynb" in line}
+    assert "DIFFERS from code cell 2" in rows["divergent.ipynb"]
+    assert "same outputs" in rows["faithful.ipynb"]
+    assert "1 of 2 notebook(s) differ" in verify.stdout
+    # verifying stores nothing; a forced execution stores a full run
+    assert nbcache(project, "verify", "faithful.ipynb", env=env).returncode == 0
+    forced = nbcache(project, "execute", "--force", "divergent.ipynb", env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert stored(project, "divergent.ipynb").resumed_from is None
+    assert nbcache(project, "verify", env=env).returncode == 0

@@ -29,8 +29,9 @@ from sphinx_nbcache.cli.project import (
 )
 from sphinx_nbcache.cli.sizes import measured, removed_line, table
 from sphinx_nbcache.instances import from_command_line
-from sphinx_nbcache.model import Status
+from sphinx_nbcache.model import ExecutionResult, Status
 from sphinx_nbcache.notebook.merge import merge_outputs
+from sphinx_nbcache.plan import full_run, make_job
 from sphinx_nbcache.progress import Progress, colour_allowed, on_terminal
 from sphinx_nbcache.report import plain_text
 from sphinx_nbcache.run.local import ExecutorError
@@ -145,6 +146,7 @@ def cmd_execute(args: argparse.Namespace) -> int:
             print(f"nothing to execute: {len(notebooks)} notebook(s) up to date")
             return 0
         todo = project.pipeline.with_parents(todo)
+        project.pipeline.from_start = args.force
         progress = Progress(len(todo), live=on_terminal())
         try:
             executor = project.pipeline.executor()
@@ -173,6 +175,76 @@ def cmd_execute(args: argparse.Namespace) -> int:
     errors = f", {len(ours)} error(s) of sphinx-nbcache" if ours else ""
     print(f"{len(results) - len(failed) - len(ours)} succeeded, {len(failed)} failed{errors}")
     return 1 if failed or ours else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with open_project(args, {}) as project:
+        notebooks = project.notebooks(args.paths)
+        resumed = {
+            n.planned.key: (n.planned, n.result)
+            for n in notebooks
+            if n.state == "fresh" and n.planned is not None and n.result is not None
+            if n.result.resumed_from is not None
+        }
+        if not resumed:
+            print(
+                f"nothing to verify: no cached outputs of {len(notebooks)} notebook(s) come "
+                "from resuming"
+            )
+            return 0
+        progress = Progress(len(resumed), live=on_terminal())
+        try:
+            executor = project.pipeline.executor()
+            print(
+                f"executing {len(resumed)} resumed notebook(s) from their first cell, "
+                f"{executor.describe()}",
+                flush=True,
+            )
+            _show_progress(project.app)
+            settings = project.pipeline.settings
+            jobs = [full_run(make_job(planned, settings)) for planned, _ in resumed.values()]
+            results = {r.key: r for r in executor.run(jobs, progress)}
+        except KeyboardInterrupt:
+            progress.log_interrupted()
+            raise
+        except ExecutorError as exc:
+            raise CliError(str(exc)) from None
+    rows, diverged = [], 0
+    for key, (planned, stored) in resumed.items():
+        full = results[key]
+        assert stored.resumed_from is not None
+        if not full.succeeded and stored.succeeded:
+            verdict = f"not verified: the full run failed ({_error_text(full)})"
+            diverged += 1
+        else:
+            cell = first_difference(stored, full)
+            verdict = "same outputs" if cell is None else f"DIFFERS from code cell {cell}"
+            diverged += cell is not None
+        rows.append([planned.source, str(stored.resumed_from + 2), verdict])
+    print(table(rows, ["notebook", "resumed at code cell", "against a full run"]))
+    if diverged:
+        print(
+            f"\n{diverged} of {len(resumed)} notebook(s) differ: state a checkpoint does not "
+            "carry (see 'Resuming from the first changed cell' in the docs); give them "
+            "nbcache: {resume: false}, and store a full run with nbcache execute --force PATH"
+        )
+    return 1 if diverged else 0
+
+
+def first_difference(resumed: ExecutionResult, full: ExecutionResult) -> int | None:
+    """The first code cell (from 1) whose outputs or execution count differ, if any."""
+    cells = zip(resumed.outputs, full.outputs, strict=False)
+    counts = zip(resumed.execution_counts, full.execution_counts, strict=False)
+    for number, ((a, b), (x, y)) in enumerate(zip(cells, counts, strict=False), start=1):
+        if a != b or x != y:
+            return number
+    if len(resumed.outputs) != len(full.outputs):
+        return min(len(resumed.outputs), len(full.outputs)) + 1
+    return None
+
+
+def _error_text(result: ExecutionResult) -> str:
+    return "" if result.error is None else f"{result.error.name}: {result.error.value}"
 
 
 def _show_progress(app: Sphinx) -> None:

@@ -22,6 +22,7 @@ from sphinx_nbcache.cli.commands import (
     cmd_prune,
     cmd_show,
     cmd_status,
+    cmd_verify,
 )
 from sphinx_nbcache.cli.project import CliError
 from sphinx_nbcache.cli.sizes import parse_age, parse_size
@@ -80,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--scheduler", metavar="ADDRESS", help="Dask scheduler address (nbcache_dask_scheduler)"
     )
     execute.set_defaults(run=cmd_execute)
+    verify = command(
+        "verify",
+        "Execute the notebooks whose cached outputs come from resuming at a checkpoint from "
+        "their first cell, and list those whose outputs differ; exit status 1 if any do.",
+    )
+    verify.add_argument("paths", nargs="*", metavar="PATH", help="notebooks (default: all)")
+    verify.set_defaults(run=cmd_verify)
     show = command("show", "One notebook's cache entry: key, when, runtimes, error.", True)
     show.add_argument("path", metavar="PATH")
     show.set_defaults(run=cmd_show)
