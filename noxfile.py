@@ -43,6 +43,8 @@ OLDEST_TESTS = [
     "tests/sphinx/test_instances.py",
     # inheritance resolves paths to documents and notes dependencies on other documents
     "tests/sphinx/test_inherit.py",
+    # resuming drives nbclient cell by cell
+    "tests/sphinx/test_resume.py::test_an_edit_executes_from_the_first_changed_cell",
     "tests/cli/test_cli.py::test_status_execute_then_build_executes_nothing",
     "tests/cli/test_cli.py::test_show_lists_the_files_variables_and_packages_the_entry_depends_on",
     "tests/reliability/test_malformed.py::test_unreadable_notebook_gets_one_readable_warning",

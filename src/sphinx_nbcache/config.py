@@ -312,7 +312,7 @@ CONFIG_VALUES: tuple[ConfigValue, ...] = (
     ),
     ConfigValue(
         "nbcache_resume",
-        default=True,
+        default=False,
         types=(bool,),
         check=_check_bool,
         description="Keep the kernel state after slow cells (checkpoints), and execute a "

@@ -231,6 +231,12 @@ class ExecutionResult:
     resume_error: str = ""
     """Why a planned resume did not happen (the notebook then ran from its first cell)."""
 
+    @property
+    def checkpoint_keys(self) -> set[str]:
+        """The keys its checkpoints are kept under (their cells' prefix keys)."""
+        keys = self.prefix_keys
+        return {keys[c["cell"]] for c in self.checkpoints if c["cell"] < len(keys)}
+
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         if self.error is not None and not self.error.internal:

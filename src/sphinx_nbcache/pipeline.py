@@ -312,8 +312,10 @@ class Pipeline:
             usable = [c for c in old.checkpoints if c["cell"] < same]
             if not usable or usable[-1]["cell"] <= found.cell:
                 continue
-            if self.changed_dependency(old) or self.environments.changed(
-                old.environment, planned.kernel
+            if (
+                self.changed_dependency(old)
+                or self.environments.changed(old.environment, planned.kernel)
+                or self._parent_newer(planned, old)
             ):
                 continue
             for checkpoint in reversed(usable):

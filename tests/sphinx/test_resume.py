@@ -26,6 +26,9 @@ def runs(log: Path) -> list[str]:
     return names
 
 
+RESUME = "nbcache_resume = True\n"
+
+
 def build(project: Project, state: Path, *args: str) -> Build:
     """A build whose checkpoints go to ``state`` (the local state folder)."""
     return project.build(*args, env={"XDG_STATE_HOME": str(state)})
@@ -77,7 +80,7 @@ def test_an_edit_executes_from_the_first_changed_cell(
     make_project: ProjectFactory, tmp_path: Path
 ) -> None:
     state, log = tmp_path / "state", tmp_path / "runs.log"
-    project = make_project({"analysis.ipynb": analysis(log)})
+    project = make_project({"analysis.ipynb": analysis(log)}, conf_extra=RESUME)
     first = build(project, state)
     assert first.returncode == 0, first.stderr
     assert runs(log) == ["load", "model", "report"]
@@ -150,7 +153,7 @@ def test_resumed_outputs_equal_a_full_run(make_project: ProjectFactory, tmp_path
     figures and a setting made in an earlier cell: what resuming gives is what a run from
     the first cell gives."""
     state = tmp_path / "state"
-    resuming = make_project({"figures.ipynb": FIGURES}, name="resuming")
+    resuming = make_project({"figures.ipynb": FIGURES}, conf_extra=RESUME, name="resuming")
     full = make_project(
         {"figures.ipynb": FIGURES}, conf_extra="nbcache_resume = False\n", name="full"
     )
@@ -171,7 +174,7 @@ def test_a_kept_state_that_cannot_be_used_falls_back_to_a_full_run(
     make_project: ProjectFactory, tmp_path: Path
 ) -> None:
     state, log = tmp_path / "state", tmp_path / "runs.log"
-    project = make_project({"analysis.ipynb": analysis(log)})
+    project = make_project({"analysis.ipynb": analysis(log)}, conf_extra=RESUME)
     assert build(project, state).returncode == 0
     runs(log)
     # checkpoints damaged on disk (or written by another machine: the signature fails)
@@ -213,7 +216,7 @@ def test_a_state_that_does_not_load_falls_back_to_a_full_run(
         ),
         logged(log, "show", "print('shape', shape)"),
     )
-    project = make_project({"shapes.ipynb": notebook})
+    project = make_project({"shapes.ipynb": notebook}, conf_extra=RESUME)
     assert build(project, state).returncode == 0
     runs(log)
     (lib / "shapes.py").write_text("class Circle:\n    radius = 1\n")
@@ -245,7 +248,7 @@ def test_what_cannot_be_pickled_and_opting_out_mean_no_resume(
         logged(log, "four", "print('four')"),
         metadata={"nbcache": {"resume": False}},
     )
-    project = make_project({"gen.ipynb": unpicklable, "out.ipynb": opted_out})
+    project = make_project({"gen.ipynb": unpicklable, "out.ipynb": opted_out}, conf_extra=RESUME)
     first = build(project, state)
     assert first.returncode == 0 and not first.warnings, first.warnings
     assert "gen.ipynb: no kernel state kept after code cell 1: numbers cannot be pickled" in (
@@ -269,7 +272,9 @@ def test_slow_cells_keep_checkpoints(make_project: ProjectFactory, tmp_path: Pat
         code("time.sleep(0.25)"),
         code("print('done')"),
     )
-    project = make_project({"slow.ipynb": slow}, conf_extra="nbcache_checkpoint_after = 0.3\n")
+    project = make_project(
+        {"slow.ipynb": slow}, conf_extra=RESUME + "nbcache_checkpoint_after = 0.3\n"
+    )
     assert build(project, state).returncode == 0
     assert [c["cell"] for c in stored(project, "slow.ipynb").checkpoints] == [0, 2]
     status = nbcache(project, "status", env={"XDG_STATE_HOME": str(state)})
@@ -295,7 +300,9 @@ def test_verify_finds_a_notebook_that_resuming_changes(
         code("magic = 5", ("checkpoint",)),
         code("print('magic', magic)"),
     )
-    project = make_project({"divergent.ipynb": divergent, "faithful.ipynb": faithful})
+    project = make_project(
+        {"divergent.ipynb": divergent, "faithful.ipynb": faithful}, conf_extra=RESUME
+    )
     assert build(project, state).returncode == 0
     nothing = nbcache(project, "verify", env=env)
     assert nothing.returncode == 0 and "nothing to verify" in nothing.stdout
@@ -316,3 +323,25 @@ def test_verify_finds_a_notebook_that_resuming_changes(
     assert forced.returncode == 0, forced.stderr
     assert stored(project, "divergent.ipynb").resumed_from is None
     assert nbcache(project, "verify", env=env).returncode == 0
+
+
+def test_prune_removes_the_checkpoints_no_entry_uses(
+    make_project: ProjectFactory, tmp_path: Path
+) -> None:
+    state, log = tmp_path / "state", tmp_path / "runs.log"
+    env = {"XDG_STATE_HOME": str(state)}
+    project = make_project({"analysis.ipynb": analysis(log)}, conf_extra=RESUME)
+    kept = state / "sphinx-nbcache" / "snapshots"
+    assert build(project, state).returncode == 0
+    # a resumed run shares the first run's checkpoint after cell 1 and keeps a new one
+    project.edit("analysis.ipynb", "print('model',", "print('the model',")
+    assert build(project, state).executed == ["analysis.ipynb"]
+    assert len(list(kept.glob("*.state"))) == 3
+    pruned = nbcache(project, "prune", "--unused", env=env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "removed 1 kernel state snapshot(s)" in pruned.stdout
+    assert len(list(kept.glob("*.state"))) == 2
+    # what is left is what the current entry resumes from
+    project.edit("analysis.ipynb", "print('report',", "print('the report',")
+    assert build(project, state).executed == ["analysis.ipynb"]
+    assert runs(log)[-1:] == ["report"] and stored(project, "analysis.ipynb").resumed_from == 1

@@ -393,9 +393,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
         removed = len(doomed) + store.remove_unsafe()
         store.compact()
         after = measured(store)
-        # the kernel states kept for removed entries, and any beyond the local folder's cap
+        # the kernel states kept for removed entries (their final states, and checkpoints
+        # no remaining entry shares), and any beyond the local folder's cap
         states = project.pipeline.states
-        snapshots = states.remove(doomed) + len(states.prune())
+        checkpoints = {k: r.checkpoint_keys for k, r in found if r is not None}
+        shared = set().union(*(c for k, c in checkpoints.items() if k not in doomed))
+        gone = set().union(*(c for k, c in checkpoints.items() if k in doomed)) - shared
+        snapshots = states.remove(doomed | gone) + len(states.prune())
     print(removed_line(removed, before, after))
     if snapshots:
         print(f"removed {snapshots} kernel state snapshot(s) from {states.folder}")
