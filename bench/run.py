@@ -1588,7 +1588,8 @@ def section_h(args: argparse.Namespace, extra: list[str]) -> list[str]:
         f" beyond the {RESUME_CELLS + 1 - edit.resumed_from} cell(s) it executed"
         f" ({edit.edit_executed:.2f} s); {edit_theirs / edit.edit:.2f}x faster than executing"
         f" the whole notebook again ({edit_theirs:.2f} s). Cells took {mean_cell:.2f} s on"
-        f" average; checkpoints (from the cells' printed times) and resumed edits: {where}.",
+        f" average; checkpoints (from the cells' printed times) and resumed edits: {where}."
+        " (These builds run without -q: their log says where an edit executed from.)",
     ]
 
 

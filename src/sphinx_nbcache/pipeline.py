@@ -91,7 +91,7 @@ class Pipeline:
         new one would make every notebook inheriting from them stale)."""
         self.from_start = False
         """Execute every notebook from its first cell (``nbcache execute --force``)."""
-        self._resumed: dict[str, ExecutionResult] = {}
+        self.resuming: dict[str, ExecutionResult] = {}
         """The entries that notebooks of the run resume from, by the notebooks' keys."""
         self.early: Preloader | None = None
         """Fork servers started ahead (see :mod:`sphinx_nbcache.run.early`), for the next run of
@@ -253,7 +253,7 @@ class Pipeline:
             if found.problem:
                 self.warn(f"{found.problem}; executing from {found.start}", "resume", p.source)
             if found.resume is not None and found.entry is not None:
-                self._resumed[key] = found.entry
+                self.resuming[key] = found.entry
                 self.states.in_use.add(job.prefix_keys[found.resume.cell])
                 job = dataclasses.replace(job, resume=found.resume)
             jobs[key] = job
@@ -660,7 +660,7 @@ class _Storing:
             installed = self.pipeline.environments.installed(planned.kernel)
             environment = with_packages(result.environment, installed)
             result = dataclasses.replace(result, environment=environment)
-        old = self.pipeline._resumed.pop(result.key, None)
+        old = self.pipeline.resuming.pop(result.key, None)
         if old is not None and result.resumed_from is not None:
             result = resumed(result, old)
         self.results[result.key] = result

@@ -135,6 +135,7 @@ FIGURES = ipynb(
         "import matplotlib.pyplot as plt\n"
         "random.seed(3)\nnp.random.seed(4)\n"
         "plt.rcParams['lines.linewidth'] = 4\n"
+        "np.set_printoptions(precision=2)\nimport warnings\nwarnings.simplefilter('ignore')\n"
         "frame = pd.DataFrame({'x': np.arange(8), 'y': np.random.rand(8)})",
         ("checkpoint",),
     ),
@@ -144,14 +145,17 @@ FIGURES = ipynb(
         "frame.describe()",
         ("checkpoint",),
     ),
-    code("print(random.random(), np.random.rand())\nplt.plot(frame['y'])\nplt.show()"),
+    code(
+        "print(random.random(), np.random.rand(3))\nwarnings.warn('hidden')\n"
+        "plt.plot(frame['y'])\nplt.show()"
+    ),
 )
 
 
 def test_resumed_outputs_equal_a_full_run(make_project: ProjectFactory, tmp_path: Path) -> None:
     """Random numbers (Python's and NumPy's global generators), a data frame, matplotlib
-    figures and a setting made in an earlier cell: what resuming gives is what a run from
-    the first cell gives."""
+    figures, and settings made in an earlier cell (``rcParams``, NumPy's print options,
+    warning filters): what resuming gives is what a run from the first cell gives."""
     state = tmp_path / "state"
     resuming = make_project({"figures.ipynb": FIGURES}, conf_extra=RESUME, name="resuming")
     full = make_project(
@@ -168,6 +172,7 @@ def test_resumed_outputs_equal_a_full_run(make_project: ProjectFactory, tmp_path
     assert resumed.execution_counts == complete.execution_counts == [1, 2, 3]
     assert resumed.outputs == complete.outputs
     assert any("image/png" in o.get("data", {}) for o in resumed.outputs[2])
+    assert "stderr" not in str(resumed.outputs[2])  # the warning stays hidden
 
 
 def test_a_kept_state_that_cannot_be_used_falls_back_to_a_full_run(

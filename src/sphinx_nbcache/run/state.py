@@ -4,8 +4,9 @@ cells, which a later run of the notebook resumes from.
 
 The state is the user namespace: variables, functions and classes defined in cells (by
 value), imported modules (by name: the child imports them again); and, outside it, the
-working directory when the notebook changed it, ``sys.path``, the global random
-generators of ``random`` and NumPy, and matplotlib's ``rcParams``. It is pickled with
+working directory when the notebook changed it, ``sys.path``, the warning filters, the
+global random generators of ``random`` and NumPy, NumPy's print options and matplotlib's
+``rcParams``. It is pickled with
 dill in the kernel itself, one pickle for all names, so that objects shared between names
 stay shared. What cannot be pickled (generators, sockets, connections, some C objects) is
 left out and named, and so are open files, which dill would open again (truncating a file
@@ -49,10 +50,12 @@ for name, value in list(shell.user_ns.items()):
 cwd = os.getcwd()
 # state outside the namespace that cells commonly depend on
 carried = {"sys.path": list(sys.path), "cwd": cwd if cwd != start else None}
+carried["warnings"] = list(sys.modules["warnings"].filters)
 if "random" in sys.modules:
     carried["random"] = sys.modules["random"].getstate()
 if "numpy.random" in sys.modules:
     carried["numpy.random"] = sys.modules["numpy.random"].get_state()
+    carried["numpy.printoptions"] = sys.modules["numpy"].get_printoptions()
 if "matplotlib" in sys.modules:
     params = sys.modules["matplotlib"].rcParams
     carried["rcParams"] = {k: v for k, v in params.items() if not k.startswith("backend")}
@@ -98,8 +101,12 @@ if "random" in carried:
     import random
     random.setstate(carried["random"])
 if "numpy.random" in carried:
-    import numpy.random
+    import numpy
     numpy.random.set_state(carried["numpy.random"])
+    numpy.set_printoptions(**carried["numpy.printoptions"])
+if "warnings" in carried:
+    import warnings
+    warnings.filters[:] = carried["warnings"]
 if "rcParams" in carried:
     import matplotlib
     matplotlib.rcParams.update(carried["rcParams"])
@@ -115,7 +122,8 @@ def snapshot_request(path: Path, start: str) -> str:
 
 
 def restore_request(path: Path, executed: int | None = None) -> str:
-    return f"exec({RESTORE!r}, {{'path': {str(path)!r}, 'executed': {executed!r}}})"
+    count = None if executed is None else int(executed)  # code: never anything but a number
+    return f"exec({RESTORE!r}, {{'path': {str(path)!r}, 'executed': {count!r}}})"
 
 
 def left_out(path: Path) -> list[str]:
